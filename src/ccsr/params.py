@@ -1,0 +1,85 @@
+"""Request parameters: one definition shared by the Python API, the CLI and
+the HTTP schema, so the three can never disagree on names, defaults or enums.
+
+Field names, types, defaults and enums are those of the hosted "fal-ai/ccsr"
+API. Cross-field checks that need the input size live in
+:func:`ccsr.params.check_request`.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Literal, Optional
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from ccsr.errors import InvalidParameter
+
+TileDiffusion = Literal["none", "mix", "gaussian"]
+ColorFix = Literal["none", "wavelet", "adain"]
+
+#: Largest seed accepted (the hosted API takes any int; torch seeds are 64-bit).
+MAX_SEED = 2**63 - 1
+
+
+class UpscaleParams(BaseModel):
+    """Everything that changes the picture, except the image itself."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    scale: float = Field(2, gt=0, le=16, description="The scale of the output image. The higher the scale, the bigger the output image will be.")
+    tile_diffusion: TileDiffusion = Field("none", description="If specified, a patch-based sampling strategy will be used for sampling.")
+    tile_diffusion_size: int = Field(1024, ge=64, le=4096, description="Size of patch.")
+    tile_diffusion_stride: int = Field(512, ge=8, le=4096, description="Stride of sliding patch.")
+    tile_vae: bool = Field(False, description="If specified, a patch-based sampling strategy will be used for VAE decoding.")
+    tile_vae_decoder_size: int = Field(226, ge=16, le=2048, description="Size of VAE patch.")
+    tile_vae_encoder_size: int = Field(1024, ge=128, le=8192, description="Size of latent image")
+    steps: int = Field(50, ge=2, le=1000, description="The number of steps to run the model for. The higher the number the better the quality and longer it will take to generate.")
+    t_max: float = Field(0.6667, gt=0, le=1, description="The ending point of uniform sampling strategy.")
+    t_min: float = Field(0.3333, ge=0, lt=1, description="The starting point of uniform sampling strategy.")
+    color_fix_type: ColorFix = Field("adain", description="Type of color correction for samples.")
+    seed: Optional[int] = Field(None, ge=0, le=MAX_SEED, description="Seed for reproducibility. Different seeds will make slightly different results.")
+
+
+def target_size(width: int, height: int, scale: float) -> tuple[int, int]:
+    """Output size for an input size: ceil(side * scale), as the reference does."""
+    if scale == 1:
+        return width, height
+    return math.ceil(width * scale), math.ceil(height * scale)
+
+
+def check_request(params: UpscaleParams, width: int, height: int, max_output_pixels: int) -> None:
+    """Reject combinations the reference would crash on or that cannot fit.
+
+    Raises :class:`InvalidParameter` naming the field at fault.
+    """
+    if params.t_min >= params.t_max:
+        raise InvalidParameter("t_min", f"must be smaller than t_max ({params.t_max}), got {params.t_min}")
+    n = params.steps
+    u = round(n * params.t_max)
+    m = round(n * params.t_min)
+    if u - m < 1:
+        raise InvalidParameter(
+            "steps",
+            f"{n} steps with t_max={params.t_max} and t_min={params.t_min} leave no sampling step "
+            f"(round(steps*t_max) - round(steps*t_min) = {u - m}); use more steps or a wider t range",
+        )
+    if params.tile_diffusion != "none":
+        if params.tile_diffusion_size % 8:
+            raise InvalidParameter("tile_diffusion_size", f"must be a multiple of 8, got {params.tile_diffusion_size}")
+        if params.tile_diffusion_stride % 8:
+            raise InvalidParameter("tile_diffusion_stride", f"must be a multiple of 8, got {params.tile_diffusion_stride}")
+        if params.tile_diffusion_stride > params.tile_diffusion_size:
+            raise InvalidParameter(
+                "tile_diffusion_stride",
+                f"must not exceed tile_diffusion_size ({params.tile_diffusion_size}), got {params.tile_diffusion_stride}",
+            )
+    if width < 1 or height < 1:
+        raise InvalidParameter("image_url", f"image has no pixels ({width}x{height})")
+    tw, th = target_size(width, height, params.scale)
+    if tw * th > max_output_pixels:
+        raise InvalidParameter(
+            "scale",
+            f"output {tw}x{th} = {tw * th} pixels exceeds the limit of {max_output_pixels} pixels "
+            f"(setting max_output_pixels); lower the scale or the input size",
+        )

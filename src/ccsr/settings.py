@@ -1,0 +1,75 @@
+"""All configuration in one place.
+
+Every field can be set by an environment variable ``CCSR_<FIELD>`` (upper
+case) and most by a command-line flag of the same name; the README's settings
+table lists them all. Keeping one object means the CLI, the service and the
+worker processes read configuration the same way.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+from typing_extensions import Annotated
+
+
+def _default_data_dir() -> Path:
+    return Path.home() / ".local" / "share" / "ccsr"
+
+
+class Settings(BaseSettings):
+    """Settings for the engine, the CLI and ``ccsr serve``."""
+
+    model_config = SettingsConfigDict(env_prefix="CCSR_", extra="ignore")
+
+    # --- engine ---------------------------------------------------------
+    weights: Optional[Path] = Field(None, description="Checkpoint file (.ckpt or .safetensors); default: the Hugging Face cache copy fetched by `ccsr weights download`.")
+    config: Optional[Path] = Field(None, description="Official-format model YAML; default: sizes inferred from the checkpoint's tensor shapes.")
+    device: str = Field("auto", description="cpu, cuda, cuda:N, mps or auto (CUDA, then MPS, then CPU).")
+    dtype: str = Field("auto", description="fp32, fp16, bf16 or auto (fp16 on CUDA/MPS, fp32 on CPU).")
+    tile_batch_size: int = Field(4, ge=1, description="Diffusion tiles evaluated together in one network call.")
+    max_output_pixels: int = Field(4096 * 4096, ge=1, description="Largest output (width*height) a request may ask for.")
+
+    # --- service --------------------------------------------------------
+    host: str = Field("127.0.0.1", description="Address `ccsr serve` binds to.")
+    port: int = Field(8000, description="Port `ccsr serve` listens on.")
+    data_dir: Path = Field(default_factory=_default_data_dir, description="Where the job database, files and webhook keys live.")
+    database_url: Optional[str] = Field(None, description="SQLAlchemy URL; default sqlite:///<data_dir>/ccsr.db. postgresql://... for PostgreSQL.")
+    public_url: Optional[str] = Field(None, description="Base URL clients reach the server at (for result and upload URLs); default: from the request's Host.")
+    api_keys: Annotated[list[str], NoDecode] = Field(default_factory=list, description="Accepted API keys (env: comma-separated).")
+    api_keys_file: Optional[Path] = Field(None, description="File with one API key per line (# comments allowed).")
+    workers: Optional[str] = Field(None, description="Comma-separated devices to run one model worker on each (default: the device setting).")
+    allow_private_urls: bool = Field(False, description="Let image_url and webhook URLs reach loopback/private/link-local addresses.")
+    max_download_bytes: int = Field(50 * 1024 * 1024, description="Largest image_url download.")
+    download_timeout: float = Field(30.0, description="Seconds allowed for one image_url download.")
+    max_redirects: int = Field(5, description="Redirects followed when fetching image_url.")
+    max_data_uri_bytes: int = Field(20 * 1024 * 1024, description="Largest data: URI in a request body (encoded length).")
+    max_input_pixels: int = Field(40_000_000, description="Largest decoded input image (width*height); larger is refused before decoding.")
+    max_upload_bytes: int = Field(200 * 1024 * 1024, description="Largest file accepted by the upload routes.")
+    result_ttl: float = Field(7 * 24 * 3600, description="Seconds results and their files are kept (a request may ask for less or more with x-fal-object-lifecycle-preference).")
+    max_attempts: int = Field(2, description="Runs a request gets when its worker crashes (1 retry).")
+    webhook_max_attempts: int = Field(10, description="Webhook deliveries tried before giving up.")
+
+    @field_validator("api_keys", mode="before")
+    @classmethod
+    def _split_keys(cls, v):  # noqa: ANN001
+        # The env var is comma-separated; flags and code pass lists.
+        if isinstance(v, str):
+            return [k.strip() for k in v.split(",") if k.strip()]
+        return v
+
+    def resolved_database_url(self) -> str:
+        return self.database_url or f"sqlite:///{self.data_dir / 'ccsr.db'}"
+
+    def all_api_keys(self) -> list[str]:
+        """Keys from the setting, the env var and the keys file, deduplicated."""
+        keys = [k.strip() for item in self.api_keys for k in item.split(",") if k.strip()]
+        if self.api_keys_file and self.api_keys_file.exists():
+            for line in self.api_keys_file.read_text().splitlines():
+                line = line.split("#", 1)[0].strip()
+                if line:
+                    keys.append(line)
+        return list(dict.fromkeys(keys))
