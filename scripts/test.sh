@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# Set up everything the tests need, then run them:
+#   the venv with test extras, PostgreSQL (started if installed and stopped),
+#   Debian's chromium for the browser tests, the pinned JS client for the
+#   official-client tests. Extra arguments go to pytest.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/setup.sh "[test]"
+
+if command -v pg_ctlcluster >/dev/null 2>&1 && ! pg_isready -q -h 127.0.0.1 -p 5432 2>/dev/null; then
+  pg_ctlcluster --skip-systemctl-redirect "$(ls /etc/postgresql | head -n1)" main start || true
+fi
+if ! command -v chromium >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
+  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null) || echo "warning: could not install chromium" >&2
+fi
+if [ -f tests/js/package.json ] && command -v npm >/dev/null 2>&1; then
+  (cd tests/js && npm ci --no-audit --no-fund --loglevel=error)
+fi
+exec .venv/bin/python -m pytest "$@"
