@@ -1,0 +1,80 @@
+"""The job tables: one row per request, and its log lines in a table of their own.
+
+The database is the source of truth for every request (a restart rebuilds the
+in-memory queue from it); the HTTP process keeps a hot copy for cheap polling.
+Times are unix seconds (floats) so SQLite and PostgreSQL compare them the same way.
+"""
+
+from __future__ import annotations
+
+from typing import Optional
+
+from sqlalchemy import Boolean, Float, Index, Integer, String, Text
+from sqlalchemy.orm import Mapped, mapped_column
+
+from ccsr.jobs.db import Base
+
+# Job states as stored. The protocol's three statuses are derived from these.
+QUEUED = "queued"
+RUNNING = "running"
+COMPLETED = "completed"
+FAILED = "failed"
+CANCELLED = "cancelled"
+FINAL_STATES = (COMPLETED, FAILED, CANCELLED)
+
+# Priorities: lower runs first (X-Fal-Queue-Priority: normal before low).
+PRIORITY_NORMAL = 0
+PRIORITY_LOW = 1
+
+
+class Job(Base):
+    """One request to the model, queued, running or finished."""
+
+    __tablename__ = "ccsr_jobs"
+
+    # seq gives FIFO order within a priority; request_id is what clients see.
+    seq: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    request_id: Mapped[str] = mapped_column(String(64), unique=True, index=True)
+    app_id: Mapped[str] = mapped_column(String(128), default="fal-ai/ccsr")
+    owner: Mapped[Optional[str]] = mapped_column(String(128), nullable=True, index=True)
+    status: Mapped[str] = mapped_column(String(16), default=QUEUED)
+    priority: Mapped[int] = mapped_column(Integer, default=PRIORITY_NORMAL)
+    created_at: Mapped[float] = mapped_column(Float)
+    started_at: Mapped[Optional[float]] = mapped_column(Float, nullable=True)
+    finished_at: Mapped[Optional[float]] = mapped_column(Float, nullable=True)
+    # Start timeout (X-Fal-Request-Timeout): fail if not started by then.
+    start_deadline: Mapped[Optional[float]] = mapped_column(Float, nullable=True)
+    input_json: Mapped[str] = mapped_column(Text)
+    base_url: Mapped[Optional[str]] = mapped_column(Text, nullable=True)
+    webhook_url: Mapped[Optional[str]] = mapped_column(Text, nullable=True)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    cancel_requested: Mapped[bool] = mapped_column(Boolean, default=False)
+    # Output JSON with file URLs stored relative ("/files/..."), made absolute per response.
+    result_json: Mapped[Optional[str]] = mapped_column(Text, nullable=True)
+    # Failure: message, type, HTTP status and body the result route answers with.
+    error: Mapped[Optional[str]] = mapped_column(Text, nullable=True)
+    error_type: Mapped[Optional[str]] = mapped_column(String(64), nullable=True)
+    error_status: Mapped[Optional[int]] = mapped_column(Integer, nullable=True)
+    error_body: Mapped[Optional[str]] = mapped_column(Text, nullable=True)
+    inference_time: Mapped[Optional[float]] = mapped_column(Float, nullable=True)
+    # Retention: seconds results are kept after finishing, and the resulting deadline.
+    ttl: Mapped[Optional[float]] = mapped_column(Float, nullable=True)
+    expires_at: Mapped[Optional[float]] = mapped_column(Float, nullable=True, index=True)
+    store_io: Mapped[bool] = mapped_column(Boolean, default=True)
+    delivered_at: Mapped[Optional[float]] = mapped_column(Float, nullable=True)
+    # Files owned by this job (JSON list of paths relative to the files dir), deleted with it.
+    files_json: Mapped[Optional[str]] = mapped_column(Text, nullable=True)
+
+    __table_args__ = (Index("ix_ccsr_jobs_status_prio_seq", "status", "priority", "seq"),)
+
+
+class JobLog(Base):
+    """One log line of a request (per step progress, warnings, errors)."""
+
+    __tablename__ = "ccsr_job_logs"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    request_id: Mapped[str] = mapped_column(String(64), index=True)
+    timestamp: Mapped[float] = mapped_column(Float)
+    level: Mapped[str] = mapped_column(String(8), default="INFO")
+    message: Mapped[str] = mapped_column(Text)
