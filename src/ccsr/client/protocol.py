@@ -1,0 +1,407 @@
+"""The parts of the queue protocol that do not depend on sync or async I/O.
+
+URL building, status parsing, progress extraction and error mapping live here
+once, so :class:`ccsr.client.Client` and :class:`ccsr.client.AsyncClient`
+only differ in how they wait for the network.
+"""
+
+from __future__ import annotations
+
+import json
+import mimetypes
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, Iterator, Optional, Union
+from urllib.parse import quote
+
+DEFAULT_SERVER = "http://127.0.0.1:8000"
+DEFAULT_APP = "fal-ai/ccsr"
+TERMINAL = "COMPLETED"
+
+#: Anything ``upload`` accepts: a file path, raw bytes.
+Uploadable = Union[str, os.PathLike, bytes, bytearray]
+
+
+def default_server() -> str:
+    """The server from ``CCSR_SERVER``, else the local default."""
+    return os.environ.get("CCSR_SERVER") or DEFAULT_SERVER
+
+
+def default_key() -> Optional[str]:
+    """The key from ``CCSR_KEY``, else ``FAL_KEY`` (what the official clients read)."""
+    return os.environ.get("CCSR_KEY") or os.environ.get("FAL_KEY") or None
+
+
+# --------------------------------------------------------------------- errors
+
+
+class ClientError(Exception):
+    """Base class of every error this client raises on purpose."""
+
+
+class ServerUnreachable(ClientError):
+    """The server did not answer at all (wrong --server, not started, network)."""
+
+
+class ServerTimeout(ClientError):
+    """One HTTP call took longer than the client's timeout."""
+
+
+class HTTPError(ClientError):
+    """The server answered with an error status; ``detail`` is its explanation."""
+
+    def __init__(self, status_code: int, detail: Any, error_type: Optional[str] = None, url: str = ""):
+        self.status_code = status_code
+        self.detail = detail
+        self.error_type = error_type
+        self.url = url
+        super().__init__(self._describe())
+
+    def _describe(self) -> str:
+        text = format_detail(self.detail)
+        kind = f" ({self.error_type})" if self.error_type else ""
+        return f"HTTP {self.status_code}{kind}: {text}"
+
+
+class AuthError(HTTPError):
+    """401/403: a missing or wrong API key."""
+
+    def _describe(self) -> str:
+        return f"HTTP {self.status_code}: {format_detail(self.detail)} (pass --key, or set CCSR_KEY or FAL_KEY)"
+
+
+class ValidationError(HTTPError):
+    """422: one or more input fields are out of range; ``field_errors`` maps field -> message."""
+
+    @property
+    def field_errors(self) -> dict[str, str]:
+        return field_errors(self.detail)
+
+    def _describe(self) -> str:
+        errs = field_errors(self.detail)
+        if not errs:
+            return super()._describe()
+        return "invalid input: " + "; ".join(f"{k}: {v}" for k, v in errs.items())
+
+
+class RequestFailed(ClientError):
+    """A queued request finished with an error (or was cancelled)."""
+
+    def __init__(self, request_id: str, error: Any, error_type: Optional[str] = None, status_code: Optional[int] = None):
+        self.request_id = request_id
+        self.error = error
+        self.error_type = error_type
+        self.status_code = status_code
+        kind = f" ({error_type})" if error_type else ""
+        super().__init__(f"request {request_id} failed{kind}: {format_detail(error)}")
+
+
+def format_detail(detail: Any) -> str:
+    """A person-readable line from a FastAPI-style ``detail`` (string or list of errors)."""
+    if isinstance(detail, list):
+        errs = field_errors(detail)
+        if errs:
+            return "; ".join(f"{k}: {v}" for k, v in errs.items())
+        return "; ".join(str(d) for d in detail)
+    if isinstance(detail, dict):
+        return str(detail.get("detail") or detail.get("error") or detail.get("message") or detail)
+    return str(detail)
+
+
+def field_errors(detail: Any) -> dict[str, str]:
+    """``{"scale": "Input should be less than or equal to 16", ...}`` from a 422 detail list."""
+    out: dict[str, str] = {}
+    if not isinstance(detail, list):
+        return out
+    for item in detail:
+        if not isinstance(item, dict):
+            continue
+        loc = [str(p) for p in item.get("loc") or [] if p not in ("body",)]
+        name = ".".join(loc) or "input"
+        msg = str(item.get("msg") or item)
+        out[name] = f"{out[name]}; {msg}" if name in out else msg
+    return out
+
+
+def error_from_response(status_code: int, body: bytes, headers: Any, url: str = "") -> HTTPError:
+    """Map an error response to the most specific :class:`HTTPError`."""
+    detail: Any
+    error_type = headers.get("x-fal-error-type") if headers is not None else None
+    try:
+        data = json.loads(body or b"null")
+    except ValueError:
+        data = None
+    if isinstance(data, dict):
+        detail = data.get("detail", data)
+        error_type = data.get("error_type") or error_type
+    elif data is not None:
+        detail = data
+    else:
+        text = (body or b"").decode("utf-8", "replace").strip()
+        detail = text[:500] or f"empty response from {url}"
+    cls = HTTPError
+    if status_code in (401, 403):
+        cls = AuthError
+    elif status_code == 422:
+        cls = ValidationError
+    return cls(status_code, detail, error_type, url)
+
+
+# --------------------------------------------------------------------- status
+
+
+@dataclass
+class Log:
+    """One log line of a request, as the server reports it."""
+
+    message: str
+    level: str = "INFO"
+    timestamp: str = ""
+
+    @classmethod
+    def from_json(cls, data: dict) -> "Log":
+        return cls(str(data.get("message", "")), str(data.get("level", "INFO")), str(data.get("timestamp", "")))
+
+
+@dataclass
+class Progress:
+    """How far a running request is: ``step`` of ``total`` (fraction in [0, 1])."""
+
+    step: int
+    total: int
+
+    @property
+    def fraction(self) -> float:
+        return min(1.0, self.step / self.total) if self.total else 0.0
+
+
+@dataclass
+class Status:
+    """A queue status: IN_QUEUE, IN_PROGRESS or COMPLETED (failed requests are COMPLETED with ``error``)."""
+
+    status: str
+    request_id: str
+    queue_position: Optional[int] = None
+    logs: list[Log] = field(default_factory=list)
+    metrics: dict = field(default_factory=dict)
+    error: Any = None
+    error_type: Optional[str] = None
+    progress: Optional[Progress] = None
+    raw: dict = field(default_factory=dict)
+
+    @property
+    def done(self) -> bool:
+        return self.status == TERMINAL
+
+    @classmethod
+    def from_json(cls, data: dict) -> "Status":
+        logs = [Log.from_json(x) for x in (data.get("logs") or []) if isinstance(x, dict)]
+        return cls(
+            status=str(data.get("status", "")),
+            request_id=str(data.get("request_id", "")),
+            queue_position=data.get("queue_position"),
+            logs=logs,
+            metrics=data.get("metrics") or {},
+            error=data.get("error"),
+            error_type=data.get("error_type"),
+            progress=progress_of(data, logs),
+            raw=data,
+        )
+
+
+@dataclass
+class Handle:
+    """What ``submit`` returns: the request id and the URLs to follow it."""
+
+    request_id: str
+    status_url: str
+    response_url: str
+    cancel_url: str
+    queue_position: Optional[int] = None
+
+
+_STEP_RE = re.compile(r"(?:step|steps)\D{0,3}(\d+)\s*(?:/|of)\s*(\d+)", re.IGNORECASE)
+_FRACTION_RE = re.compile(r"\b(\d+)\s*/\s*(\d+)\b")
+
+
+def progress_of(data: dict, logs: Iterable[Log]) -> Optional[Progress]:
+    """Progress from a status: an explicit ``progress`` field if the server sends
+    one, else the last "step N/M" found in the logs."""
+    p = data.get("progress")
+    if isinstance(p, dict):
+        step = p.get("step", p.get("current"))
+        total = p.get("total")
+        if isinstance(step, (int, float)) and isinstance(total, (int, float)) and total > 0:
+            return Progress(int(step), int(total))
+        frac = p.get("fraction")
+        if isinstance(frac, (int, float)):
+            return Progress(round(frac * 1000), 1000)
+    elif isinstance(p, (int, float)) and not isinstance(p, bool):
+        frac = p / 100 if p > 1 else p
+        return Progress(round(frac * 1000), 1000)
+    found: Optional[Progress] = None
+    for log in logs:
+        m = _STEP_RE.search(log.message) or _FRACTION_RE.search(log.message)
+        if m and int(m.group(2)) > 0:
+            found = Progress(int(m.group(1)), int(m.group(2)))
+    return found
+
+
+def log_key(log: Log) -> tuple[str, str, str]:
+    """Identity of a log line, so cumulative log lists are reported once."""
+    return (log.timestamp, log.level, log.message)
+
+
+class Reporter:
+    """Turns a sequence of statuses into callbacks: every status, each new log
+    line once (status lists are cumulative), and progress when it moves."""
+
+    def __init__(self, on_queue_update=None, on_progress=None, on_log=None):  # noqa: ANN001
+        self.on_queue_update = on_queue_update
+        self.on_progress = on_progress
+        self.on_log = on_log
+        self._seen: set[tuple[str, str, str]] = set()
+        self._last: Optional[tuple[int, int]] = None
+
+    def __call__(self, status: Status) -> None:
+        if self.on_queue_update:
+            self.on_queue_update(status)
+        for log in status.logs:
+            key = log_key(log)
+            if key in self._seen:
+                continue
+            self._seen.add(key)
+            if self.on_log:
+                self.on_log(log)
+        p = status.progress
+        if p is not None and (p.step, p.total) != self._last:
+            self._last = (p.step, p.total)
+            if self.on_progress:
+                self.on_progress(p)
+
+
+# --------------------------------------------------------------------- URLs
+
+
+class Urls:
+    """Where each protocol route lives on one server (see docs/fal-protocol)."""
+
+    def __init__(self, server: str, app: str = DEFAULT_APP):
+        self.server = server.rstrip("/")
+        self.app = app.strip("/")
+        owner_alias = "/".join(self.app.split("/")[:2])
+        self.base = f"{self.server}/queue/{owner_alias}"
+
+    def submit(self, webhook_url: Optional[str] = None) -> str:
+        url = f"{self.server}/queue/{self.app}"
+        if webhook_url:
+            url += "?fal_webhook=" + quote(webhook_url, safe="")
+        return url
+
+    def run(self) -> str:
+        return f"{self.server}/{self.app}"
+
+    def status(self, request_id: str) -> str:
+        return f"{self.base}/requests/{request_id}/status"
+
+    def stream(self, request_id: str) -> str:
+        return f"{self.base}/requests/{request_id}/status/stream"
+
+    def result(self, request_id: str) -> str:
+        return f"{self.base}/requests/{request_id}"
+
+    def cancel(self, request_id: str) -> str:
+        return f"{self.base}/requests/{request_id}/cancel"
+
+    def token(self) -> str:
+        return f"{self.server}/rest/storage/auth/token?storage_type=fal-cdn-v3"
+
+    def cdn_upload(self) -> str:
+        return f"{self.server}/cdn/files/upload"
+
+
+def auth_headers(key: Optional[str]) -> dict[str, str]:
+    return {"Authorization": f"Key {key}"} if key else {}
+
+
+def submit_headers(priority: Optional[str], start_timeout: Optional[float]) -> dict[str, str]:
+    headers: dict[str, str] = {}
+    if priority:
+        headers["X-Fal-Queue-Priority"] = priority
+    if start_timeout:
+        headers["X-Fal-Request-Timeout"] = str(start_timeout)
+    return headers
+
+
+def upload_payload(data: Uploadable, content_type: Optional[str], file_name: Optional[str]) -> tuple[bytes, str, str]:
+    """Bytes, content type and file name for an upload from a path or bytes."""
+    if isinstance(data, (bytes, bytearray)):
+        name = file_name or "upload.bin"
+        blob = bytes(data)
+    else:
+        path = Path(data)
+        if not path.is_file():
+            raise ClientError(f"no such file: {path}")
+        name = file_name or path.name
+        blob = path.read_bytes()
+    ctype = content_type or mimetypes.guess_type(name)[0] or sniff_type(blob)
+    return blob, ctype, name
+
+
+def sniff_type(blob: bytes) -> str:
+    """Content type from magic bytes, for bytes uploaded without a name."""
+    if blob.startswith(b"\x89PNG"):
+        return "image/png"
+    if blob.startswith(b"\xff\xd8"):
+        return "image/jpeg"
+    if blob[:4] == b"RIFF" and blob[8:12] == b"WEBP":
+        return "image/webp"
+    return "application/octet-stream"
+
+
+def is_remote(ref: str) -> bool:
+    """True for inputs the server fetches itself (URLs and data URIs)."""
+    return ref.startswith(("http://", "https://", "data:"))
+
+
+def iter_sse(lines: Iterable[str]) -> Iterator[dict]:
+    """JSON objects from the ``data:`` fields of a Server-Sent Events stream
+    (comment lines, the keep-alives, are skipped)."""
+    buf: list[str] = []
+    for line in lines:
+        line = line.rstrip("\r")
+        if not line:
+            if buf:
+                payload = "\n".join(buf)
+                buf = []
+                try:
+                    obj = json.loads(payload)
+                except ValueError:
+                    continue
+                if isinstance(obj, dict):
+                    yield obj
+            continue
+        if line.startswith(":"):
+            continue
+        if line.startswith("data:"):
+            buf.append(line[5:].lstrip(" "))
+    if buf:
+        try:
+            obj = json.loads("\n".join(buf))
+        except ValueError:
+            return
+        if isinstance(obj, dict):
+            yield obj
+
+
+def handle_from_json(data: dict, urls: Urls) -> Handle:
+    rid = str(data["request_id"])
+    return Handle(
+        request_id=rid,
+        status_url=data.get("status_url") or urls.status(rid),
+        response_url=data.get("response_url") or urls.result(rid),
+        cancel_url=data.get("cancel_url") or urls.cancel(rid),
+        queue_position=data.get("queue_position"),
+    )
