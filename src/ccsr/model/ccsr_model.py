@@ -1,0 +1,283 @@
+"""CCSR v1 networks on diffusers blocks: UNet + latent ControlNet + VAE + constant text context.
+
+Only the networks live here; the sampler, tiling and colour fix are pipeline
+code. Weights come from an official-layout state dict through the rules in
+:mod:`ccsr.model.keymap`; each tensor is converted to the requested
+dtype/device on its own, so peak memory stays near the model's size.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from typing import Mapping
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ccsr.errors import CheckpointError
+from ccsr.model import keymap
+from ccsr.model.config import CCSRConfig, UNetConfig, VAEConfig
+from ccsr.model.text import TextTower, empty_prompt_tokens
+
+log = logging.getLogger(__name__)
+
+
+class GroupNorm32(nn.GroupNorm):
+    """GroupNorm computed in float32 whatever the input dtype (as ldm's GroupNorm32 does)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        w = None if self.weight is None else self.weight.float()
+        b = None if self.bias is None else self.bias.float()
+        return F.group_norm(x.float(), self.num_groups, w, b, self.eps).to(x.dtype)
+
+
+def _upcast_group_norms(module: nn.Module) -> None:
+    for m in module.modules():
+        if type(m) is nn.GroupNorm:
+            m.__class__ = GroupNorm32
+
+
+def _unet_kwargs(u: UNetConfig) -> dict:
+    n = len(u.channel_mult)
+    return dict(
+        in_channels=u.in_channels,
+        down_block_types=tuple("CrossAttnDownBlock2D" if u.has_attention(i) else "DownBlock2D" for i in range(n)),
+        mid_block_type="UNetMidBlock2DCrossAttn",
+        block_out_channels=tuple(u.level_channels),
+        layers_per_block=u.num_res_blocks,
+        downsample_padding=1,
+        act_fn="silu",
+        norm_num_groups=32,
+        norm_eps=1e-5,
+        cross_attention_dim=u.context_dim,
+        transformer_layers_per_block=u.transformer_depth,
+        # diffusers' "attention_head_dim" is the number of heads for SD 2.x configs.
+        attention_head_dim=tuple(u.heads(c) for c in u.level_channels),
+        use_linear_projection=u.use_linear_in_transformer,
+        flip_sin_to_cos=True,
+        freq_shift=0,
+        upcast_attention=False,
+    )
+
+
+def build_unet(u: UNetConfig):
+    from diffusers import UNet2DConditionModel
+
+    n = len(u.channel_mult)
+    up = tuple("CrossAttnUpBlock2D" if u.has_attention(i) else "UpBlock2D" for i in reversed(range(n)))
+    return UNet2DConditionModel(out_channels=u.out_channels, up_block_types=up, **_unet_kwargs(u))
+
+
+def build_controlnet(u: UNetConfig):
+    """diffusers ControlNetModel whose conditioning embedding is a plain 3x3 conv over the LR latent."""
+    from diffusers import ControlNetModel
+
+    net = ControlNetModel(conditioning_channels=u.hint_channels, **_unet_kwargs(u))
+    net.controlnet_cond_embedding = nn.Conv2d(u.hint_channels, u.model_channels, 3, padding=1, bias=False)
+    return net
+
+
+def build_vae(v: VAEConfig, scale_factor: float):
+    from diffusers import AutoencoderKL
+
+    n = len(v.ch_mult)
+    return AutoencoderKL(
+        in_channels=v.in_channels,
+        out_channels=v.out_ch,
+        down_block_types=("DownEncoderBlock2D",) * n,
+        up_block_types=("UpDecoderBlock2D",) * n,
+        block_out_channels=tuple(v.ch * m for m in v.ch_mult),
+        layers_per_block=v.num_res_blocks,
+        latent_channels=v.z_channels,
+        norm_num_groups=32,
+        sample_size=v.resolution,
+        scaling_factor=scale_factor,
+        use_quant_conv=True,
+        use_post_quant_conv=True,
+        mid_block_add_attention=True,
+    )
+
+
+def convert_state_dict(
+    sd: Mapping[str, torch.Tensor],
+    config: CCSRConfig,
+    device: torch.device | str = "cpu",
+    dtype: torch.dtype = torch.float32,
+    modules: tuple[str, ...] = ("unet", "controlnet", "vae", "text"),
+) -> dict[str, dict[str, torch.Tensor]]:
+    """Official tensors -> per-module diffusers state dicts, converted one tensor at a time."""
+    out: dict[str, dict[str, torch.Tensor]] = {m: {} for m in modules}
+    in_ch = config.unet.in_channels
+    for e in keymap.entries(config):
+        if e.module not in out:
+            continue
+        t = sd[e.key]
+        dst = out[e.module]
+        if e.op == keymap.SPLIT_IN:
+            dst["conv_in.weight"] = t[:, :in_ch].to(device=device, dtype=dtype).contiguous()
+            dst["controlnet_cond_embedding.weight"] = t[:, in_ch:].to(device=device, dtype=dtype).contiguous()
+        elif e.op == keymap.CONV1X1:
+            dst[e.target] = t.reshape(t.shape[0], t.shape[1]).to(device=device, dtype=dtype)
+        else:
+            dst[e.target] = t.to(device=device, dtype=dtype)
+    return out
+
+
+def _load_into(module: nn.Module, weights: dict[str, torch.Tensor], name: str) -> None:
+    result = module.load_state_dict(weights, strict=False, assign=True)
+    if result.missing_keys or result.unexpected_keys:
+        raise CheckpointError(
+            f"internal key mapping error for {name}: missing {result.missing_keys[:5]}, "
+            f"unexpected {result.unexpected_keys[:5]}"
+        )
+    for pname, p in list(module.named_parameters()) + list(module.named_buffers()):
+        if p.is_meta:
+            raise CheckpointError(f"internal error: {name}.{pname} was not loaded")
+
+
+class CCSRModel(nn.Module):
+    """The CCSR v1 networks, ready for a sampler.
+
+    Attributes: ``unet`` (UNet2DConditionModel), ``controlnet`` (ControlNetModel
+    with a latent conditioning conv), ``vae`` (AutoencoderKL: encoder from
+    ``cond_encoder``, decoder from ``first_stage_model``), ``scale_factor``,
+    ``config``, ``unexpected_keys`` (reported by validation).
+    """
+
+    def __init__(self, config: CCSRConfig, unet: nn.Module, controlnet: nn.Module, vae: nn.Module, context: torch.Tensor):
+        super().__init__()
+        self.config = config
+        self.unet = unet
+        self.controlnet = controlnet
+        self.vae = vae
+        self.scale_factor = float(config.scale_factor)
+        self.register_buffer("_context", context, persistent=False)
+        self.unexpected_keys: list[str] = []
+
+    # ---------------------------------------------------------- construction
+    @classmethod
+    def from_state_dict(
+        cls,
+        sd: Mapping[str, torch.Tensor],
+        config: CCSRConfig | None = None,
+        device: torch.device | str = "cpu",
+        dtype: torch.dtype = torch.float32,
+    ) -> "CCSRModel":
+        """Build from an official-layout state dict (validated; sizes inferred when config is None)."""
+        from ccsr.model.checkpoint import validate_state_dict
+
+        if config is None:
+            config = CCSRConfig.from_state_dict(sd)
+        unexpected = validate_state_dict(sd, config)
+        device = torch.device(device)
+
+        context = _text_context(sd, config, device).to(dtype)
+
+        with torch.device("meta"):
+            unet = build_unet(config.unet)
+            controlnet = build_controlnet(config.unet)
+            vae = build_vae(config.vae, config.scale_factor)
+        weights = convert_state_dict(sd, config, device, dtype, modules=("unet", "controlnet", "vae"))
+        for name, module in (("unet", unet), ("controlnet", controlnet), ("vae", vae)):
+            _load_into(module, weights.pop(name), name)
+            _upcast_group_norms(module)
+            module.eval().requires_grad_(False)
+        model = cls(config, unet, controlnet, vae, context)
+        model.unexpected_keys = unexpected
+        return model.eval()
+
+    @classmethod
+    def from_file(
+        cls,
+        path: str | os.PathLike,
+        config: CCSRConfig | None = None,
+        device: torch.device | str = "cpu",
+        dtype: torch.dtype = torch.float32,
+    ) -> "CCSRModel":
+        """Load a .ckpt or .safetensors checkpoint (memory-mapped) and build the model."""
+        from ccsr.model.checkpoint import load_state_dict
+
+        sd = load_state_dict(path, config, validate=False)
+        return cls.from_state_dict(sd, config, device=device, dtype=dtype)
+
+    # ------------------------------------------------------------ properties
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.unet.conv_in.weight.dtype
+
+    @property
+    def device(self) -> torch.device:
+        return self.unet.conv_in.weight.device
+
+    # -------------------------------------------------------------- networks
+    def text_context(self) -> torch.Tensor:
+        """The empty-prompt context [1, 77, context_dim], computed once at load."""
+        return self._context
+
+    @torch.no_grad()
+    def encode_condition(self, img01: torch.Tensor) -> torch.Tensor:
+        """LR image in [0, 1] [B,3,H,W] -> condition latent [B,4,H/8,W/8] (mode * scale_factor)."""
+        x = (img01.to(self.device, self.dtype) * 2 - 1)
+        moments = self.vae.quant_conv(self.vae.encoder(x))
+        mean = moments[:, : self.config.vae.z_channels]
+        return (mean * self.scale_factor).to(_out_dtype(img01))
+
+    @torch.no_grad()
+    def eps(self, x: torch.Tensor, t: torch.Tensor, cond: torch.Tensor, ctx: torch.Tensor | None = None) -> torch.Tensor:
+        """Predicted noise for a batch; returned in x's dtype.
+
+        x, cond: [B,4,h,w]; t: [B] (or a scalar) real timesteps; ctx: [1 or B, 77, C]
+        (defaults to the empty-prompt context).
+        """
+        b = x.shape[0]
+        out_dtype = _out_dtype(x)
+        xs = x.to(self.device, self.dtype)
+        cs = cond.to(self.device, self.dtype)
+        if cs.shape[0] != b:
+            cs = cs.expand(b, *cs.shape[1:])
+        ctx = self._context if ctx is None else ctx
+        ctx = ctx.to(self.device, self.dtype)
+        if ctx.shape[0] != b:
+            ctx = ctx.expand(b, *ctx.shape[1:])
+        t = torch.as_tensor(t, device=self.device)
+        if t.ndim == 0:
+            t = t.expand(b)
+        down, mid = self.controlnet(
+            xs, t, encoder_hidden_states=ctx, controlnet_cond=cs, conditioning_scale=1.0, return_dict=False
+        )
+        out = self.unet(
+            xs,
+            t,
+            encoder_hidden_states=ctx,
+            down_block_additional_residuals=down,
+            mid_block_additional_residual=mid,
+            return_dict=False,
+        )[0]
+        return out.to(out_dtype)
+
+    @torch.no_grad()
+    def decode(self, z: torch.Tensor) -> torch.Tensor:
+        """Scaled latent -> image in about [-1, 1] (not clamped); returned in z's dtype."""
+        out = self.vae.decode(z.to(self.device, self.dtype) / self.scale_factor, return_dict=False)[0]
+        return out.to(_out_dtype(z))
+
+
+def _out_dtype(t: torch.Tensor) -> torch.dtype:
+    return t.dtype if t.is_floating_point() else torch.float32
+
+
+@torch.no_grad()
+def _text_context(sd: Mapping[str, torch.Tensor], config: CCSRConfig, device: torch.device) -> torch.Tensor:
+    """Run the text tower once (float32) for the empty prompt, then let it go."""
+    if config.text.width != config.unet.context_dim:
+        raise CheckpointError(
+            f"text tower width {config.text.width} does not match the UNet context_dim {config.unet.context_dim}"
+        )
+    with torch.device("meta"):
+        tower = TextTower(config.text)
+    weights = convert_state_dict(sd, config, device, torch.float32, modules=("text",))["text"]
+    _load_into(tower, weights, "text tower")
+    tower.eval()
+    return tower(empty_prompt_tokens(config.text.context_length).to(device))
