@@ -34,3 +34,46 @@ def temporary_postgres_database(admin_url: str | None = None) -> Iterator[str]:
     finally:
         with psycopg.connect(admin_url, autocommit=True) as conn:
             conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+class FakeResult:
+    def __init__(self, image, seed: int, timings: dict):
+        self.image, self.seed, self.timings = image, seed, timings
+
+
+class FakeEngine:
+    """Stands in for CCSRUpscaler where the queue, not the picture, is under
+    test: same call signature, sleeps ``step_seconds`` per step, honours cancel,
+    and returns the input resized by ``scale``."""
+
+    def __init__(self, step_seconds: float = 0.02, device: str = "cpu"):
+        self.step_seconds = step_seconds
+        self.device = device
+
+    def __call__(self, image, params=None, *, progress=None, cancel=None, log=None):  # noqa: ANN001
+        import random
+        import time
+
+        from ccsr.errors import Cancelled
+        from ccsr.params import UpscaleParams, target_size
+
+        params = params or UpscaleParams()
+        total = max(1, round(params.steps * params.t_max) - round(params.steps * params.t_min))
+        if log:
+            log(f"fake engine: {total} steps")
+        for i in range(total):
+            if cancel is not None and cancel.is_set():
+                raise Cancelled("cancelled")
+            time.sleep(self.step_seconds)
+            if progress:
+                progress(i + 1, total)
+        seed = params.seed if params.seed is not None else random.randrange(2**31)
+        return FakeResult(image.resize(target_size(image.width, image.height, params.scale)), seed, {"total": 0.0})
+
+
+def fake_engine_factory(settings: dict, device: str) -> FakeEngine:
+    """Worker factory ("ccsr.jobs.testing:fake_engine_factory") for pool tests;
+    CCSR_FAKE_STEP_SECONDS sets the time per step."""
+    import os
+
+    return FakeEngine(float(os.environ.get("CCSR_FAKE_STEP_SECONDS", "0.02")), device)

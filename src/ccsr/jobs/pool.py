@@ -1,0 +1,202 @@
+"""WorkerPool: the local :class:`Executor`, one spawned model process per device.
+
+Each worker runs one task at a time, so two requests never share a device and
+no device ever holds the model twice. A worker that dies is noticed through its
+pipe (EOF), reported as :class:`WorkerLost` for the request it was running,
+and started again. All bookkeeping happens on the event loop thread; one small
+reader thread per worker only forwards messages to the loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import multiprocessing as mp
+import threading
+import time
+from typing import Any, Optional
+
+from ccsr.jobs.executor import Done, Emit, Executor, Failed, Task, WorkerLost, WorkerState
+from ccsr.jobs.worker import DEFAULT_ENGINE_FACTORY, worker_main
+
+log = logging.getLogger("ccsr.jobs.pool")
+
+
+class _Worker:
+    def __init__(self, name: str, device: str):
+        self.name = name
+        self.device = device
+        self.process: Optional[Any] = None
+        self.conn: Optional[Any] = None
+        self.generation = 0
+        self.ready = False
+        self.task: Optional[str] = None
+        self.load_failures = 0
+        self.last_error = ""
+        self.info: dict = {}
+
+
+class WorkerPool(Executor):
+    """Model worker processes, one per device in ``devices``."""
+
+    def __init__(
+        self,
+        settings: dict,
+        devices: list[str],
+        factory: str = DEFAULT_ENGINE_FACTORY,
+        restart_delay: float = 0.5,
+    ):
+        self.settings = settings
+        self.factory = factory
+        self.restart_delay = restart_delay
+        self.workers = [_Worker(f"worker-{i}", d) for i, d in enumerate(devices)]
+        self._emit: Optional[Emit] = None
+        self._loop: Optional[asyncio.AbstractEventLoop] = None
+        self._closing = False
+        self._ctx = mp.get_context("spawn")
+
+    # --- Executor ---------------------------------------------------------------
+    async def start(self, emit: Emit) -> None:
+        self._emit = emit
+        self._loop = asyncio.get_running_loop()
+        for w in self.workers:
+            self._spawn(w)
+
+    def idle_slots(self) -> int:
+        return sum(1 for w in self.workers if w.ready and w.task is None)
+
+    def submit(self, task: Task) -> None:
+        for w in self.workers:
+            if w.ready and w.task is None:
+                w.task = task.request_id
+                try:
+                    w.conn.send(("run", task))
+                except (OSError, BrokenPipeError):
+                    # The reader thread will see the death and report WorkerLost.
+                    pass
+                return
+        raise RuntimeError("no idle worker")
+
+    def cancel(self, request_id: str) -> None:
+        for w in self.workers:
+            if w.task == request_id and w.conn is not None:
+                try:
+                    w.conn.send(("cancel", request_id))
+                except (OSError, BrokenPipeError):
+                    pass
+
+    @property
+    def ready(self) -> bool:
+        return any(w.ready for w in self.workers)
+
+    def describe(self) -> list[dict]:
+        return [
+            {
+                "name": w.name,
+                "device": w.device,
+                "ready": w.ready,
+                "busy": w.task is not None,
+                "pid": w.process.pid if w.process is not None else None,
+                **({"error": w.last_error} if w.last_error and not w.ready else {}),
+            }
+            for w in self.workers
+        ]
+
+    def running(self) -> dict[str, int]:
+        """request id -> pid of the worker running it (tests kill workers with it)."""
+        return {w.task: w.process.pid for w in self.workers if w.task and w.process is not None}
+
+    async def close(self) -> None:
+        self._closing = True
+        procs = []
+        for w in self.workers:
+            if w.conn is not None:
+                try:
+                    w.conn.send(("stop",))
+                except (OSError, BrokenPipeError):
+                    pass
+            if w.process is not None:
+                procs.append(w.process)
+        await asyncio.to_thread(self._join_all, procs)
+
+    @staticmethod
+    def _join_all(procs: list) -> None:
+        deadline = time.monotonic() + 5
+        for p in procs:
+            p.join(max(0.0, deadline - time.monotonic()))
+            if p.is_alive():
+                p.kill()
+                p.join(2)
+
+    # --- processes ----------------------------------------------------------------
+    def _spawn(self, w: _Worker) -> None:
+        if self._closing:
+            return
+        w.generation += 1
+        gen = w.generation
+        parent, child = self._ctx.Pipe()
+        proc = self._ctx.Process(
+            target=worker_main,
+            args=(child, self.settings, w.device, self.factory),
+            name=f"ccsr-{w.name}",
+            daemon=True,
+        )
+        proc.start()
+        child.close()
+        w.process, w.conn, w.ready, w.task = proc, parent, False, None
+        threading.Thread(target=self._reader, args=(w, gen, parent, proc), daemon=True, name=f"ccsr-{w.name}-reader").start()
+
+    def _reader(self, w: _Worker, gen: int, conn: Any, proc: Any) -> None:
+        """Forward every message to the loop; report the process's end."""
+        while True:
+            try:
+                msg = conn.recv()
+            except (EOFError, OSError):
+                break
+            except Exception as exc:  # noqa: BLE001 - an unpicklable message must not kill the reader
+                log.exception("bad message from %s: %s", w.name, exc)
+                continue
+            self._post(self._on_message, w, gen, msg)
+        proc.join(10)
+        self._post(self._on_exit, w, gen, proc.exitcode)
+
+    def _post(self, fn, *args) -> None:  # noqa: ANN001
+        loop = self._loop
+        if loop is not None and not loop.is_closed():
+            try:
+                loop.call_soon_threadsafe(fn, *args)
+            except RuntimeError:  # loop closed during shutdown
+                pass
+
+    def _on_message(self, w: _Worker, gen: int, msg: tuple) -> None:
+        if gen != w.generation:
+            return
+        kind = msg[0]
+        if kind == "ready":
+            w.ready, w.load_failures, w.last_error, w.info = True, 0, "", msg[1]
+            log.info("%s ready on %s", w.name, msg[1].get("device"))
+            self._emit(WorkerState(w.name, True, f"model loaded on {msg[1].get('device')}"))
+        elif kind == "load_failed":
+            w.load_failures += 1
+            w.last_error = msg[1]
+            log.error("%s could not load the model: %s", w.name, msg[1])
+            self._emit(WorkerState(w.name, False, msg[1]))
+        elif kind == "event":
+            ev = msg[1]
+            if isinstance(ev, (Done, Failed)) and ev.request_id == w.task:
+                w.task = None
+            self._emit(ev)
+
+    def _on_exit(self, w: _Worker, gen: int, exitcode: Optional[int]) -> None:
+        if gen != w.generation:
+            return
+        lost, w.task, w.ready, w.conn = w.task, None, False, None
+        if self._closing:
+            return
+        how = f"killed by signal {-exitcode}" if exitcode is not None and exitcode < 0 else f"exit code {exitcode}"
+        if lost is not None:
+            log.error("%s died (%s) while running %s", w.name, how, lost)
+            self._emit(WorkerLost(lost, f"the model worker process on {w.device} died ({how})"))
+        # Back off when the model keeps failing to load (bad weights, no device).
+        delay = self.restart_delay if w.load_failures == 0 else min(30.0, self.restart_delay * 2 ** w.load_failures)
+        self._loop.call_later(delay, self._spawn, w)

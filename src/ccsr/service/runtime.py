@@ -1,0 +1,85 @@
+"""Glue between the scheduler and the service's edges: where result files go
+(the shared :class:`FileStore`), and how an input is fetched and checked
+before a worker sees it."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from pathlib import Path
+from typing import Any, Optional
+
+from ccsr.errors import InvalidParameter
+from ccsr.jobs.scheduler import InputProblem, JobView
+from ccsr.params import UpscaleParams, check_request
+from ccsr.settings import Settings
+
+
+class ResultFiles:
+    """Result images live in the FileStore under fresh capability keys.
+
+    The worker writes the PNG straight into the store's tmp directory; on
+    success it is moved into place with its metadata (no copy, no bytes over
+    the pipe). URLs are kept server-relative ("/files/<key>/<name>") and made
+    absolute per response.
+    """
+
+    def __init__(self, store: Any):
+        self.store = store
+
+    def result_target(self, request_id: str, file_name: str) -> tuple[str, str]:
+        key = self.store.new_key()
+        tmp = Path(self.store.root) / "tmp" / f"result-{key}.png"
+        return str(tmp), f"/files/{key}/{file_name}"
+
+    def adopt(self, path: str, url_path: str, *, owner: Optional[str], ttl: Optional[float]) -> None:
+        """Move a finished result file into the store under its URL's key."""
+        key = self.store.key_from_url(url_path)
+        file_name = url_path.rsplit("/", 1)[-1]
+        size = os.path.getsize(path)
+        adopt = getattr(self.store, "adopt", None)
+        if adopt is not None:
+            adopt(Path(path), size=size, content_type="image/png", file_name=file_name, key=key, owner=owner, ttl=ttl)
+        else:
+            self.store._finish(Path(path), size, "image/png", file_name, key, owner, ttl)
+
+    def delete(self, url_path: str) -> None:
+        """Remove a result: the stored file, or what a failed run left in tmp."""
+        key = self.store.key_from_url(url_path)
+        if not key:
+            return
+        self.store.delete(key)
+        for suffix in (".png", ".png.part"):
+            try:
+                os.unlink(Path(self.store.root) / "tmp" / f"result-{key}{suffix}")
+            except OSError:
+                pass
+
+
+def make_prepare(settings: Settings, files: Any):
+    """Build ``prepare(view, dest)``: fetch the image safely (SSRF-guarded,
+    size-limited), check the request against its size, and write it where the
+    worker will read it."""
+    from ccsr.service.fetch import load_input_image
+
+    def check_and_write(image: Any, params: UpscaleParams, dest: str) -> None:
+        try:
+            check_request(params, image.width, image.height, settings.max_output_pixels)
+        except InvalidParameter as exc:
+            raise InputProblem(exc.field, exc.message) from None
+        if image.mode not in ("RGB", "RGBA", "L"):
+            image = image.convert("RGB")
+        tmp = dest + ".part"
+        image.save(tmp, format="PNG", compress_level=0)
+        os.replace(tmp, dest)
+
+    async def prepare(view: JobView, dest: str) -> None:
+        params = UpscaleParams(**{k: v for k, v in view.input.items() if k != "image_url"})
+        url = view.input.get("image_url", "")
+        try:
+            image = await load_input_image(url, settings=settings, files=files)
+        except InvalidParameter as exc:  # InputError(field, message)
+            raise InputProblem(exc.field, exc.message) from None
+        await asyncio.to_thread(check_and_write, image, params, dest)
+
+    return prepare
