@@ -1,0 +1,333 @@
+"""CCSRUpscaler: the whole request, from a PIL image to a PIL image.
+
+It strings the pure pieces together in the reference's order (preprocess,
+condition encode, sampler, decode, colour fix, final resize) and owns the
+things they must not: device and dtype choice, the per-request generator,
+timings, progress/cancel plumbing and the out-of-memory policy. The condition
+latent and the text context are computed once per request (the context once
+per loaded checkpoint), never per tile or per step.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import secrets
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterator, Optional, Union
+
+import torch
+from PIL import Image
+from pydantic import ValidationError
+
+from ccsr.errors import InvalidParameter, OutOfMemory
+from ccsr.params import UpscaleParams, check_request
+from ccsr.pipeline import color_fix, preprocess, sampler, schedule, tiled_vae, tiling
+
+log = logging.getLogger(__name__)
+
+DTYPES = {"fp32": torch.float32, "float32": torch.float32, "fp16": torch.float16, "float16": torch.float16,
+          "bf16": torch.bfloat16, "bfloat16": torch.bfloat16}
+#: Short side of the diffusion image when tiled diffusion is off (the model's native 512 px).
+NATIVE_SIZE = 512
+#: Padding of tiled VAE: 32 pixels around encoder tiles, 11 latent pixels around decoder tiles.
+ENCODER_PAD, DECODER_PAD = 32, 11
+
+ProgressFn = Callable[[int, int], None]
+LogFn = Callable[[str], None]
+
+
+@dataclass
+class UpscaleResult:
+    """The output image, the seed that made it (always reported) and per-stage seconds."""
+
+    image: Image.Image
+    seed: int
+    timings: dict[str, float] = field(default_factory=dict)
+    evaluations: int = 0
+
+
+def pick_device(device: str = "auto") -> torch.device:
+    """auto: CUDA, then Apple MPS, then CPU."""
+    if device in (None, "", "auto"):
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    dev = torch.device(device)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise InvalidParameter("device", "CUDA was asked for but torch sees no CUDA device (a CPU-only torch build, or no driver)")
+    if dev.type == "mps" and not torch.backends.mps.is_available():
+        raise InvalidParameter("device", "MPS was asked for but is not available on this machine")
+    return dev
+
+
+def pick_dtype(dtype: Union[str, torch.dtype, None], device: torch.device) -> torch.dtype:
+    """auto: fp16 on CUDA and MPS, fp32 on CPU (CPU half precision is slow and lossy)."""
+    if isinstance(dtype, torch.dtype):
+        return dtype
+    if dtype in (None, "", "auto"):
+        return torch.float32 if device.type == "cpu" else torch.float16
+    try:
+        return DTYPES[dtype]
+    except KeyError:
+        raise InvalidParameter("dtype", f"expected auto, fp32, fp16 or bf16, got {dtype!r}") from None
+
+
+def diffusion_size(width: int, height: int, scale: float, min_short: int) -> tuple[int, int]:
+    """Size of the diffusion image, computed without resizing anything (for limits)."""
+    w, h = (width, height) if scale == 1 else (math.ceil(width * scale), math.ceil(height * scale))
+    short = min(w, h)
+    if short < min_short:
+        r = min_short / short
+        w, h = math.ceil(w * r), math.ceil(h * r)
+    return w // 64 * 64, h // 64 * 64
+
+
+def _as_cancel(cancel: Any) -> Optional[Callable[[], bool]]:
+    """Accept a threading/multiprocessing Event, a callable, or None."""
+    if cancel is None:
+        return None
+    if hasattr(cancel, "is_set"):
+        return cancel.is_set
+    return cancel
+
+
+class CCSRUpscaler:
+    """Runs CCSR v1 requests on one loaded model.
+
+    Thread-compatible for concurrent *calls* only in the sense that each call
+    has its own generator and state; the model itself is shared and read-only.
+    """
+
+    def __init__(self, model, *, tile_batch_size: int = 4, max_output_pixels: int = 4096 * 4096):
+        self.model = model
+        self.tile_batch_size = max(1, int(tile_batch_size))
+        self.max_output_pixels = int(max_output_pixels)
+
+    # ------------------------------------------------------------------ loading
+    @classmethod
+    def from_checkpoint(
+        cls,
+        path: Optional[Union[str, os.PathLike]] = None,
+        config: Optional[Union[str, os.PathLike, Any]] = None,
+        device: str = "auto",
+        dtype: Union[str, torch.dtype, None] = None,
+        **kwargs: Any,
+    ) -> "CCSRUpscaler":
+        """Load a .ckpt/.safetensors checkpoint. ``path`` None finds the default
+        weights (``CCSR_WEIGHTS`` or the Hugging Face cache); ``config`` is an
+        official-format YAML path or a CCSRConfig (default: inferred)."""
+        from ccsr import weights
+        from ccsr.model.ccsr_model import CCSRModel
+        from ccsr.model.config import CCSRConfig
+
+        path = weights.resolve(path)
+        if config is not None and not isinstance(config, CCSRConfig):
+            config = CCSRConfig.from_yaml(Path(config))
+        dev = pick_device(device)
+        dt = pick_dtype(dtype, dev)
+        model = CCSRModel.from_file(path, config, device=dev, dtype=dt)
+        return cls(model, **kwargs)
+
+    @classmethod
+    def from_pretrained(cls, weights: Optional[Union[str, os.PathLike]] = None, **kwargs: Any) -> "CCSRUpscaler":
+        """The official weights from the cache (see ``ccsr weights download``)."""
+        return cls.from_checkpoint(weights, **kwargs)
+
+    @property
+    def device(self) -> torch.device:
+        return self.model.device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.model.dtype
+
+    @property
+    def dtype_name(self) -> str:
+        return {torch.float32: "fp32", torch.float16: "fp16", torch.bfloat16: "bf16"}[self.dtype]
+
+    # ------------------------------------------------------------------ running
+    def validate(self, params: Union[UpscaleParams, dict, None], width: int, height: int, **overrides: Any) -> UpscaleParams:
+        """Parse and check a request for an input of this size; raises InvalidParameter."""
+        if isinstance(params, UpscaleParams):
+            data = params.model_dump()
+        else:
+            data = dict(params or {})
+        data.update(overrides)
+        try:
+            p = UpscaleParams(**data)
+        except ValidationError as exc:
+            err = exc.errors()[0]
+            raise InvalidParameter(str(err["loc"][0]) if err["loc"] else "params", err["msg"]) from None
+        check_request(p, width, height, self.max_output_pixels)
+        dw, dh = diffusion_size(width, height, p.scale, self._min_short(p))
+        if dw * dh > self.max_output_pixels:
+            raise InvalidParameter(
+                "scale",
+                f"the diffusion image would be {dw}x{dh} = {dw * dh} pixels (a very thin image is "
+                f"enlarged so its short side reaches {self._min_short(p)} px), over the limit of "
+                f"{self.max_output_pixels} (setting max_output_pixels)",
+            )
+        return p
+
+    @staticmethod
+    def _min_short(p: UpscaleParams) -> int:
+        return p.tile_diffusion_size if p.tile_diffusion != "none" else NATIVE_SIZE
+
+    def __call__(
+        self,
+        image: Image.Image,
+        params: Union[UpscaleParams, dict, None] = None,
+        *,
+        progress: Optional[ProgressFn] = None,
+        cancel: Any = None,
+        log: Optional[LogFn] = None,
+        **overrides: Any,
+    ) -> UpscaleResult:
+        """Upscale one image. Fields may come as ``params`` and/or keyword
+        overrides (``scale=4, seed=1``). ``progress(step, total)`` follows the
+        network evaluations; ``cancel`` (an Event or a callable) is checked
+        before each evaluation and raises :class:`ccsr.errors.Cancelled`."""
+        p = self.validate(params, image.width, image.height, **overrides)
+        seed = p.seed if p.seed is not None else secrets.randbelow(2**32)
+        say = log or (lambda msg: None)
+        timings: dict[str, float] = {}
+        should_stop = _as_cancel(cancel)
+        with _oom_guard(p):
+            out, evaluations = self._run(image, p, seed, timings, progress, should_stop, say)
+        return UpscaleResult(out, seed, timings, evaluations)
+
+    def _run(self, image, p: UpscaleParams, seed: int, timings: dict, progress, should_stop, say):
+        model = self.model
+        with _timer(timings, "preprocess", self.device):
+            lr, target = preprocess.prepare(image, p.scale, self._min_short(p))
+            x01 = preprocess.to_tensor01(lr).to(self.device)
+        say(f"input {image.width}x{image.height} -> diffusion {lr.width}x{lr.height} -> output {target[0]}x{target[1]}")
+        with _timer(timings, "condition_encode", self.device):
+            cond = self._encode(x01, p, say)
+        sched = schedule.make_schedule(p.steps)
+        ts = torch.as_tensor(sched.timesteps, device=self.device)
+        generator = torch.Generator("cpu").manual_seed(seed)
+        shape = tuple(cond.shape)
+        total = sampler.num_evaluations(sched.num_steps, p.t_max, p.t_min)
+
+        def report(step: int, n: int) -> None:
+            say(f"step {step}/{n}")
+            if progress is not None:
+                progress(step, n)
+
+        if p.tile_diffusion == "none":
+            def eps_fn(x: torch.Tensor, i: int) -> torch.Tensor:
+                return model.eps(x, ts[i], cond)
+        else:
+            tile = min(p.tile_diffusion_size // 8, shape[-1], shape[-2])
+            stride = min(p.tile_diffusion_stride // 8, tile)
+            weights = tiling.gaussian_weights(tile) if p.tile_diffusion == "gaussian" else tiling.uniform_weights(tile)
+            n_tiles = len(tiling.tile_origins(shape[-2], shape[-1], tile, stride))
+            say(f"tiled diffusion ({p.tile_diffusion}): {n_tiles} tiles of {tile * 8} px, stride {stride * 8} px, batch {self.tile_batch_size}")
+
+            def eps_fn(x: torch.Tensor, i: int) -> torch.Tensor:
+                return tiling.tiled_eps(
+                    x, cond, i, lambda xb, cb, j: model.eps(xb, ts[j], cb), tile, stride, weights,
+                    batch_size=self.tile_batch_size, cancel=should_stop,
+                )
+
+        say(f"sampling: {p.steps} steps, {total} network evaluations, seed {seed}")
+        with _timer(timings, "sampling", self.device):
+            z = sampler.sample_ccsr(
+                eps_fn, sched, shape, p.t_max, p.t_min, generator, device=self.device, dtype=torch.float32,
+                unused_draw=p.tile_diffusion == "none", progress=report, cancel=should_stop,
+            )
+        timings["per_evaluation"] = timings["sampling"] / total
+        if p.tile_diffusion == "mix":
+            with _timer(timings, "decode", self.device):
+                fixed = tiling.mix_decode(
+                    z, x01, tile, stride, lambda zt: self._decode01(zt, p, say),
+                    lambda pix, ref: color_fix.color_fix(pix, ref, p.color_fix_type),
+                )
+            timings["color_fix"] = 0.0  # done per tile inside the decode, as the reference does
+        else:
+            with _timer(timings, "decode", self.device):
+                img01 = self._decode01(z, p, say)
+            with _timer(timings, "color_fix", self.device):
+                fixed = color_fix.color_fix(img01.float(), x01.float(), p.color_fix_type)
+        with _timer(timings, "postprocess", self.device):
+            out = preprocess.finalize(fixed, target)
+        return out, total
+
+    def _encode(self, x01: torch.Tensor, p: UpscaleParams, say: LogFn) -> torch.Tensor:
+        """Condition latent of the whole image, once (tiled encoder when asked or when memory runs out)."""
+        if p.tile_vae:
+            return self._tiled_encode(x01, p)
+        try:
+            return self.model.encode_condition(x01)
+        except torch.OutOfMemoryError:
+            _empty_cache(self.device)
+            say("out of memory in the VAE encoder: retrying with tiled VAE")
+            return self._tiled_encode(x01, p)
+
+    def _tiled_encode(self, x01: torch.Tensor, p: UpscaleParams) -> torch.Tensor:
+        vae = self.model.vae
+        x = (x01 * 2 - 1).to(self.device, self.dtype)
+        mean = tiled_vae.tiled_encode(vae, x, tile_size=p.tile_vae_encoder_size, pad=ENCODER_PAD)
+        return (mean * self.model.scale_factor).float()
+
+    def _decode01(self, z: torch.Tensor, p: UpscaleParams, say: LogFn) -> torch.Tensor:
+        """Latent -> image in about [0, 1] (unclamped), tiled when asked or when memory runs out."""
+        if not p.tile_vae:
+            try:
+                return (self.model.decode(z).float() + 1) / 2
+            except torch.OutOfMemoryError:
+                _empty_cache(self.device)
+                say("out of memory in the VAE decoder: retrying with tiled VAE")
+        zz = (z / self.model.scale_factor).to(self.device, self.dtype)
+        out = tiled_vae.tiled_decode(self.model.vae, zz, tile_size=p.tile_vae_decoder_size, pad=DECODER_PAD)
+        return (out.float() + 1) / 2
+
+
+def _empty_cache(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+    elif device.type == "mps":
+        torch.mps.empty_cache()
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    elif device.type == "mps":
+        torch.mps.synchronize()
+
+
+@contextmanager
+def _timer(timings: dict[str, float], name: str, device: torch.device) -> Iterator[None]:
+    _sync(device)
+    start = time.perf_counter()
+    yield
+    _sync(device)
+    timings[name] = time.perf_counter() - start
+
+
+@contextmanager
+def _oom_guard(p: UpscaleParams) -> Iterator[None]:
+    """Turn a device OOM that the VAE fallbacks could not absorb into advice."""
+    try:
+        yield
+    except torch.OutOfMemoryError as exc:
+        hints = []
+        if p.tile_diffusion == "none":
+            hints.append("tile_diffusion='gaussian' (or 'mix') with a smaller tile_diffusion_size")
+        else:
+            hints.append(f"a smaller tile_diffusion_size (now {p.tile_diffusion_size})")
+        if not p.tile_vae:
+            hints.append("tile_vae=true")
+        else:
+            hints.append(f"smaller tile_vae_decoder_size / tile_vae_encoder_size (now {p.tile_vae_decoder_size} / {p.tile_vae_encoder_size})")
+        hints.append(f"a smaller scale (now {p.scale})")
+        raise OutOfMemory("the device ran out of memory; try " + ", or ".join(hints)) from exc
