@@ -29,7 +29,12 @@ from ccsr.settings import Settings
 
 IPAddress = Union[ipaddress.IPv4Address, ipaddress.IPv6Address]
 
+
+class BlockedAddress(InputError):
+    """The URL points at an address requests may not reach (a permanent refusal)."""
+
 __all__ = [
+    "BlockedAddress",
     "InputError",
     "OutboundTarget",
     "address_block_reason",
@@ -159,7 +164,7 @@ async def check_outbound_url(url: str, settings: Settings, *, field: str = "url"
     host = parsed.raw_host.decode("ascii")  # IDNA-encoded, as DNS and SNI need it
     port = parsed.port or (443 if parsed.scheme == "https" else 80)
     if host.rstrip(".").lower() in METADATA_HOSTS:
-        raise InputError(field, f"URL host {host!r} is a cloud metadata service; such URLs are refused.")
+        raise BlockedAddress(field, f"URL host {host!r} is a cloud metadata service; such URLs are refused.")
     try:
         literal: Optional[IPAddress] = ipaddress.ip_address(host)
     except ValueError:
@@ -178,7 +183,7 @@ async def check_outbound_url(url: str, settings: Settings, *, field: str = "url"
         ip = ipaddress.ip_address(address.split("%", 1)[0])
         reason = address_block_reason(ip, settings.allow_private_urls)
         if reason is not None:
-            raise InputError(
+            raise BlockedAddress(
                 field,
                 f"URL host {host!r} resolves to {reason}; URLs must point to the public internet "
                 "(setting allow_private_urls permits private addresses).",

@@ -1,0 +1,339 @@
+"""Webhooks: Ed25519 signatures verifiable with the JWKS, the durable outbox,
+retries with backoff (fake clock), restarts, SSRF refusals."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import hashlib
+import json
+import os
+import stat
+import threading
+import types
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+from fastapi import FastAPI
+from fastapi.testclient import TestClient
+from sqlalchemy import select
+
+from ccsr.jobs.db import Base, make_engine
+from ccsr.jobs.store import JobStore
+from ccsr.service import fetch
+from ccsr.service.webhooks import (
+    DELIVERED,
+    FAILED,
+    PENDING,
+    WebhookDelivery,
+    WebhookKeys,
+    WebhookSender,
+    body_for_view,
+    enqueue_webhook,
+    jwks_router,
+    make_session_factory,
+    start_for_app,
+    stop_for_app,
+    verify_webhook,
+    webhook_body,
+)
+from ccsr.settings import Settings
+
+
+class Receiver:
+    """A local webhook receiver; answers from a list of statuses (last repeats)."""
+
+    def __init__(self, statuses=(200,)):
+        self.statuses = list(statuses)
+        self.got: list[tuple[dict, bytes]] = []
+        outer = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self):  # noqa: N802
+                body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                outer.got.append(({k.lower(): v for k, v in self.headers.items()}, body))
+                status = outer.statuses[min(len(outer.got), len(outer.statuses)) - 1]
+                self.send_response(status)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def log_message(self, *a):
+                pass
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/hook"
+        threading.Thread(target=self.httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
+
+    def close(self):
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+@pytest.fixture
+def receiver():
+    r = Receiver()
+    yield r
+    r.close()
+
+
+class Clock:
+    def __init__(self, t=1_700_000_000.0):
+        self.t = t
+
+    def __call__(self):
+        return self.t
+
+
+def setup(tmp_path, **kw):
+    settings = Settings(data_dir=tmp_path, allow_private_urls=kw.pop("allow_private_urls", True), **kw)
+    engine = make_engine(f"sqlite:///{tmp_path / 'db.sqlite'}")
+    Base.metadata.create_all(engine)
+    return settings, engine, make_session_factory(engine), WebhookKeys.load_or_create(tmp_path)
+
+
+def sender_for(settings, factory, keys, clock, **kw):
+    return WebhookSender(factory, keys, settings, clock=clock, backoff=lambda n: 15.0 * 2 ** (n - 1), **kw)
+
+
+def enqueue(factory, url, *, now, payload=None, request_id="req-1", user_id="owner1"):
+    with factory() as s:
+        enqueue_webhook(s, request_id, user_id, url, payload or webhook_body(request_id, ok=True, payload={"x": 1}), now=now)
+        s.commit()
+
+
+def rows(factory):
+    with factory() as s:
+        return s.execute(select(WebhookDelivery)).scalars().all()
+
+
+# --- keys and signatures ----------------------------------------------------------------------
+
+
+def test_key_file_is_private_and_stable(tmp_path):
+    a = WebhookKeys.load_or_create(tmp_path)
+    path = tmp_path / "webhook-ed25519.pem"
+    assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
+    b = WebhookKeys.load_or_create(tmp_path)
+    assert a.kid == b.kid and a.public_raw == b.public_raw
+    assert WebhookKeys.load_or_create(tmp_path / "other").kid != a.kid
+
+
+def test_signature_verifies_with_published_jwks(tmp_path):
+    keys = WebhookKeys.load_or_create(tmp_path)
+    app = FastAPI()
+    app.include_router(jwks_router(settings=Settings(data_dir=tmp_path)))
+    jwks = TestClient(app).get("/.well-known/jwks.json").json()
+    (jwk,) = jwks["keys"]
+    assert jwk["kty"] == "OKP" and jwk["crv"] == "Ed25519" and jwk["kid"] == keys.kid
+    body = b'{"request_id":"r1","status":"OK"}'
+    sig = keys.sign("r1", "u1", "1700000000", body)
+    # Verify independently of our helper, exactly as a receiver would.
+    pub = Ed25519PublicKey.from_public_bytes(base64.urlsafe_b64decode(jwk["x"] + "=" * (-len(jwk["x"]) % 4)))
+    pub.verify(bytes.fromhex(sig), b"r1\nu1\n1700000000\n" + hashlib.sha256(body).hexdigest().encode())
+    ok = dict(request_id="r1", user_id="u1", timestamp="1700000000", signature_hex=sig, now=1700000100)
+    assert verify_webhook(jwks, body=body, **ok)
+    assert not verify_webhook(jwks, body=body + b" ", **ok)
+    assert not verify_webhook(jwks, body=body, **{**ok, "user_id": "u2"})
+    assert not verify_webhook(jwks, body=body, **{**ok, "now": 1700000000 + 301})  # stale timestamp
+    assert not verify_webhook(jwks, body=body, **{**ok, "signature_hex": "zz"})
+
+
+def test_bodies():
+    ok = webhook_body("r", ok=True, payload={"image": {}})
+    assert ok == {"request_id": "r", "gateway_request_id": "r", "status": "OK", "payload": {"image": {}}}
+    err = webhook_body("r", ok=False, payload={"detail": []}, error="bad input")
+    assert err["status"] == "ERROR" and err["error"] == "bad input"
+    done = types.SimpleNamespace(
+        request_id="r", status="completed", base_url="http://h:1", result={"image": {"url": "/files/k/a.png"}, "seed": 3},
+        error=None, error_type=None, error_body=None,
+    )
+    assert body_for_view(done)["payload"] == {"image": {"url": "http://h:1/files/k/a.png"}, "seed": 3}
+    failed = types.SimpleNamespace(
+        request_id="r", status="failed", base_url="http://h:1", result=None, error="image_url: nope",
+        error_type="validation_error", error_body={"detail": [{"loc": ["body", "image_url"]}]},
+    )
+    body = body_for_view(failed)
+    assert body["status"] == "ERROR" and body["error"] == "image_url: nope" and body["payload"]["detail"]
+
+
+# --- delivery ---------------------------------------------------------------------------------
+
+
+@pytest.mark.asyncio
+async def test_delivery_headers_and_signature(tmp_path, receiver):
+    settings, _, factory, keys = setup(tmp_path)
+    clock = Clock()
+    enqueue(factory, receiver.url, now=clock.t)
+    assert await sender_for(settings, factory, keys, clock).run_once() == 1
+    ((headers, body),) = receiver.got
+    assert json.loads(body) == webhook_body("req-1", ok=True, payload={"x": 1})
+    assert headers["content-type"] == "application/json"
+    assert headers["x-fal-webhook-request-id"] == "req-1" and headers["x-fal-webhook-user-id"] == "owner1"
+    assert headers["x-fal-webhook-timestamp"] == str(int(clock.t))
+    assert verify_webhook(
+        keys.jwks(), request_id="req-1", user_id="owner1", timestamp=headers["x-fal-webhook-timestamp"],
+        body=body, signature_hex=headers["x-fal-webhook-signature"], now=clock.t,
+    )
+    (row,) = rows(factory)
+    assert row.status == DELIVERED and row.attempts == 1 and row.last_status == 200
+
+
+@pytest.mark.asyncio
+async def test_retries_with_exponential_backoff(tmp_path):
+    receiver = Receiver(statuses=[500, 503, 200])
+    try:
+        settings, _, factory, keys = setup(tmp_path)
+        clock = Clock()
+        t0 = clock.t
+        sender = sender_for(settings, factory, keys, clock)
+        enqueue(factory, receiver.url, now=t0)
+        assert await sender.run_once() == 1  # attempt 1: 500
+        (row,) = rows(factory)
+        assert row.status == PENDING and row.next_attempt_at == t0 + 15 and row.last_status == 500
+        clock.t = t0 + 14
+        assert await sender.run_once() == 0  # not due yet
+        clock.t = t0 + 15
+        assert await sender.run_once() == 1  # attempt 2: 503, next in 30 s
+        (row,) = rows(factory)
+        assert row.next_attempt_at == t0 + 15 + 30
+        clock.t = t0 + 44
+        assert await sender.run_once() == 0
+        clock.t = t0 + 45
+        assert await sender.run_once() == 1  # attempt 3: delivered
+        (row,) = rows(factory)
+        assert row.status == DELIVERED and row.attempts == 3
+        bodies = {b for _, b in receiver.got}
+        assert len(receiver.got) == 3 and len(bodies) == 1  # the same bytes every time
+        # Each attempt carries its own fresh timestamp and a valid signature.
+        stamps = [h["x-fal-webhook-timestamp"] for h, _ in receiver.got]
+        assert stamps == [str(int(t0)), str(int(t0 + 15)), str(int(t0 + 45))]
+        clock.t += 10_000
+        assert await sender.run_once() == 0
+    finally:
+        receiver.close()
+
+
+def test_default_backoff_spans_about_two_hours():
+    from ccsr.service.webhooks import default_backoff
+
+    total = sum(default_backoff(n) for n in range(1, 10))  # 9 waits between 10 attempts
+    assert 1.5 * 3600 < total < 2.5 * 3600
+
+
+@pytest.mark.asyncio
+async def test_gives_up_after_max_attempts(tmp_path):
+    receiver = Receiver(statuses=[500])
+    try:
+        settings, _, factory, keys = setup(tmp_path, webhook_max_attempts=3)
+        clock = Clock()
+        sender = sender_for(settings, factory, keys, clock)
+        enqueue(factory, receiver.url, now=clock.t)
+        for _ in range(6):
+            await sender.run_once()
+            clock.t += 10_000
+        (row,) = rows(factory)
+        assert row.status == FAILED and row.attempts == 3 and len(receiver.got) == 3
+    finally:
+        receiver.close()
+
+
+@pytest.mark.asyncio
+async def test_unreachable_receiver_is_retried(tmp_path):
+    settings, _, factory, keys = setup(tmp_path)
+    clock = Clock()
+    enqueue(factory, "http://127.0.0.1:9/hook", now=clock.t)  # nothing listens on port 9
+    await sender_for(settings, factory, keys, clock).run_once()
+    (row,) = rows(factory)
+    assert row.status == PENDING and row.attempts == 1 and row.last_error
+
+
+@pytest.mark.asyncio
+async def test_survives_restart(tmp_path):
+    """A new sender (new engine, new process in real life) picks up due rows,
+    including one claimed by a sender that died mid-send."""
+    receiver = Receiver(statuses=[500, 200])
+    try:
+        settings, engine, factory, keys = setup(tmp_path)
+        clock = Clock()
+        enqueue(factory, receiver.url, now=clock.t, request_id="a")
+        await sender_for(settings, factory, keys, clock).run_once()  # fails once
+        enqueue(factory, receiver.url, now=clock.t, request_id="b")
+        dead = sender_for(settings, factory, keys, clock, lease=60)
+        assert [i["request_id"] for i in dead._claim(clock.t)] == ["b"]  # claimed, then "crashes"
+        engine.dispose()
+
+        _, _, factory2, keys2 = setup(tmp_path)  # restart: same data dir and database
+        assert keys2.kid == keys.kid
+        fresh = sender_for(settings, factory2, keys2, clock)
+        assert await fresh.run_once() == 0  # 'a' waits for its backoff, 'b' for its lease
+        clock.t += 61
+        assert await fresh.run_once() == 2
+        assert {r.request_id: r.status for r in rows(factory2)} == {"a": DELIVERED, "b": DELIVERED}
+    finally:
+        receiver.close()
+
+
+@pytest.mark.asyncio
+async def test_two_senders_never_double_send(tmp_path, receiver):
+    settings, _, factory, keys = setup(tmp_path)
+    clock = Clock()
+    for i in range(5):
+        enqueue(factory, receiver.url, now=clock.t, request_id=f"r{i}")
+    a, b = sender_for(settings, factory, keys, clock), sender_for(settings, factory, keys, clock)
+    counts = await asyncio.gather(a.run_once(), b.run_once())
+    assert sum(counts) == 5 and len(receiver.got) == 5
+
+
+@pytest.mark.asyncio
+async def test_ssrf_rules_apply_to_webhooks(tmp_path, receiver, monkeypatch):
+    settings, _, factory, keys = setup(tmp_path, allow_private_urls=False)
+
+    async def resolve(host, port):
+        return {"hooks.example": ["10.1.2.3"]}[host]
+
+    monkeypatch.setattr(fetch, "resolve_host", resolve)
+    clock = Clock()
+    enqueue(factory, receiver.url, now=clock.t, request_id="loop")
+    enqueue(factory, "http://hooks.example/x", now=clock.t, request_id="dns")
+    enqueue(factory, "http://169.254.169.254/latest", now=clock.t, request_id="meta")
+    enqueue(factory, "ftp://example.com/", now=clock.t, request_id="scheme")
+    await sender_for(settings, factory, keys, clock).run_once()
+    for row in rows(factory):
+        assert row.status == FAILED and row.attempts == 1, row.request_id  # refused for good
+    assert receiver.got == []
+
+
+@pytest.mark.asyncio
+async def test_unserialisable_payload_is_reported(tmp_path, receiver):
+    settings, _, factory, keys = setup(tmp_path)
+    clock = Clock()
+    enqueue(factory, receiver.url, now=clock.t, payload=webhook_body("r", ok=True, payload={"v": float("nan")}))
+    await sender_for(settings, factory, keys, clock).run_once()
+    body = json.loads(receiver.got[0][1])
+    assert body["payload"] is None and "payload_error" in body
+
+
+@pytest.mark.asyncio
+async def test_app_wiring_enqueues_and_delivers(tmp_path, receiver):
+    settings = Settings(data_dir=tmp_path, allow_private_urls=True)
+    store = JobStore(f"sqlite:///{tmp_path / 'jobs.db'}")
+    store.create_all()
+    app = types.SimpleNamespace(state=types.SimpleNamespace(settings=settings, store=store))
+    hooks = await start_for_app(app)
+    try:
+        view = types.SimpleNamespace(
+            request_id="req-9", owner="o9", webhook_url=receiver.url, status="completed", base_url="http://b",
+            result={"image": {"url": "/files/k/x.png"}}, error=None, error_type=None, error_body=None,
+        )
+        hooks["enqueue"](view)
+        for _ in range(100):
+            if receiver.got:
+                break
+            await asyncio.sleep(0.05)
+        headers, body = receiver.got[0]
+        assert json.loads(body)["payload"]["image"]["url"] == "http://b/files/k/x.png"
+        assert headers["x-fal-webhook-user-id"] == "o9"
+    finally:
+        await stop_for_app(app)
+        store.close()
