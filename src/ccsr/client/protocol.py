@@ -222,31 +222,27 @@ class Handle:
     queue_position: Optional[int] = None
 
 
-_STEP_RE = re.compile(r"(?:step|steps)\D{0,3}(\d+)\s*(?:/|of)\s*(\d+)", re.IGNORECASE)
-_FRACTION_RE = re.compile(r"\b(\d+)\s*/\s*(\d+)\b")
+_STEP_RE = re.compile(r"\bsteps?\s+(\d+)\s*(?:/|of)\s*(\d+)", re.IGNORECASE)
 
 
 def progress_of(data: dict, logs: Iterable[Log]) -> Optional[Progress]:
-    """Progress from a status: an explicit ``progress`` field if the server sends
-    one, else the last "step N/M" found in the logs."""
-    p = data.get("progress")
-    if isinstance(p, dict):
-        step = p.get("step", p.get("current"))
-        total = p.get("total")
-        if isinstance(step, (int, float)) and isinstance(total, (int, float)) and total > 0:
-            return Progress(int(step), int(total))
-        frac = p.get("fraction")
-        if isinstance(frac, (int, float)):
-            return Progress(round(frac * 1000), 1000)
-    elif isinstance(p, (int, float)) and not isinstance(p, bool):
-        frac = p / 100 if p > 1 else p
-        return Progress(round(frac * 1000), 1000)
+    """Progress from a status: the last "step N/M" log line (the server logs
+    one per sampling step), else a numeric ``progress`` field (a fraction)."""
     found: Optional[Progress] = None
     for log in logs:
-        m = _STEP_RE.search(log.message) or _FRACTION_RE.search(log.message)
+        m = _STEP_RE.search(log.message)
         if m and int(m.group(2)) > 0:
             found = Progress(int(m.group(1)), int(m.group(2)))
-    return found
+    if found is not None:
+        return found
+    p = data.get("progress")
+    if isinstance(p, dict):
+        step, total = p.get("step"), p.get("total")
+        if isinstance(step, (int, float)) and isinstance(total, (int, float)) and total > 0:
+            return Progress(int(step), int(total))
+    elif isinstance(p, (int, float)) and not isinstance(p, bool) and data.get("status") == "IN_PROGRESS":
+        return Progress(round(max(0.0, min(1.0, float(p))) * 100), 100)
+    return None
 
 
 def log_key(log: Log) -> tuple[str, str, str]:
