@@ -147,6 +147,7 @@ def create_app(
         data, ctype = metrics.render()
         return Response(data, media_type=ctype)
 
+    _optional("ccsr.web").mount(app)  # the browser playground: / and /playground/*
     return app
 
 
