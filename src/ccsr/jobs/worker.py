@@ -40,6 +40,8 @@ def load_upscaler(settings: dict, device: str) -> Any:
         config=settings.get("config"),
         device=device,
         dtype=None if dtype in (None, "auto") else dtype,
+        tile_batch_size=int(settings.get("tile_batch_size") or 4),
+        max_output_pixels=int(settings.get("max_output_pixels") or 4096 * 4096),
     )
 
 
