@@ -1,0 +1,73 @@
+"""``ccsr serve``: the HTTP service speaking the fal-ai/ccsr queue protocol."""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+
+def serve(
+    host: Optional[str] = typer.Option(None, "--host", help="Address to bind (default 127.0.0.1; CCSR_HOST)."),
+    port: Optional[int] = typer.Option(None, "--port", help="Port (default 8000; CCSR_PORT)."),
+    weights: Optional[Path] = typer.Option(None, "--weights", help="Checkpoint file (.ckpt/.safetensors); default: the cached official weights (CCSR_WEIGHTS)."),
+    config: Optional[Path] = typer.Option(None, "--config", help="Official-format model YAML (default: inferred from the checkpoint)."),
+    data_dir: Optional[Path] = typer.Option(None, "--data-dir", help="Job database, files and webhook keys (CCSR_DATA_DIR)."),
+    database_url: Optional[str] = typer.Option(None, "--database-url", help="sqlite:///... (default <data-dir>/ccsr.db) or postgresql://... (CCSR_DATABASE_URL)."),
+    public_url: Optional[str] = typer.Option(None, "--public-url", help="Base URL clients reach the server at, for result and upload URLs (default: the request's Host)."),
+    device: Optional[str] = typer.Option(None, "--device", help="cpu, cuda, cuda:N, mps or auto (CCSR_DEVICE)."),
+    workers: Optional[str] = typer.Option(None, "--workers", help="Comma-separated devices, one model worker each, e.g. cuda:0,cuda:1 (CCSR_WORKERS)."),
+    api_keys_file: Optional[Path] = typer.Option(None, "--api-keys-file", help="File with one API key per line (CCSR_API_KEYS_FILE; CCSR_API_KEYS for a comma-separated list)."),
+    log_level: str = typer.Option("info", "--log-level", help="debug, info, warning or error."),
+    engine_factory: Optional[str] = typer.Option(None, "--engine-factory", hidden=True, help="module:function building the engine in each worker (tests, benchmarks)."),
+) -> None:
+    """Serve the fal-ai/ccsr API (queue, sync run, storage, webhooks) over HTTP."""
+    import uvicorn
+
+    from ccsr.service.app import create_app
+    from ccsr.service.auth import BindNotAllowed, KeyRing, check_bind_allowed
+    from ccsr.settings import Settings
+
+    overrides = {
+        k: v
+        for k, v in dict(
+            host=host, port=port, weights=weights, config=config, data_dir=data_dir, database_url=database_url,
+            public_url=public_url, device=device, workers=workers, api_keys_file=api_keys_file,
+        ).items()
+        if v is not None
+    }
+    settings = Settings(**overrides)
+    logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    keyring = KeyRing.from_settings(settings)
+    try:
+        check_bind_allowed(settings.host, keyring)
+    except BindNotAllowed as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2)
+    if not keyring.enabled:
+        typer.echo(f"No API keys configured: open to anyone who can reach {settings.host} (loopback only).", err=True)
+    factory = engine_factory or os.environ.get("CCSR_ENGINE_FACTORY") or None
+    app = create_app(settings, worker_factory=factory)
+    typer.echo(
+        f"ccsr serve on http://{settings.host}:{settings.port} "
+        f"(database {_redact(settings.resolved_database_url())}, data {settings.data_dir})",
+        err=True,
+    )
+    uvicorn.run(app, host=settings.host, port=settings.port, log_level=log_level.lower(), timeout_graceful_shutdown=10)
+
+
+def _redact(url: str) -> str:
+    """Hide a password in a database URL before printing it."""
+    if "://" in url and "@" in url:
+        scheme, rest = url.split("://", 1)
+        cred, host = rest.rsplit("@", 1)
+        if ":" in cred:
+            return f"{scheme}://{cred.split(':', 1)[0]}:***@{host}"
+    return url
+
+
+def register(app: typer.Typer) -> None:
+    app.command("serve")(serve)
