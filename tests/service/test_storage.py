@@ -330,3 +330,16 @@ def test_python_client_fallback_initiate(fal, live_storage):
     url = fal.upload(b"via-gcs", "image/webp", file_name="f.webp", repository="fal")
     r = httpx.get(url)
     assert r.content == b"via-gcs" and r.headers["content-type"] == "image/webp"
+
+
+def test_adopt_moves_a_written_file_in(tmp_path):
+    store = FileStore(tmp_path)
+    key = store.new_key()
+    src = tmp_path / "tmp" / f"result-{key}.png"
+    src.write_bytes(b"\x89PNG result")
+    stored = store.adopt(src, content_type="image/png", file_name="out.png", key=key, owner="o", ttl=60)
+    assert not src.exists() and stored.key == key and stored.size == 11
+    assert store.path(key).read_bytes() == b"\x89PNG result"
+    assert stored.expires_at is not None and stored.owner == "o"
+    with pytest.raises(ValueError):
+        store.adopt(src, key="../../x")

@@ -314,6 +314,26 @@ class FileStore:
         assert stored is not None
         return stored
 
+    def adopt(
+        self,
+        path: Path,
+        *,
+        size: Optional[int] = None,
+        content_type: Optional[str] = None,
+        file_name: Optional[str] = None,
+        key: Optional[str] = None,
+        owner: Optional[str] = None,
+        ttl: Optional[float] = None,
+    ) -> StoredFile:
+        """Move an already written file (same filesystem, e.g. under ``root/tmp``)
+        into the store without copying; used for worker-written results."""
+        path = Path(path)
+        if key is not None and not is_valid_key(key):
+            raise ValueError("invalid key")
+        return self._finish(
+            path, path.stat().st_size if size is None else size, content_type, file_name, key, owner, ttl
+        )
+
     def _tmp_file(self) -> tuple[int, Path]:
         fd, name = tempfile.mkstemp(dir=self._tmp, prefix="up-")
         return fd, Path(name)
