@@ -13,7 +13,7 @@ import time
 import httpx
 import pytest
 
-from conftest import free_port, png_data_uri
+from svc_helpers import free_port, png_data_uri
 
 Q = "/queue/fal-ai/ccsr"
 FAST = {"steps": 4, "tile_diffusion": "gaussian", "tile_diffusion_size": 64, "tile_diffusion_stride": 64, "scale": 2}

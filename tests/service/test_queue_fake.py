@@ -18,7 +18,7 @@ from ccsr.jobs.testing import FakeEngine
 from ccsr.service.app import create_app
 from ccsr.settings import Settings
 
-from conftest import png_data_uri, serve_app, wait_status
+from svc_helpers import png_data_uri, serve_app, wait_status
 
 Q = "/queue/fal-ai/ccsr"
 

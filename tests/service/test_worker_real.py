@@ -12,7 +12,7 @@ import pytest
 from ccsr.service.app import create_app
 from ccsr.settings import Settings
 
-from conftest import png_data_uri, serve_app, wait_status
+from svc_helpers import png_data_uri, serve_app, wait_status
 
 Q = "/queue/fal-ai/ccsr"
 FAST = {"steps": 4, "tile_diffusion": "gaussian", "tile_diffusion_size": 64, "tile_diffusion_stride": 64}
