@@ -474,3 +474,73 @@ def test_modes_and_orientation():
     buf = io.BytesIO()
     im.save(buf, format="JPEG", exif=exif.tobytes())
     assert decode_image(buf.getvalue(), max_pixels=100).size == (2, 4)
+
+
+# --- TLS with a pinned address ----------------------------------------------------------------
+
+
+def _make_cert(tmp_path, hostname: str):
+    """A throwaway CA and a leaf certificate for ``hostname`` (no IP SAN)."""
+    import datetime as dt
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    now = dt.datetime.now(dt.timezone.utc)
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "test ca")])
+    ca = (
+        x509.CertificateBuilder().subject_name(ca_name).issuer_name(ca_name).public_key(ca_key.public_key())
+        .serial_number(1).not_valid_before(now - dt.timedelta(days=1)).not_valid_after(now + dt.timedelta(days=1))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(ca_key, hashes.SHA256())
+    )
+    key = ec.generate_private_key(ec.SECP256R1())
+    leaf = (
+        x509.CertificateBuilder().subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, hostname)]))
+        .issuer_name(ca_name).public_key(key.public_key()).serial_number(2)
+        .not_valid_before(now - dt.timedelta(days=1)).not_valid_after(now + dt.timedelta(days=1))
+        .add_extension(x509.SubjectAlternativeName([x509.DNSName(hostname)]), critical=False)
+        .sign(ca_key, hashes.SHA256())
+    )
+    cert_path, key_path, ca_path = tmp_path / "leaf.pem", tmp_path / "leaf.key", tmp_path / "ca.pem"
+    cert_path.write_bytes(leaf.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(
+        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    )
+    ca_path.write_bytes(ca.public_bytes(serialization.Encoding.PEM))
+    return cert_path, key_path, ca_path
+
+
+@pytest.mark.asyncio
+async def test_https_pinning_keeps_hostname_verification(tmp_path, fake_dns, loopback_is_public, monkeypatch, files):
+    """Connecting to the pinned IP still sends SNI and checks the certificate
+    against the URL's host name: right name passes, wrong name fails."""
+    import ssl
+
+    import httpx
+
+    cert, key, ca = _make_cert(tmp_path, "img.test")
+    server = Server()
+    server.routes["/a.png"] = (200, {}, png_bytes((3, 5)))
+    server_ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    server_ctx.load_cert_chain(cert, key)
+    server.httpd.socket = server_ctx.wrap_socket(server.httpd.socket, server_side=True)
+    client_ctx = ssl.create_default_context(cafile=str(ca))
+    monkeypatch.setattr(
+        fetch, "make_client",
+        lambda timeout: httpx.AsyncClient(follow_redirects=False, trust_env=False, timeout=timeout, verify=client_ctx),
+    )
+    table, _ = fake_dns
+    table["img.test"] = ["127.0.0.1"]
+    table["other.test"] = ["127.0.0.1"]
+    try:
+        im = await load_input_image(f"https://img.test:{server.port}/a.png", settings=settings(tmp_path), files=files)
+        assert im.size == (3, 5)
+        with pytest.raises(InputError) as err:
+            await load_input_image(f"https://other.test:{server.port}/a.png", settings=settings(tmp_path), files=files)
+        assert "ConnectError" in err.value.message and "certificate" in err.value.message.lower()
+    finally:
+        server.close()

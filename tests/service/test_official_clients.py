@@ -50,7 +50,8 @@ class LiveServer:
 
     def __init__(self, data_dir: Path, **settings):
         settings.setdefault("api_keys", [KEY])
-        self.settings = Settings(data_dir=data_dir, allow_private_urls=True, **settings)
+        settings.setdefault("allow_private_urls", True)  # the webhook receivers listen on 127.0.0.1
+        self.settings = Settings(data_dir=data_dir, **settings)
         self.app = create_app(self.settings, executor=ThreadExecutor(FakeEngine(STEP_SECONDS)))
         port = _free_port()
         self.base = f"http://127.0.0.1:{port}"
