@@ -183,10 +183,11 @@ async def check_outbound_url(url: str, settings: Settings, *, field: str = "url"
         ip = ipaddress.ip_address(address.split("%", 1)[0])
         reason = address_block_reason(ip, settings.allow_private_urls)
         if reason is not None:
+            hint = "" if ip in METADATA_ADDRESSES or reason == "a cloud metadata address" else (
+                " (setting allow_private_urls permits private addresses)"
+            )
             raise BlockedAddress(
-                field,
-                f"URL host {host!r} resolves to {reason}; URLs must point to the public internet "
-                "(setting allow_private_urls permits private addresses).",
+                field, f"URL host {host!r} resolves to {reason}; URLs must point to the public internet{hint}."
             )
         allowed.append(str(ip))
     return OutboundTarget(url=str(parsed), scheme=parsed.scheme, host=host, port=port, ip=allowed[0])
