@@ -1,0 +1,44 @@
+"""A real `ccsr serve` (tiny random model, CPU, one API key) for the client tests."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from ccsr.client.testing import serve
+
+API_KEY = "client-test-key"
+#: The fastest valid request: 3 steps = 2 network evaluations; 64x64 -> 128x128.
+FAST = {"steps": 3, "scale": 2}
+
+
+@pytest.fixture(scope="session")
+def api_key() -> str:
+    return API_KEY
+
+
+@pytest.fixture(scope="session")
+def fast() -> dict:
+    return dict(FAST)
+
+
+@pytest.fixture(scope="session")
+def server(tiny_checkpoint: Path, tmp_path_factory: pytest.TempPathFactory) -> str:
+    with serve(tiny_checkpoint, tmp_path_factory.mktemp("client-server"), api_keys=[API_KEY]) as base:
+        yield base
+
+
+@pytest.fixture(scope="session")
+def photo(shared_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A real photograph, cropped square and shrunk to 64x64 so a run takes seconds."""
+    from PIL import Image
+
+    with Image.open(shared_dir / "fixtures" / "images" / "chelsea.png") as im:
+        im = im.convert("RGB")
+        w, h = im.size
+        side = min(w, h)
+        small = im.crop(((w - side) // 2, (h - side) // 2, (w + side) // 2, (h + side) // 2)).resize((64, 64), Image.LANCZOS)
+    path = tmp_path_factory.mktemp("photo") / "chelsea64.png"
+    small.save(path)
+    return path
