@@ -343,3 +343,15 @@ def test_adopt_moves_a_written_file_in(tmp_path):
     assert stored.expires_at is not None and stored.owner == "o"
     with pytest.raises(ValueError):
         store.adopt(src, key="../../x")
+
+
+def test_uploads_trigger_a_sweep_of_expired_files(tmp_path):
+    app, files = make_app(tmp_path, keys=())
+    old = files.save(b"old", ttl=-1)  # already expired
+    keep = files.save(b"keep", ttl=3600)
+    with TestClient(app) as client:
+        client.post("/cdn/files/upload", content=b"new", headers={"Content-Type": "image/png"})
+        deadline = time.monotonic() + 5
+        while old.path.exists() and time.monotonic() < deadline:
+            time.sleep(0.02)
+    assert not old.path.exists() and keep.path.exists()

@@ -337,3 +337,18 @@ async def test_app_wiring_enqueues_and_delivers(tmp_path, receiver):
     finally:
         await stop_for_app(app)
         store.close()
+
+
+@pytest.mark.asyncio
+async def test_prune_removes_only_old_finished_rows(tmp_path, receiver):
+    settings, _, factory, keys = setup(tmp_path)
+    clock = Clock()
+    sender = sender_for(settings, factory, keys, clock)
+    enqueue(factory, receiver.url, now=clock.t, request_id="old")
+    await sender.run_once()
+    enqueue(factory, "http://127.0.0.1:9/", now=clock.t, request_id="still-pending")
+    clock.t += 8 * 24 * 3600
+    enqueue(factory, receiver.url, now=clock.t, request_id="new")
+    await sender.run_once()
+    assert sender.prune() == 1
+    assert {r.request_id for r in rows(factory)} == {"still-pending", "new"}

@@ -18,6 +18,7 @@ On-disk layout under ``root``::
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
 import hmac
@@ -52,6 +53,7 @@ _MAX_NAME = 120
 _MAX_PARTS = 10_000
 _CHUNK = 1024 * 1024
 PENDING_TTL = 24 * 3600.0
+PURGE_INTERVAL = 600.0
 UPLOAD_TOKEN_TTL = 3600.0
 
 # Served inline; anything else is served as a download so an uploaded HTML or
@@ -658,6 +660,16 @@ def storage_router(files: FileStore, *, settings: Settings, keyring: KeyRing) ->
     tokens = files.upload_tokens()
     limit = settings.max_upload_bytes
     default_ttl = settings.result_ttl
+    sweep = {"last": 0.0, "task": None}
+
+    def maybe_purge() -> None:
+        """Sweep expired uploads off the disk now and then (uploads drive it;
+        expired files are already never served)."""
+        now = time.time()
+        if now - sweep["last"] < PURGE_INTERVAL:
+            return
+        sweep["last"] = now
+        sweep["task"] = asyncio.get_running_loop().create_task(asyncio.to_thread(files.purge_expired))
 
     def api_owner(request: Request) -> str:
         return keyring.require(request.headers.get("authorization"))
@@ -693,6 +705,7 @@ def storage_router(files: FileStore, *, settings: Settings, keyring: KeyRing) ->
     @router.post("/cdn/files/upload")
     async def cdn_upload(request: Request) -> Response:
         owner = upload_owner(request)
+        maybe_purge()
         try:
             _check_declared_length(request, limit)
             stored = await files.save_stream(
@@ -732,6 +745,7 @@ def storage_router(files: FileStore, *, settings: Settings, keyring: KeyRing) ->
     async def _initiate(request: Request, storage_type: Optional[str], kind: str) -> dict:
         check_storage_type(storage_type)
         owner = api_owner(request)
+        maybe_purge()
         try:
             body = await request.json()
         except ValueError:

@@ -31,7 +31,7 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from fastapi import APIRouter
-from sqlalchemy import Float, Index, Integer, String, Text, select, update
+from sqlalchemy import Float, Index, Integer, String, Text, delete, select, update
 from sqlalchemy.orm import Mapped, Session, mapped_column, sessionmaker
 
 from ccsr.jobs.db import Base
@@ -50,6 +50,7 @@ log = logging.getLogger("ccsr.webhooks")
 KEY_FILE = "webhook-ed25519.pem"
 PENDING, DELIVERED, FAILED = "pending", "delivered", "failed"
 BASE_DELAY = 15.0
+PRUNE_AFTER = 7 * 24 * 3600.0  # finished deliveries are kept a week for inspection
 
 
 # --- signing ---------------------------------------------------------------------------
@@ -352,6 +353,18 @@ class WebhookSender:
             await asyncio.gather(*(self._handle(i) for i in items))
         return len(items)
 
+    def prune(self, older_than: float = PRUNE_AFTER) -> int:
+        """Delete delivered/failed rows older than ``older_than`` seconds."""
+        cutoff = self.clock() - older_than
+        with self._session() as s:
+            res = s.execute(
+                delete(WebhookDelivery).where(
+                    WebhookDelivery.status.in_((DELIVERED, FAILED)), WebhookDelivery.created_at < cutoff
+                )
+            )
+            s.commit()
+            return res.rowcount or 0
+
     def notify(self) -> None:
         """Wake the loop now (a delivery was just enqueued)."""
         if self._wake is not None:
@@ -360,10 +373,14 @@ class WebhookSender:
     async def run(self) -> None:
         """Loop forever: deliver due rows, then sleep until woken or the next poll."""
         self._wake = asyncio.Event()
+        last_prune = 0.0
         while True:
             try:
                 while await self.run_once():
                     pass
+                if self.clock() - last_prune > 3600:
+                    last_prune = self.clock()
+                    await asyncio.to_thread(self.prune)
             except asyncio.CancelledError:
                 raise
             except Exception:  # noqa: BLE001 - a DB hiccup must not kill the loop
