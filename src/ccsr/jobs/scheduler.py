@@ -185,6 +185,10 @@ class Scheduler:
         self._stopping = False
         self.started = False
         self.worker_messages: dict[str, str] = {}
+        # Webhook outbox: outbox(session, final_view) adds the delivery row in the
+        # transaction that ends the job; on_outbox() wakes the sender afterwards.
+        self.outbox: Optional[Callable[[Any, JobView], None]] = None
+        self.on_outbox: Optional[Callable[[], None]] = None
 
     # --- lifecycle ---------------------------------------------------------------
     async def start(self) -> None:
@@ -549,13 +553,21 @@ class Scheduler:
         if error is not None:
             self._add_log(view, "ERROR", error)
         lines = self._take_logs(view.request_id)
+        in_tx = None
+        if view.webhook_url and self.outbox is not None:
+            final = dataclasses.replace(
+                view, status=status, result=result, error=error, error_type=error_type, error_status=error_status,
+                error_body=error_body, inference_time=inference_time, finished_at=now,
+            )
+            outbox = self.outbox
+            in_tx = lambda session: outbox(session, final)  # noqa: E731
 
         def persist() -> bool:
             self.store.add_logs(view.request_id, lines)
             ok = self.store.finish(
                 view.request_id, status, result=result, error=error, error_type=error_type,
                 error_status=error_status, error_body=error_body, inference_time=inference_time,
-                expires_at=expires_at, files=files, now=now,
+                expires_at=expires_at, files=files, now=now, in_transaction=in_tx,
             )
             if ok and not view.store_io:
                 self.store.scrub_input(view.request_id)
@@ -583,6 +595,8 @@ class Scheduler:
         self.active.pop(view.request_id, None)
         self._remember(view)
         view.touch()
+        if in_tx is not None and ok and self.on_outbox is not None:
+            self.on_outbox()
         try:
             self.hooks.job_finished(view)
         except Exception:  # noqa: BLE001 - a hook must not break the queue

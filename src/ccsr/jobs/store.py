@@ -12,7 +12,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import time
-from typing import Any, Iterable, Optional, Sequence
+from typing import Any, Callable, Iterable, Optional, Sequence
 
 from sqlalchemy import delete, func, select, update
 from sqlalchemy.engine import Engine
@@ -247,8 +247,12 @@ class JobStore:
         expires_at: Optional[float] = None,
         files: Optional[Sequence[str]] = None,
         now: Optional[float] = None,
+        in_transaction: Optional[Callable[[Session], None]] = None,
     ) -> bool:
-        """Record the end of a job; False when it had already ended."""
+        """Record the end of a job; False when it had already ended.
+
+        ``in_transaction(session)`` runs in the same transaction when the job
+        did end here (the webhook outbox row: written together or not at all)."""
         assert status in FINAL_STATES
         values: dict[str, Any] = dict(
             status=status,
@@ -267,6 +271,8 @@ class JobStore:
             res = s.execute(
                 update(Job).where(Job.request_id == request_id, Job.status.in_((QUEUED, RUNNING))).values(**values)
             )
+            if res.rowcount == 1 and in_transaction is not None:
+                in_transaction(s)
             return res.rowcount == 1
 
     def request_cancel(self, request_id: str) -> Optional[str]:

@@ -66,13 +66,7 @@ def create_app(
     files = FileStore(data_dir / "files")
     keyring = KeyRing.from_settings(settings)
     webhooks = _optional("ccsr.service.webhooks")
-    webhook_sender: dict[str, Any] = {}
-
-    def after_finish(view: JobView) -> None:
-        if view.webhook_url and webhook_sender.get("enqueue"):
-            webhook_sender["enqueue"](view)
-
-    metrics = ServiceMetrics(after_finish=after_finish)
+    metrics = ServiceMetrics()
     if executor is None:
         from ccsr.jobs.pool import WorkerPool
         from ccsr.jobs.worker import DEFAULT_ENGINE_FACTORY
@@ -98,14 +92,22 @@ def create_app(
         import asyncio
 
         await asyncio.to_thread(store.create_all)
-        if webhooks is not None and hasattr(webhooks, "start_for_app"):
-            webhook_sender.update(await webhooks.start_for_app(app) or {})
+        if webhooks is not None:
+            started = await webhooks.start_for_app(app) or {}
+            sender = started.get("sender")
+
+            def outbox(session: Any, view: JobView) -> None:
+                webhooks.enqueue_webhook(session, view.request_id, view.owner, view.webhook_url,
+                                         webhooks.body_for_view(view))
+
+            scheduler.outbox = outbox
+            scheduler.on_outbox = sender.notify if sender is not None else None
         await scheduler.start()
         try:
             yield
         finally:
             await scheduler.stop()
-            if webhooks is not None and hasattr(webhooks, "stop_for_app"):
+            if webhooks is not None:
                 await webhooks.stop_for_app(app)
             store.close()
 
