@@ -121,3 +121,23 @@ def test_expiry_and_delete(store):
     assert [r.request_id for r in store.expired(now=60.0)] == ["new"]
     store.scrub_input("new")
     assert store.get("new").input == {}
+
+
+def test_finish_runs_the_outbox_write_in_its_transaction(store):
+    from ccsr.jobs.models import Job
+
+    _add(store, "a")
+    _add(store, "b")
+    seen = []
+    assert store.finish("a", COMPLETED, result={}, in_transaction=lambda s: seen.append(s.get(Job, 1).status))
+    assert seen == [COMPLETED]  # it sees the job already ended, inside the transaction
+
+    def boom(_s):
+        raise RuntimeError("outbox write failed")
+
+    try:
+        store.finish("b", COMPLETED, result={}, in_transaction=boom)
+    except RuntimeError:
+        pass
+    assert store.get("b").status == QUEUED  # all or nothing
+    assert not store.finish("a", FAILED, in_transaction=boom)  # not called when the job had ended

@@ -113,3 +113,22 @@ def test_prometheus_metrics(tmp_path):
             assert line in text, line
         steps = [l for l in text.splitlines() if l.startswith("ccsr_step_seconds_count")]
         assert steps and float(steps[0].split()[-1]) >= 5
+
+
+def test_webhook_is_in_the_outbox_when_the_job_ends(tmp_path):
+    from sqlalchemy import select
+
+    from ccsr.service.webhooks import WebhookDelivery
+
+    app, ctx = _server(tmp_path)
+    with ctx as base, httpx.Client(base_url=base) as client:
+        hook = "http://hooks.invalid/receive"
+        r = client.post(Q, params={"fal_webhook": hook}, json={"image_url": png_data_uri(), "steps": 4})
+        sub = r.json()
+        wait_status(client, sub["status_url"], "COMPLETED")
+        with app.state.store.session() as s:
+            rows = s.scalars(select(WebhookDelivery).where(WebhookDelivery.request_id == sub["request_id"])).all()
+        assert len(rows) == 1 and rows[0].url == hook
+        body = json.loads(rows[0].body)
+        assert body["status"] == "OK" and body["payload"]["image"]["url"].startswith(base + "/files/")
+        assert client.post(Q, params={"fal_webhook": "ftp://x"}, json={"image_url": png_data_uri()}).status_code == 422
