@@ -1,7 +1,8 @@
 """`ccsr upscale INPUT... -o OUT`: the engine on local files.
 
-One flag per request field, named after it, generated from
-:class:`ccsr.params.UpscaleParams` so the CLI cannot drift from the API.
+One flag per request field of :class:`ccsr.params.UpscaleParams`, named
+after it (``t_max`` -> ``--t-max``); values are validated by that same model,
+so the CLI accepts exactly what the API accepts.
 """
 
 from __future__ import annotations
@@ -91,7 +92,8 @@ def _run(inputs, outputs, params, weights, config, device, dtype) -> None:
             result = upscaler(image, params, progress=progress)
             dst.parent.mkdir(parents=True, exist_ok=True)
             save_image(result.image, dst)
-            bar.update(task, description=f"{src.name} -> {dst} {result.image.width}x{result.image.height} seed={result.seed}")
+            bar.update(task, description=src.name)
+            bar.console.print(f"{src} -> {dst} ({result.image.width}x{result.image.height}, seed={result.seed})", soft_wrap=True)
     sys.stdout.flush()
 
 

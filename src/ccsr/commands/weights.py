@@ -45,24 +45,31 @@ def random_cmd(
     config: Path = typer.Option(..., "--config", exists=True, dir_okay=False, help="Official-format model YAML (e.g. ccsr-tiny.yaml)."),
     output: Path = typer.Option(..., "-o", "--output", help="File to write (.safetensors or .ckpt)."),
     seed: int = typer.Option(0, "--seed", help="Seed of the random weights."),
-    dtype: str = typer.Option("fp32", "--dtype", help="fp32 or fp16."),
+    dtype: str = typer.Option("fp32", "--dtype", help="fp32, fp16 or bf16."),
 ) -> None:
     """Write a random checkpoint of that architecture in the official key layout."""
-    from ccsr.model.checkpoint import save_state_dict
-    from ccsr.model.config import CCSRConfig
-    from ccsr.model.random import random_state_dict
+    import torch
 
-    if dtype not in ("fp32", "fp16"):
-        typer.echo("error: --dtype must be fp32 or fp16", err=True)
+    from ccsr.model.config import CCSRConfig
+    from ccsr.model.random import write_random_checkpoint
+
+    dtypes = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+    if dtype not in dtypes:
+        typer.echo(f"error: --dtype must be one of {', '.join(dtypes)}, got {dtype!r}", err=True)
         raise typer.Exit(2)
-    cfg = CCSRConfig.from_yaml(config)
-    sd = random_state_dict(cfg, seed=seed)
-    if dtype == "fp16":
-        sd = {k: (v.half() if v.is_floating_point() else v) for k, v in sd.items()}
+    if output.suffix.lower() != ".safetensors":
+        typer.echo("error: -o/--output must end in .safetensors", err=True)
+        raise typer.Exit(2)
+    try:
+        cfg = CCSRConfig.from_yaml(config)
+    except CCSRError as exc:
+        typer.echo(f"error: --config: {exc}", err=True)
+        raise typer.Exit(2)
     output.parent.mkdir(parents=True, exist_ok=True)
-    save_state_dict(sd, output)
-    n = sum(v.numel() for v in sd.values())
-    typer.echo(f"wrote {output} ({n / 1e6:.1f} M parameters, random weights: for tests and demos only)")
+    # Streamed one tensor at a time: the full v1 size never sits in memory whole.
+    write_random_checkpoint(cfg, output, seed=seed, dtype=dtypes[dtype])
+    size = output.stat().st_size / 1e6
+    typer.echo(f"wrote {output} ({size:.1f} MB of RANDOM weights: for tests, demos and benchmarks only)")
 
 
 def register(app: typer.Typer) -> None:

@@ -1,0 +1,98 @@
+"""The engine's command line: `ccsr upscale` and `ccsr weights`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from PIL import Image
+from typer.testing import CliRunner
+
+from ccsr.cli import app
+
+runner = CliRunner()
+
+
+@pytest.fixture()
+def small_inputs(tmp_path: Path, shared_dir: Path) -> list[Path]:
+    paths = []
+    for name in ("chelsea.png", "coffee.png"):
+        with Image.open(shared_dir / "fixtures" / "images" / name) as im:
+            p = tmp_path / name
+            im.convert("RGB").resize((48, 32)).save(p)
+            paths.append(p)
+    return paths
+
+
+def _common(tiny_checkpoint, tiny_config_path):
+    return ["--weights", str(tiny_checkpoint), "--config", str(tiny_config_path), "--steps", "4", "--device", "cpu", "--seed", "3"]
+
+
+def test_upscale_one_file_to_jpeg(tmp_path, small_inputs, tiny_checkpoint, tiny_config_path):
+    out = tmp_path / "out.jpg"
+    res = runner.invoke(app, ["upscale", str(small_inputs[0]), "-o", str(out), "--scale", "2", *_common(tiny_checkpoint, tiny_config_path)])
+    assert res.exit_code == 0, res.output
+    assert out.read_bytes()[:3] == b"\xff\xd8\xff"  # JPEG by extension
+    with Image.open(out) as im:
+        assert im.size == (96, 64)
+    assert "seed=3" in res.output
+
+
+def test_upscale_several_files_into_a_folder_as_png(tmp_path, small_inputs, tiny_checkpoint, tiny_config_path):
+    folder = tmp_path / "results"
+    res = runner.invoke(app, ["upscale", *map(str, small_inputs), "-o", str(folder), "--scale", "1.5",
+                              "--color-fix-type", "wavelet", *_common(tiny_checkpoint, tiny_config_path)])
+    assert res.exit_code == 0, res.output
+    for src in small_inputs:
+        out = folder / f"{src.stem}.png"
+        assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+        with Image.open(out) as im:
+            assert im.size == (72, 48)
+
+
+@pytest.mark.parametrize(
+    "args, needle",
+    [
+        (["--t-min", "0.9", "--t-max", "0.5"], "t_min"),
+        (["--scale", "0"], "--scale"),
+        (["--tile-diffusion", "nope"], "--tile-diffusion"),
+        (["--tile-diffusion", "gaussian", "--tile-diffusion-size", "256", "--tile-diffusion-stride", "512"], "tile_diffusion_stride"),
+    ],
+)
+def test_upscale_bad_values_name_the_flag(tmp_path, small_inputs, tiny_checkpoint, tiny_config_path, args, needle):
+    res = runner.invoke(app, ["upscale", str(small_inputs[0]), "-o", str(tmp_path / "x.png"), *_common(tiny_checkpoint, tiny_config_path), *args])
+    assert res.exit_code != 0
+    assert needle in res.output
+    assert "Traceback" not in res.output
+
+
+def test_upscale_without_weights_says_what_to_run(tmp_path, small_inputs, monkeypatch):
+    import huggingface_hub.constants as c
+
+    monkeypatch.delenv("CCSR_WEIGHTS", raising=False)
+    monkeypatch.setattr(c, "HF_HUB_CACHE", str(tmp_path / "empty-cache"))
+    res = runner.invoke(app, ["upscale", str(small_inputs[0]), "-o", str(tmp_path / "x.png")])
+    assert res.exit_code == 1
+    assert "ccsr weights download" in res.output
+
+
+def test_weights_random_writes_a_loadable_official_layout_file(tmp_path, tiny_config_path):
+    from ccsr.model.checkpoint import load_state_dict
+
+    out = tmp_path / "r.safetensors"
+    res = runner.invoke(app, ["weights", "random", "--config", str(tiny_config_path), "-o", str(out), "--seed", "4", "--dtype", "fp16"])
+    assert res.exit_code == 0, res.output
+    assert "RANDOM" in res.output
+    sd = load_state_dict(out)
+    assert any(k.startswith("control_model.zero_convs.0.0.") for k in sd)
+    w = sd["control_model.zero_convs.0.0.weight"]
+    assert str(w.dtype) == "torch.float16" and w.abs().sum() > 0  # zero convs made non-zero
+
+
+def test_weights_path_reports_missing_weights(tmp_path, monkeypatch):
+    import huggingface_hub.constants as c
+
+    monkeypatch.delenv("CCSR_WEIGHTS", raising=False)
+    monkeypatch.setattr(c, "HF_HUB_CACHE", str(tmp_path))
+    res = runner.invoke(app, ["weights", "path"])
+    assert res.exit_code == 1 and "ccsr weights download" in res.output
