@@ -312,9 +312,16 @@ class FileStore:
         meta_tmp = self._tmp / (key + ".json.tmp")
         meta_tmp.write_text(json.dumps(meta))
         os.replace(meta_tmp, self._meta_path(key))
-        stored = self.get(key)
-        assert stored is not None
-        return stored
+        return StoredFile(
+            key=key,
+            path=data_path,
+            size=size,
+            content_type=meta["content_type"],
+            file_name=meta["file_name"],
+            owner=owner,
+            created_at=now,
+            expires_at=meta["expires_at"],
+        )
 
     def adopt(
         self,
