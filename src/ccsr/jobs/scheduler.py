@@ -88,6 +88,8 @@ class JobView:
     delivered_at: Optional[float] = None
     files: list[str] = dataclasses.field(default_factory=list)
     last_step_at: Optional[float] = None
+    version: int = 0  # bumped on every change; keys the rendered-status cache
+    status_cache: dict = dataclasses.field(default_factory=dict)
     changed: asyncio.Event = dataclasses.field(default_factory=asyncio.Event)
     final: asyncio.Event = dataclasses.field(default_factory=asyncio.Event)
 
@@ -117,6 +119,7 @@ class JobView:
 
     def touch(self) -> None:
         """Wake everyone waiting for a change of this request."""
+        self.version += 1
         old, self.changed = self.changed, asyncio.Event()
         old.set()
         if self.finished:
@@ -180,6 +183,7 @@ class Scheduler:
         self._pending_logs: list[tuple[str, float, str, str]] = []
         self._wake = asyncio.Event()
         self.queue_changed = asyncio.Event()
+        self.queue_version = 0
         self._tasks: list[asyncio.Task] = []
         self._inflight: set[asyncio.Task] = set()
         self._stopping = False
@@ -331,6 +335,7 @@ class Scheduler:
             self._queue_touched()
 
     def _queue_touched(self) -> None:
+        self.queue_version += 1
         old, self.queue_changed = self.queue_changed, asyncio.Event()
         old.set()
 

@@ -94,6 +94,21 @@ class QueueAPI:
         body["progress"] = round(view.progress, 4)
         return body
 
+    async def status_response(self, view: JobView, base: str, with_logs: bool) -> Response:
+        """The status as a response, rendered once per change of the request.
+
+        A hundred clients polling one running request at 10 Hz then cost a
+        dictionary lookup each, not a JSON rendering of every log line."""
+        key = (view.version, self.scheduler.queue_version if view.status == QUEUED else -1, base)
+        hit = view.status_cache.get(with_logs)
+        if hit is None or hit[0] != key:
+            body = await self.status_body(view, base, with_logs)
+            data = json.dumps(body, separators=(",", ":")).encode()
+            code = 200 if body["status"] == "COMPLETED" else 202
+            hit = (key, data, code)
+            view.status_cache[with_logs] = hit
+        return Response(hit[1], status_code=hit[2], media_type="application/json")
+
     async def lookup(self, request_id: str, owner: str) -> Optional[JobView]:
         """The request if it exists and belongs to ``owner``; else None (both answer 404)."""
         view = await self.scheduler.get(request_id)
@@ -215,8 +230,7 @@ def queue_router(api: QueueAPI) -> APIRouter:
         view = await api.lookup(request_id, owner)
         if view is None:
             return _not_found()
-        body = await api.status_body(view, api.base(request), _truthy(logs))
-        return JSONResponse(body, status_code=200 if body["status"] == "COMPLETED" else 202)
+        return await api.status_response(view, api.base(request), _truthy(logs))
 
     @router.get(f"/queue/{APP_ID}/requests/{{request_id}}/status/stream", tags=["queue"],
                 summary="Status updates as Server-Sent Events", response_class=StreamingResponse)
