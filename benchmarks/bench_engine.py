@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import statistics
 import subprocess
 import sys
@@ -28,6 +27,8 @@ ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
 CACHE = ROOT / "benchmarks" / ".cache"
 SHARED = Path(os.environ.get("CCSR_SHARED", ROOT.parent / "shared"))
+
+from machine_info import machine  # noqa: E402  (benchmarks/ is on sys.path when run as a script)
 
 _TILED = dict(scale=2, steps=20, tile_diffusion="gaussian", tile_diffusion_size=512, tile_diffusion_stride=256)
 # name: (config, weights dtype, input size, request fields, repeats, tile batch size)
@@ -42,26 +43,6 @@ CASES = {
 }
 CPU_CASES = ["tiny-512", "tiny-1024-tiled-batch1", "tiny-1024-tiled-batch4", "full-256to512-cpu"]
 GPU_CASES = ["gpu-default-512to1024", "gpu-tiled-1080p-to-4k"]
-
-
-def machine() -> dict:
-    info = {"platform": platform.platform(), "python": platform.python_version(), "cpus": os.cpu_count()}
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                info["cpu"] = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    try:
-        import torch
-
-        info["torch"] = torch.__version__
-        if torch.cuda.is_available():
-            info["gpu"] = torch.cuda.get_device_name(0)
-    except ImportError:
-        pass
-    return info
 
 
 def checkpoint(config: str, dtype: str) -> Path:
