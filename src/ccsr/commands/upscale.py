@@ -43,10 +43,10 @@ def upscale(
     tile_vae_encoder_size: int = typer.Option(1024, "--tile-vae-encoder-size", help="VAE encoder tile size (pixels)."),
     color_fix_type: str = typer.Option("adain", "--color-fix-type", help="none, adain or wavelet."),
     seed: Optional[int] = typer.Option(None, help="Seed (random when absent; always printed)."),
-    weights: Optional[Path] = typer.Option(None, "--weights", envvar="CCSR_WEIGHTS", help="Checkpoint file; default: the cached official weights."),
-    config: Optional[Path] = typer.Option(None, "--config", exists=True, dir_okay=False, help="Official-format model YAML (default: inferred from the checkpoint)."),
-    device: str = typer.Option("auto", "--device", envvar="CCSR_DEVICE", help="auto, cpu, cuda, cuda:N or mps."),
-    dtype: str = typer.Option("auto", "--dtype", envvar="CCSR_DTYPE", help="auto, fp32, fp16 or bf16."),
+    weights: Optional[Path] = typer.Option(None, "--weights", help="Checkpoint file (CCSR_WEIGHTS); default: the cached official weights."),
+    config: Optional[Path] = typer.Option(None, "--config", exists=True, dir_okay=False, help="Official-format model YAML (CCSR_CONFIG); default: inferred from the checkpoint."),
+    device: Optional[str] = typer.Option(None, "--device", help="auto, cpu, cuda, cuda:N or mps (CCSR_DEVICE; default auto)."),
+    dtype: Optional[str] = typer.Option(None, "--dtype", help="auto, fp32, fp16 or bf16 (CCSR_DTYPE; default auto)."),
 ) -> None:
     """Upscale image files with CCSR."""
     from pydantic import ValidationError
@@ -76,10 +76,19 @@ def _run(inputs, outputs, params, weights, config, device, dtype) -> None:
 
     from ccsr.pipeline.preprocess import save_image
     from ccsr.pipeline.upscaler import CCSRUpscaler
+    from ccsr.settings import Settings
+
+    # Flags win; otherwise the CCSR_* environment (one settings object for every entry point).
+    settings = Settings()
+    weights = weights or settings.weights
+    config = config or settings.config
 
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), transient=False) as bar:
         load = bar.add_task("loading model", total=None)
-        upscaler = CCSRUpscaler.from_checkpoint(weights, config=config, device=device, dtype=dtype)
+        upscaler = CCSRUpscaler.from_checkpoint(
+            weights, config=config, device=device or settings.device, dtype=dtype or settings.dtype,
+            tile_batch_size=settings.tile_batch_size, max_output_pixels=settings.max_output_pixels,
+        )
         bar.update(load, description=f"model on {upscaler.device} ({upscaler.dtype_name})", total=1, completed=1)
         for src, dst in zip(inputs, outputs):
             task = bar.add_task(src.name, total=None)
