@@ -109,3 +109,17 @@ def _tail(path: Path, n: int = 4000) -> str:
         return path.read_text(errors="replace")[-n:]
     except OSError:
         return ""
+
+
+def small_photo(src: Path, dest: Path, side: int = 64) -> Path:
+    """A square centre crop of a real photograph shrunk to ``side`` pixels:
+    real image content, yet a run on the tiny model takes seconds."""
+    from PIL import Image
+
+    with Image.open(src) as im:
+        im = im.convert("RGB")
+        w, h = im.size
+        s = min(w, h)
+        box = ((w - s) // 2, (h - s) // 2, (w + s) // 2, (h + s) // 2)
+        im.crop(box).resize((side, side), Image.LANCZOS).save(dest)
+    return dest

@@ -293,6 +293,7 @@ async function onSubmit(ev) {
   }
   logsPre.textContent = "";
   $("#log-count").textContent = "";
+  $("#logs-box").open = true;
   let body;
   try {
     const imageUrl = await resolveImageUrl();
@@ -336,6 +337,7 @@ async function followCurrent() {
     progressBar.value = 1;
     const secs = final.metrics?.inference_time;
     showResult(out, req.before, secs);
+    $("#logs-box").open = false; // make room for the result; one click shows them again
     setState("done", `Done${secs ? ` in ${secs.toFixed(1)} s` : ""}.`);
     upsertHistory({ id: req.id, status: "COMPLETED", result: summarize(out), seconds: secs ?? null, before: /^https?:/.test(req.input.image_url) ? req.input.image_url : null });
   }
