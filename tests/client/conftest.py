@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from ccsr.client.testing import serve
+from ccsr.client.testing import serve, small_photo
 
 API_KEY = "client-test-key"
 #: The fastest valid request: 3 steps = 2 network evaluations; 64x64 -> 128x128.
@@ -32,13 +32,5 @@ def server(tiny_checkpoint: Path, tmp_path_factory: pytest.TempPathFactory) -> s
 @pytest.fixture(scope="session")
 def photo(shared_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A real photograph, cropped square and shrunk to 64x64 so a run takes seconds."""
-    from PIL import Image
-
-    with Image.open(shared_dir / "fixtures" / "images" / "chelsea.png") as im:
-        im = im.convert("RGB")
-        w, h = im.size
-        side = min(w, h)
-        small = im.crop(((w - side) // 2, (h - side) // 2, (w + side) // 2, (h + side) // 2)).resize((64, 64), Image.LANCZOS)
-    path = tmp_path_factory.mktemp("photo") / "chelsea64.png"
-    small.save(path)
-    return path
+    src = shared_dir / "fixtures" / "images" / "chelsea.png"
+    return small_photo(src, tmp_path_factory.mktemp("photo") / "chelsea64.png")
