@@ -141,3 +141,13 @@ def test_finish_runs_the_outbox_write_in_its_transaction(store):
         pass
     assert store.get("b").status == QUEUED  # all or nothing
     assert not store.finish("a", FAILED, in_transaction=boom)  # not called when the job had ended
+
+
+def test_release_requeues_without_counting_the_attempt(store):
+    _add(store, "a")
+    store.claim("a")
+    assert store.get("a").attempts == 1
+    assert store.release("a")
+    rec = store.get("a")
+    assert rec.status == QUEUED and rec.attempts == 0
+    assert not store.release("a")  # only running jobs

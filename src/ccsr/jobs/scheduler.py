@@ -214,6 +214,10 @@ class Scheduler:
         self.started = True
 
     async def stop(self) -> None:
+        """Graceful shutdown: running requests go back to the queue, uncounted.
+
+        They are not cancelled (the next start runs them again), and a clean
+        restart does not use up one of their attempts the way a crash does."""
         self._stopping = True
         for t in self._tasks:
             t.cancel()
@@ -222,6 +226,10 @@ class Scheduler:
                 await t
             except (asyncio.CancelledError, Exception):  # noqa: BLE001
                 pass
+        running = [v.request_id for v in self.active.values() if v.status == RUNNING]
+        if running:
+            await asyncio.to_thread(lambda: [self.store.release(rid) for rid in running])
+            log.warning("shutting down: %d running request(s) returned to the queue", len(running))
         await self.executor.close()
         await asyncio.to_thread(self._flush_logs_now)
 
@@ -443,6 +451,8 @@ class Scheduler:
 
     # --- executor events -------------------------------------------------------------------
     def _on_event(self, ev: Event) -> None:
+        if self._stopping:  # endings during shutdown are the shutdown's own cancels
+            return
         if isinstance(ev, WorkerState):
             self.worker_messages[ev.worker] = ev.message
             self._wake.set()

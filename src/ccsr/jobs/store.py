@@ -233,6 +233,17 @@ class JobStore:
             )
             return res.rowcount == 1
 
+    def release(self, request_id: str) -> bool:
+        """A clean shutdown hands a running job back: queued again, and the
+        interrupted run does not count as an attempt."""
+        with self.session() as s, s.begin():
+            res = s.execute(
+                update(Job)
+                .where(Job.request_id == request_id, Job.status == RUNNING)
+                .values(status=QUEUED, started_at=None, attempts=Job.attempts - 1)
+            )
+            return res.rowcount == 1
+
     def finish(
         self,
         request_id: str,
