@@ -53,6 +53,9 @@ def test_submit_status_result_shapes(fake_server):
     assert done["metrics"]["inference_time"] > 0
     msgs = [l["message"] for l in done["logs"]]
     assert "step 2/2" in msgs
+    # the database holds the same lines in the same order (what a restarted server shows)
+    _, _, app = fake_server
+    assert [l.message for l in app.state.store.logs(rid)] == msgs
     log0 = done["logs"][0]
     assert set(log0) == {"message", "level", "source", "timestamp"} and log0["source"] == "USER"
     assert "+00:00" in log0["timestamp"]

@@ -184,6 +184,7 @@ class Scheduler:
         self._wake = asyncio.Event()
         self.queue_changed = asyncio.Event()
         self.queue_version = 0
+        self._log_lock = asyncio.Lock()  # keeps log rows in order between the flusher and endings
         self._tasks: list[asyncio.Task] = []
         self._inflight: set[asyncio.Task] = set()
         self._stopping = False
@@ -567,7 +568,6 @@ class Scheduler:
         expires_at = now + ttl
         if error is not None:
             self._add_log(view, "ERROR", error)
-        lines = self._take_logs(view.request_id)
         in_tx = None
         if view.webhook_url and self.outbox is not None:
             final = dataclasses.replace(
@@ -588,7 +588,9 @@ class Scheduler:
                 self.store.scrub_input(view.request_id)
             return ok
 
-        ok = await asyncio.to_thread(persist)
+        async with self._log_lock:
+            lines = self._take_logs(view.request_id)
+            ok = await asyncio.to_thread(persist)
         if not ok:
             # Someone else ended it (another server); take the database's word.
             rec = await asyncio.to_thread(self.store.get, view.request_id)
@@ -644,11 +646,12 @@ class Scheduler:
         while True:
             await asyncio.sleep(0.5)
             if self._pending_logs:
-                batch, self._pending_logs = self._pending_logs, []
-                try:
-                    await asyncio.to_thread(self._flush_logs_now, batch)
-                except Exception:  # noqa: BLE001
-                    log.exception("writing logs failed")
+                async with self._log_lock:
+                    batch, self._pending_logs = self._pending_logs, []
+                    try:
+                        await asyncio.to_thread(self._flush_logs_now, batch)
+                    except Exception:  # noqa: BLE001
+                        log.exception("writing logs failed")
 
     # --- retention -----------------------------------------------------------------------------
     async def sweep(self, now: Optional[float] = None) -> int:
