@@ -112,7 +112,7 @@ def test_prometheus_metrics(tmp_path):
                      "ccsr_queue_depth 0.0", "ccsr_inference_seconds_count 2.0"):
             assert line in text, line
         steps = [l for l in text.splitlines() if l.startswith("ccsr_step_seconds_count")]
-        assert steps and float(steps[0].split()[-1]) >= 5
+        assert steps and float(steps[0].split()[-1]) >= 4  # intervals between consecutive steps
 
 
 def test_webhook_is_in_the_outbox_when_the_job_ends(tmp_path):

@@ -409,7 +409,7 @@ class Scheduler:
         view.status = RUNNING
         view.started_at = time.time()
         view.attempts += 1
-        view.last_step_at = view.started_at
+        view.last_step_at = None  # the first step interval would include input decoding and encoding
         view.touch()
         self.hooks.job_started(view)
         self._add_log(view, "INFO", "request started" + (f" (attempt {view.attempts})" if view.attempts > 1 else ""))
