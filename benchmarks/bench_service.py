@@ -342,7 +342,8 @@ def main() -> None:
         try:
             results = {
                 "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-                "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform()},
+                "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform(),
+                            "load_average_at_start": [round(x, 2) for x in os.getloadavg()]},
                 "engine": args.engine, "database": args.database,
             }
             print("polling ...", flush=True)
@@ -372,7 +373,7 @@ def render_md(r: dict) -> str:
     return f"""# ccsr serve queue benchmark ({r['engine']} engine, {r['database']})
 
 Measured {r['when']} on {r['machine']['cpus']} CPUs ({r['machine']['platform']}), server and load generator on
-the same machine. Engine: `{r['engine']}` (fake: workers sleep per step, so the queue is what is measured).
+the same machine (load average at start {r['machine'].get('load_average_at_start', 'n/a')}: other work shared the CPUs). Engine: `{r['engine']}` (fake: workers sleep per step, so the queue is what is measured).
 
 | measurement | result |
 | --- | --- |

@@ -406,6 +406,8 @@ class Scheduler:
                 # Claimed elsewhere (another server on the same database).
                 self.active.pop(view.request_id, None)
             return
+        if view.finished:  # cancelled while the claim was in flight (the cancel has ended it)
+            return
         view.status = RUNNING
         view.started_at = time.time()
         view.attempts += 1
@@ -445,7 +447,16 @@ class Scheduler:
             out_path, url_path = self.files.result_target(view.request_id, file_name)
             view._out = (out_path, url_path, file_name)  # type: ignore[attr-defined]
             params = {k: v for k, v in view.input.items() if k != "image_url"}
-            self.executor.submit(Task(view.request_id, input_path, params, out_path, view.attempts, self.max_output_pixels))
+            task = Task(view.request_id, input_path, params, out_path, view.attempts, self.max_output_pixels)
+            try:
+                self.executor.submit(task)
+            except Exception:  # noqa: BLE001 - the slot vanished (its worker died while we prepared)
+                log.warning("no worker for %s after preparing it; back to the queue", view.request_id)
+                _unlink(input_path)
+                if await asyncio.to_thread(self.store.release, view.request_id):
+                    view.status, view.started_at, view.attempts = QUEUED, None, max(0, view.attempts - 1)
+                    self._enqueue(view)
+                    view.touch()
         finally:
             self._preparing -= 1
             self._wake.set()
