@@ -158,3 +158,51 @@ def _wait_running(client: Client, request_id: str, timeout: float = 120.0) -> No
             return
         time.sleep(0.2)
     raise AssertionError("the blocking request never started")
+
+
+def _file_in_page(page, path) -> None:
+    """Make window.__file a File with the bytes of `path` (as a drop or paste would carry)."""
+    import base64
+
+    b64 = base64.b64encode(path.read_bytes()).decode()
+    page.evaluate(
+        """([b64, name]) => {
+            const bytes = Uint8Array.from(atob(b64), c => c.charCodeAt(0));
+            window.__file = new File([bytes], name, { type: "image/png" });
+        }""",
+        [b64, path.name],
+    )
+
+
+def test_drop_and_paste_an_image_or_a_url(page, web_server, web_photo):
+    page.goto(web_server + "/")
+    page.wait_for_selector(READY)
+    _file_in_page(page, web_photo)
+    page.evaluate("""() => {
+        const dt = new DataTransfer(); dt.items.add(window.__file);
+        document.querySelector('#drop-zone').dispatchEvent(new DragEvent('drop', { dataTransfer: dt, bubbles: true, cancelable: true }));
+    }""")
+    page.wait_for_function("document.querySelector('#input-meta').textContent.includes('96×96')")
+    assert "upload of chelsea.png" in page.inner_text("#snippet")
+
+    page.click("#clear-image")
+    assert page.locator("#input-preview").is_hidden()
+    page.evaluate("""() => {
+        const dt = new DataTransfer(); dt.items.add(new File([window.__file], 'image.png', { type: 'image/png' }));
+        document.body.dispatchEvent(new ClipboardEvent('paste', { clipboardData: dt, bubbles: true, cancelable: true }));
+    }""")
+    page.wait_for_function("document.querySelector('#input-meta').textContent.startsWith('pasted.png')")
+
+    url = web_server + "/playground/no-such.png"
+    page.evaluate("""(url) => {
+        const dt = new DataTransfer(); dt.setData('text/plain', url);
+        document.body.dispatchEvent(new ClipboardEvent('paste', { clipboardData: dt, bubbles: true, cancelable: true }));
+    }""", url)
+    assert page.input_value("#image_url") == url
+    assert url in page.inner_text("#snippet")
+
+    # Nothing chosen: the page asks for an image next to the field, without a request.
+    page.click("#clear-image")
+    page.click("#submit")
+    assert "required" in page.inner_text('.field-error[data-error-for="image_url"]')
+    assert page.js_errors == []
