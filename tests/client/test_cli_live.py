@@ -24,10 +24,11 @@ def ccsr(server, api_key, monkeypatch):
 
 def test_run_uploads_follows_and_saves(ccsr, photo, tmp_path):
     out = tmp_path / "big.png"
-    res = ccsr("run", photo, "-o", out, "--steps", "3", "--scale", "2", "--seed", "11", "--color-fix-type", "wavelet", "--quiet")
+    res = ccsr("run", photo, "-o", out, "--steps", "3", "--scale", "2", "--seed", "11", "--color-fix-type", "wavelet", "--logs")
     assert res.exit_code == 0, res.output
     assert Image.open(out).size == (128, 128)
     assert "seed 11" in res.output and "128x128" in res.output
+    assert "step 2/2" in res.output  # --logs prints the log lines beside the bar
 
 
 def test_submit_status_result_cancel(ccsr, photo, tmp_path):
