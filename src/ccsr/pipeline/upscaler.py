@@ -192,7 +192,8 @@ class CCSRUpscaler:
     ) -> UpscaleResult:
         """Upscale one image. Fields may come as ``params`` and/or keyword
         overrides (``scale=4, seed=1``). ``progress(step, total)`` follows the
-        network evaluations; ``cancel`` (an Event or a callable) is checked
+        network evaluations (steps are reported only there, not also as log
+        lines: ``log`` gets the stage messages); ``cancel`` (an Event or a callable) is checked
         before each evaluation and raises :class:`ccsr.errors.Cancelled`."""
         p = self.validate(params, image.width, image.height, **overrides)
         seed = p.seed if p.seed is not None else secrets.randbelow(2**32)
@@ -217,11 +218,6 @@ class CCSRUpscaler:
         shape = tuple(cond.shape)
         total = sampler.num_evaluations(sched.num_steps, p.t_max, p.t_min)
 
-        def report(step: int, n: int) -> None:
-            say(f"step {step}/{n}")
-            if progress is not None:
-                progress(step, n)
-
         if p.tile_diffusion == "none":
             def eps_fn(x: torch.Tensor, i: int) -> torch.Tensor:
                 return model.eps(x, ts[i], cond)
@@ -242,7 +238,7 @@ class CCSRUpscaler:
         with _timer(timings, "sampling", self.device):
             z = sampler.sample_ccsr(
                 eps_fn, sched, shape, p.t_max, p.t_min, generator, device=self.device, dtype=torch.float32,
-                unused_draw=p.tile_diffusion == "none", progress=report, cancel=should_stop,
+                unused_draw=p.tile_diffusion == "none", progress=progress, cancel=should_stop,
             )
         timings["per_evaluation"] = timings["sampling"] / total
         if p.tile_diffusion == "mix":
