@@ -70,3 +70,32 @@ def test_serve_refuses_public_bind_without_keys(tmp_path):
     r = subprocess.run([sys.executable, "-m", "ccsr.cli", "serve", "--host", "0.0.0.0", "--data-dir", str(tmp_path)],
                        capture_output=True, text=True, timeout=60)
     assert r.returncode == 2 and "without API keys" in r.stderr and "127.0.0.1" in r.stderr
+
+
+_NO_TORCH_SCRIPT = r"""
+import sys, time, base64, io
+from fastapi.testclient import TestClient
+from PIL import Image
+from ccsr.service.app import create_app
+from ccsr.settings import Settings
+import ccsr.cli  # everything `ccsr serve` imports
+buf = io.BytesIO(); Image.new("RGB", (32, 32)).save(buf, format="PNG")
+uri = "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
+app = create_app(Settings(data_dir=sys.argv[1], weights=sys.argv[2], config=sys.argv[3], device="cpu"))
+with TestClient(app) as c:
+    while c.get("/readyz").status_code != 200:
+        time.sleep(0.2)
+    sub = c.post("/queue/fal-ai/ccsr", json={"image_url": uri, "steps": 4, "tile_diffusion": "gaussian",
+                                             "tile_diffusion_size": 64, "tile_diffusion_stride": 64}).json()
+    while (st := c.get(sub["status_url"]).json())["status"] != "COMPLETED":
+        time.sleep(0.1)
+    assert "error" not in st, st
+print("TORCH_IMPORTED" if "torch" in sys.modules else "NO_TORCH")
+"""
+
+
+def test_http_process_never_imports_torch(tmp_path, tiny_checkpoint, tiny_config_path):
+    r = subprocess.run([sys.executable, "-c", _NO_TORCH_SCRIPT, str(tmp_path), str(tiny_checkpoint), str(tiny_config_path)],
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert r.stdout.strip().endswith("NO_TORCH"), r.stdout  # the worker ran the model; the HTTP process never loaded torch
