@@ -217,3 +217,17 @@ def test_openapi_and_docs(fake_server):
     assert client.get("/docs").status_code == 200
     assert client.get("/healthz").json() == {"status": "ok"}
     assert client.get("/readyz").status_code == 200
+
+
+def test_stream_run_ends_with_the_output(fake_server):
+    base, client, _ = fake_server
+    events = []
+    with client.stream("POST", "/fal-ai/ccsr/stream", json={"image_url": png_data_uri(), "steps": 6},
+                       headers={"Accept": "text/event-stream"}) as r:
+        assert r.status_code == 200 and r.headers["content-type"].startswith("text/event-stream")
+        assert r.headers["x-fal-request-id"]
+        for line in r.iter_lines():
+            if line.startswith("data: "):
+                events.append(json.loads(line[6:]))
+    assert any(e.get("status") == "IN_PROGRESS" for e in events[:-1])
+    assert events[-1]["image"]["url"].startswith(base + "/files/")
