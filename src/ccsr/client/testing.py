@@ -17,26 +17,10 @@ from typing import Iterator, Optional
 
 import httpx
 
-# Used when the `serve` command is not registered (a tree without the service CLI).
-_FALLBACK = (
-    "import uvicorn, sys; from ccsr.service.app import create_app; "
-    "uvicorn.run(create_app(), host='127.0.0.1', port=int(sys.argv[1]), log_level='warning')"
-)
-
-
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
-
-
-def _has_serve() -> bool:
-    try:
-        from ccsr.cli import app
-
-        return any(c.name == "serve" for c in app.registered_commands)
-    except Exception:  # noqa: BLE001
-        return False
 
 
 @contextlib.contextmanager
@@ -47,6 +31,7 @@ def serve(
     config: Optional[Path] = None,
     api_keys: Optional[list[str]] = None,
     extra_env: Optional[dict[str, str]] = None,
+    extra_args: tuple[str, ...] = (),
     ready_timeout: float = 180.0,
     log_path: Optional[Path] = None,
 ) -> Iterator[str]:
@@ -66,10 +51,7 @@ def serve(
     if config is not None:
         env["CCSR_CONFIG"] = str(config)
     env.pop("CCSR_DATABASE_URL", None) if "CCSR_DATABASE_URL" not in (extra_env or {}) else None
-    if _has_serve():
-        cmd = [sys.executable, "-m", "ccsr.cli", "serve", "--host", "127.0.0.1", "--port", str(port)]
-    else:
-        cmd = [sys.executable, "-c", _FALLBACK, str(port)]
+    cmd = [sys.executable, "-m", "ccsr.cli", "serve", "--host", "127.0.0.1", "--port", str(port), *extra_args]
     log_path = log_path or (Path(data_dir) / "server.log")
     Path(data_dir).mkdir(parents=True, exist_ok=True)
     with open(log_path, "wb") as log:

@@ -20,6 +20,9 @@ def serve(
     public_url: Optional[str] = typer.Option(None, "--public-url", help="Base URL clients reach the server at, for result and upload URLs (default: the request's Host)."),
     device: Optional[str] = typer.Option(None, "--device", help="cpu, cuda, cuda:N, mps or auto (CCSR_DEVICE)."),
     workers: Optional[str] = typer.Option(None, "--workers", help="Comma-separated devices, one model worker each, e.g. cuda:0,cuda:1 (CCSR_WORKERS)."),
+    api_key: Optional[list[str]] = typer.Option(None, "--api-key", help="Accept this API key (repeatable; added to CCSR_API_KEYS and the keys file). Prefer the env var or a file: flags show in the process list."),
+    dtype: Optional[str] = typer.Option(None, "--dtype", help="fp32, fp16, bf16 or auto (CCSR_DTYPE; auto = fp16 on CUDA/MPS, fp32 on CPU)."),
+    allow_private_urls: Optional[bool] = typer.Option(None, "--allow-private-urls/--no-allow-private-urls", help="Let image_url and webhooks reach loopback/private addresses (CCSR_ALLOW_PRIVATE_URLS; for tests and private networks)."),
     api_keys_file: Optional[Path] = typer.Option(None, "--api-keys-file", help="File with one API key per line (CCSR_API_KEYS_FILE; CCSR_API_KEYS for a comma-separated list)."),
     log_level: str = typer.Option("info", "--log-level", help="debug, info, warning or error."),
     engine_factory: Optional[str] = typer.Option(None, "--engine-factory", hidden=True, help="module:function building the engine in each worker (tests, benchmarks)."),
@@ -36,10 +39,13 @@ def serve(
         for k, v in dict(
             host=host, port=port, weights=weights, config=config, data_dir=data_dir, database_url=database_url,
             public_url=public_url, device=device, workers=workers, api_keys_file=api_keys_file,
+            dtype=dtype, allow_private_urls=allow_private_urls,
         ).items()
         if v is not None
     }
     settings = Settings(**overrides)
+    if api_key:  # flags add to the keys from the environment, never replace them
+        settings = settings.model_copy(update={"api_keys": [*settings.api_keys, *api_key]})
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     keyring = KeyRing.from_settings(settings)
     try:
