@@ -173,12 +173,14 @@ def proxy_router(*, settings: Settings, keyring: KeyRing, **_: Any) -> APIRouter
     """The ``/api/fal/proxy`` route (all methods)."""
     router = APIRouter()
 
-    @router.api_route(
-        PROXY_ROUTE,
-        methods=["GET", "POST", "PUT", "DELETE", "PATCH"],
-        tags=["proxy"],
-        summary="@fal-ai/server-proxy compatible route (x-fal-target-url)",
-    )
+    # The schema lists GET and POST (the ways the JS client uses it); PUT, DELETE
+    # and PATCH reach the same handler but stay out of the schema, where each
+    # method of one function would repeat the same operation id.
+    common = dict(tags=["proxy"], summary="@fal-ai/server-proxy compatible route (x-fal-target-url)")
+
+    @router.api_route(PROXY_ROUTE, methods=["PUT", "DELETE", "PATCH"], include_in_schema=False)
+    @router.post(PROXY_ROUTE, operation_id="proxy_post", **common)
+    @router.get(PROXY_ROUTE, operation_id="proxy_get", **common)
     async def proxy(request: Request) -> Response:
         try:
             path, raw_path, query = map_target(request.headers.get(TARGET_URL_HEADER), _own_origins(request, settings))

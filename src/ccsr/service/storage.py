@@ -811,7 +811,9 @@ def storage_router(files: FileStore, *, settings: Settings, keyring: KeyRing) ->
             return _error(exc)
         return JSONResponse(_file_info(stored, public_base_url(request, settings)))
 
-    @router.api_route("/files/{key}/{name}", methods=["GET", "HEAD"])
+    # HEAD is the same handler, kept out of the schema (one operation id per route there).
+    @router.head("/files/{key}/{name}", include_in_schema=False)
+    @router.get("/files/{key}/{name}")
     async def serve_file(key: str, name: str) -> Response:
         stored = files.get(key)
         if stored is None:
