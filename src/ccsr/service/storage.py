@@ -641,9 +641,15 @@ def _error(exc: StorageError) -> JSONResponse:
     return JSONResponse({"detail": str(exc)}, status_code=exc.status_code)
 
 
+def _is_number(text: str) -> bool:
+    """ASCII digits only: ``str.isdigit`` also accepts characters such as
+    "²" that ``int`` refuses."""
+    return text.isascii() and text.isdigit()
+
+
 def _check_declared_length(request: Request, limit: int) -> None:
     raw = request.headers.get("content-length")
-    if raw and raw.isdigit() and int(raw) > limit:
+    if raw and _is_number(raw) and int(raw) > limit:
         raise TooLarge(limit, int(raw))
 
 
@@ -786,7 +792,7 @@ def storage_router(files: FileStore, *, settings: Settings, keyring: KeyRing) ->
 
     @router.put("/files/{key}/{name}/multipart/{upload_id}/{part_number}")
     async def put_part(key: str, name: str, upload_id: str, part_number: str, request: Request) -> Response:
-        if not part_number.isdigit():
+        if not _is_number(part_number):
             return JSONResponse({"detail": "Part number must be an integer."}, status_code=400)
         try:
             _check_declared_length(request, limit)
@@ -806,7 +812,8 @@ def storage_router(files: FileStore, *, settings: Settings, keyring: KeyRing) ->
         if parts is not None and not isinstance(parts, list):
             return JSONResponse({"detail": "'parts' must be a list."}, status_code=400)
         try:
-            stored = files.complete(upload_id, key, parts, max_bytes=limit)
+            # Joining the parts copies the whole file: not on the event loop.
+            stored = await asyncio.to_thread(files.complete, upload_id, key, parts, max_bytes=limit)
         except StorageError as exc:
             return _error(exc)
         return JSONResponse(_file_info(stored, public_base_url(request, settings)))
