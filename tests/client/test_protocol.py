@@ -133,3 +133,29 @@ def test_env_defaults(monkeypatch):
     assert c.server == "http://example:1" and c.key == "fk"
     monkeypatch.setenv("CCSR_KEY", "ck")
     assert Client().key == "ck"
+
+
+def test_strings_that_cannot_be_paths_are_sent_as_they_are():
+    """A long non-URL string (say, base64 without its data: prefix) or one with a
+    NUL byte used to crash the client's local-file check with an OSError."""
+    bodies = []
+
+    def handler(req: httpx.Request) -> httpx.Response:
+        bodies.append(json.loads(req.content))
+        return httpx.Response(422, json={"detail": [{"loc": ["body", "image_url"], "msg": "must be an http(s) URL",
+                                                     "type": "value_error"}]})
+
+    for value in ("A" * 5000, "a\x00b"):
+        with Client("http://h", key=None, transport=httpx.MockTransport(handler)) as c:
+            with pytest.raises(ValidationError) as info:
+                c.submit({"image_url": value})
+        assert "image_url" in info.value.field_errors
+    assert [b["image_url"] for b in bodies] == ["A" * 5000, "a\x00b"]
+
+
+def test_sse_decoder_is_incremental():
+    d = P.SSEDecoder()
+    assert d.feed(": keep-alive") is None and d.feed("") is None
+    assert d.feed('data: {"a":') is None and d.feed("data: 1}") is None
+    assert d.feed("") == {"a": 1}
+    assert d.feed('data: {"b": 2}') is None and d.flush() == {"b": 2} and d.flush() is None

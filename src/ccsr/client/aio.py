@@ -3,15 +3,13 @@
 from __future__ import annotations
 
 import asyncio
-import time
 from os import PathLike
-from pathlib import Path
 from typing import Any, AsyncIterator, Callable, Optional
 
 import httpx
 
 from ccsr.client import protocol as P
-from ccsr.client.protocol import ClientError, Handle, Log, Progress, Status
+from ccsr.client.protocol import Handle, Log, Progress, Status
 
 
 class AsyncClient:
@@ -41,47 +39,24 @@ class AsyncClient:
         await self.aclose()
 
     async def _request(self, method: str, url: str, *, auth: bool = True, **kw: Any) -> httpx.Response:
-        headers = {**(P.auth_headers(self.key) if auth else {}), **kw.pop("headers", {})}
-        try:
+        headers = P.request_headers(self.key, auth, kw.pop("headers", None))
+        with P.transport_errors(method, url, self.server):
             resp = await self._http.request(method, url, headers=headers, **kw)
-        except httpx.TimeoutException as exc:
-            raise P.ServerTimeout(f"{method} {url} timed out: {exc}") from exc
-        except httpx.TransportError as exc:
-            raise P.ServerUnreachable(f"cannot reach {self.server}: {exc}") from exc
-        if resp.status_code >= 400:
-            raise P.error_from_response(resp.status_code, resp.content, resp.headers, url)
-        return resp
+        return P.check_response(resp, url)
 
     async def _json(self, method: str, url: str, **kw: Any) -> Any:
-        resp = await self._request(method, url, **kw)
-        try:
-            return resp.json()
-        except ValueError as exc:
-            raise ClientError(f"{method} {url}: the server did not answer JSON") from exc
+        return P.json_of(await self._request(method, url, **kw), method, url)
 
     async def _prepare(self, input: dict) -> dict:
-        out = dict(input)
-        for name, value in input.items():
-            if not name.endswith("_url"):
-                continue
-            if isinstance(value, (PathLike, bytes, bytearray)):
-                out[name] = await self.upload(value)
-            elif isinstance(value, str) and not P.is_remote(value) and Path(value).is_file():
-                out[name] = await self.upload(value)
-        return out
+        """Upload local files given as paths in ``*_url`` fields; pass URLs through."""
+        return {**input, **{name: await self.upload(input[name]) for name in P.fields_to_upload(input)}}
 
     async def upload(self, data: P.Uploadable, *, content_type: Optional[str] = None, file_name: Optional[str] = None) -> str:
         """Store a file on the server and return its URL, usable as ``image_url``."""
         blob, ctype, name = P.upload_payload(data, content_type, file_name)
         token = await self._json("POST", self.urls.token(), json={})
-        base = str(token.get("base_url") or "").rstrip("/")
-        url = f"{base}/files/upload" if base else self.urls.cdn_upload()
-        auth = f"{token.get('token_type', 'Bearer')} {token['token']}"
-        resp = await self._json(
-            "POST", url, auth=False, content=blob,
-            headers={"Content-Type": ctype, "X-Fal-File-Name": name, "Authorization": auth},
-        )
-        return str(resp["access_url"])
+        url, headers = P.upload_target(token, self.urls, ctype, name)
+        return str((await self._json("POST", url, auth=False, content=blob, headers=headers))["access_url"])
 
     async def submit(
         self,
@@ -99,57 +74,54 @@ class AsyncClient:
         return P.handle_from_json(data, self.urls)
 
     async def status(self, request_id: str, *, logs: bool = False) -> Status:
-        data = await self._json("GET", self.urls.status(request_id), params={"logs": "true" if logs else "false"})
-        return Status.from_json(data)
+        return Status.from_json(await self._json("GET", self.urls.status(request_id), params=P.status_params(logs)))
 
     async def stream_status(self, request_id: str, *, logs: bool = True) -> AsyncIterator[Status]:
         """Status updates as the server pushes them (SSE), ending with COMPLETED."""
         url = self.urls.stream(request_id)
-        headers = {**P.auth_headers(self.key), "Accept": "text/event-stream"}
         try:
-            async with self._http.stream("GET", url, params={"logs": "1" if logs else "0"}, headers=headers, timeout=httpx.Timeout(60.0, read=None)) as resp:
+            async with self._http.stream("GET", url, params=P.stream_params(logs), headers=P.stream_headers(self.key),
+                                         timeout=P.STREAM_TIMEOUT) as resp:
                 if resp.status_code >= 400:
                     await resp.aread()
-                    raise P.error_from_response(resp.status_code, resp.content, resp.headers, url)
-                buf: list[str] = []
+                    P.check_response(resp, url)
+                decoder = P.SSEDecoder()
                 async for line in resp.aiter_lines():
-                    buf.append(line)
-                    if line.strip():
+                    obj = decoder.feed(line)
+                    if obj is None:
                         continue
-                    for obj in P.iter_sse(buf):
-                        status = Status.from_json(obj)
-                        yield status
-                        if status.done:
-                            return
-                    buf = []
-                for obj in P.iter_sse(buf):
+                    status = Status.from_json(obj)
+                    yield status
+                    if status.done:
+                        return
+                obj = decoder.flush()
+                if obj is not None:
                     yield Status.from_json(obj)
         except httpx.TransportError as exc:
             raise P.ServerUnreachable(f"status stream from {self.server} broke: {exc}") from exc
 
     async def result(self, request_id: str) -> dict:
+        """The output of a completed request; raises :class:`HTTPError` for a failed one."""
         return await self._json("GET", self.urls.result(request_id))
 
     async def cancel(self, request_id: str) -> str:
-        url = self.urls.cancel(request_id)
+        """Ask the server to stop a request; returns CANCELLATION_REQUESTED or ALREADY_COMPLETED."""
         try:
-            data = await self._json("PUT", url)
+            return P.cancel_outcome(await self._json("PUT", self.urls.cancel(request_id)))
         except P.HTTPError as exc:
-            if exc.status_code == 400 and isinstance(exc.detail, dict) and exc.detail.get("status"):
-                return str(exc.detail["status"])
-            raise
-        return str(data.get("status", ""))
+            refusal = P.cancel_refusal(exc)
+            if refusal is None:
+                raise
+            return refusal
 
     async def run(self, input: dict) -> dict:
+        """Synchronous run (``POST /fal-ai/ccsr``): waits until the output is ready."""
         return await self._json("POST", self.urls.run(), json=await self._prepare(input), timeout=None)
 
     async def download(self, url: str, dest: Optional[str | PathLike] = None) -> bytes:
+        """Fetch a result file; also write it to ``dest`` when given (key only to our server)."""
         same_server = url.startswith(self.server + "/")
-        data = (await self._request("GET", url, auth=same_server)).content
-        if dest is not None:
-            Path(dest).parent.mkdir(parents=True, exist_ok=True)
-            Path(dest).write_bytes(data)
-        return data
+        return P.save_download((await self._request("GET", url, auth=same_server)).content, dest)
 
     async def subscribe(
         self,
@@ -169,36 +141,20 @@ class AsyncClient:
         handle = await self.submit(input, webhook_url=webhook_url, priority=priority)
         if on_enqueue:
             on_enqueue(handle.request_id)
-        report = P.Reporter(on_queue_update, on_progress, on_log)
-        deadline = None if timeout is None else time.monotonic() + timeout
-        final = None
+        follow = P.Follower(handle.request_id, timeout, on_queue_update, on_progress, on_log)
         if stream:
             try:
                 async for status in self.stream_status(handle.request_id, logs=True):
-                    report(status)
-                    if status.done:
-                        final = status
+                    if follow.see(status):
                         break
-                    _check_deadline(deadline, handle.request_id)
             except (P.ServerUnreachable, P.HTTPError):
-                final = None
-        while final is None:
-            status = await self.status(handle.request_id, logs=True)
-            report(status)
-            if status.done:
-                final = status
+                pass  # fall back to polling below
+        while follow.final is None:
+            if follow.see(await self.status(handle.request_id, logs=True)):
                 break
-            _check_deadline(deadline, handle.request_id)
             await asyncio.sleep(poll_interval)
         try:
-            out = await self.result(final.request_id)
+            out = await self.result(handle.request_id)
         except P.HTTPError as exc:
-            raise P.RequestFailed(final.request_id, exc.detail, exc.error_type or final.error_type, exc.status_code) from exc
-        if final.error:
-            raise P.RequestFailed(final.request_id, final.error, final.error_type)
-        return out
-
-
-def _check_deadline(deadline: Optional[float], request_id: str) -> None:
-    if deadline is not None and time.monotonic() > deadline:
-        raise ClientError(f"request {request_id} did not finish in time (still running on the server)")
+            raise follow.failed(exc) from exc
+        return follow.output(out)

@@ -7,14 +7,18 @@ only differ in how they wait for the network.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import mimetypes
 import os
 import re
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Iterator, Optional, Union
+from typing import Any, Callable, Iterable, Iterator, Optional, Union
 from urllib.parse import quote
+
+import httpx
 
 DEFAULT_SERVER = "http://127.0.0.1:8000"
 DEFAULT_APP = "fal-ai/ccsr"
@@ -362,34 +366,45 @@ def is_remote(ref: str) -> bool:
     return ref.startswith(("http://", "https://", "data:"))
 
 
-def iter_sse(lines: Iterable[str]) -> Iterator[dict]:
-    """JSON objects from the ``data:`` fields of a Server-Sent Events stream
-    (comment lines, the keep-alives, are skipped)."""
-    buf: list[str] = []
-    for line in lines:
+class SSEDecoder:
+    """Incremental Server-Sent Events decoder: feed it lines, get the JSON
+    objects of complete ``data:`` events (comment lines, the keep-alives, are
+    skipped). Sync and async streams share it."""
+
+    def __init__(self) -> None:
+        self._buf: list[str] = []
+
+    def feed(self, line: str) -> Optional[dict]:
+        """One line in; the event's object when this line ended an event."""
         line = line.rstrip("\r")
         if not line:
-            if buf:
-                payload = "\n".join(buf)
-                buf = []
-                try:
-                    obj = json.loads(payload)
-                except ValueError:
-                    continue
-                if isinstance(obj, dict):
-                    yield obj
-            continue
-        if line.startswith(":"):
-            continue
+            return self.flush()
         if line.startswith("data:"):
-            buf.append(line[5:].lstrip(" "))
-    if buf:
+            self._buf.append(line[5:].lstrip(" "))
+        return None
+
+    def flush(self) -> Optional[dict]:
+        """The pending event's object, if any (also at the end of the stream)."""
+        if not self._buf:
+            return None
+        payload, self._buf = "\n".join(self._buf), []
         try:
-            obj = json.loads("\n".join(buf))
+            obj = json.loads(payload)
         except ValueError:
-            return
-        if isinstance(obj, dict):
+            return None
+        return obj if isinstance(obj, dict) else None
+
+
+def iter_sse(lines: Iterable[str]) -> Iterator[dict]:
+    """JSON objects from the ``data:`` fields of a Server-Sent Events stream."""
+    decoder = SSEDecoder()
+    for line in lines:
+        obj = decoder.feed(line)
+        if obj is not None:
             yield obj
+    obj = decoder.flush()
+    if obj is not None:
+        yield obj
 
 
 def handle_from_json(data: dict, urls: Urls) -> Handle:
@@ -401,3 +416,147 @@ def handle_from_json(data: dict, urls: Urls) -> Handle:
         cancel_url=data.get("cancel_url") or urls.cancel(rid),
         queue_position=data.get("queue_position"),
     )
+
+
+# --------------------------------------------------------------------- shared by Client and AsyncClient
+#: Timeouts of a status stream: the server sends a keep-alive comment every
+#: few seconds, but a request may stay queued for long, so reads never time out.
+STREAM_TIMEOUT = httpx.Timeout(60.0, read=None)
+
+
+@contextlib.contextmanager
+def transport_errors(method: str, url: str, server: str) -> Iterator[None]:
+    """Turn httpx's transport failures into :class:`ServerTimeout` / :class:`ServerUnreachable`.
+
+    A plain context manager: exceptions raised by an ``await`` inside it are
+    mapped just the same."""
+    try:
+        yield
+    except httpx.TimeoutException as exc:
+        raise ServerTimeout(f"{method} {url} timed out: {exc}") from exc
+    except httpx.TransportError as exc:
+        raise ServerUnreachable(f"cannot reach {server}: {exc}") from exc
+
+
+def check_response(resp: httpx.Response, url: str) -> httpx.Response:
+    """``resp`` when it is a success, else the matching :class:`HTTPError` (body must be read)."""
+    if resp.status_code >= 400:
+        raise error_from_response(resp.status_code, resp.content, resp.headers, url)
+    return resp
+
+
+def json_of(resp: httpx.Response, method: str, url: str) -> Any:
+    try:
+        return resp.json()
+    except ValueError as exc:
+        raise ClientError(f"{method} {url}: the server did not answer JSON") from exc
+
+
+def request_headers(key: Optional[str], auth: bool, extra: Optional[dict] = None) -> dict[str, str]:
+    return {**(auth_headers(key) if auth else {}), **(extra or {})}
+
+
+def status_params(logs: bool) -> dict[str, str]:
+    return {"logs": "true" if logs else "false"}
+
+
+def stream_params(logs: bool) -> dict[str, str]:
+    return {"logs": "1" if logs else "0"}
+
+
+def stream_headers(key: Optional[str]) -> dict[str, str]:
+    return {**auth_headers(key), "Accept": "text/event-stream"}
+
+
+def is_local_file(value: str) -> bool:
+    """True when ``value`` names an existing local file (never for URLs).
+
+    Strings no file system accepts as a path (too long, NUL bytes) are not
+    files: they go to the server as they are, which explains what is wrong."""
+    if is_remote(value):
+        return False
+    try:
+        return Path(value).is_file()
+    except (OSError, ValueError):
+        return False
+
+
+def fields_to_upload(input: dict) -> list[str]:
+    """The ``*_url`` fields holding local files (paths or bytes) to upload before submitting."""
+    names = []
+    for name, value in input.items():
+        if not name.endswith("_url"):
+            continue
+        if isinstance(value, (os.PathLike, bytes, bytearray)) or (isinstance(value, str) and is_local_file(value)):
+            names.append(name)
+    return names
+
+
+def upload_target(token: dict, urls: Urls, content_type: str, file_name: str) -> tuple[str, dict[str, str]]:
+    """Where to POST an upload's bytes and with which headers, given the storage token."""
+    base = str(token.get("base_url") or "").rstrip("/")
+    url = f"{base}/files/upload" if base else urls.cdn_upload()
+    headers = {
+        "Content-Type": content_type,
+        "X-Fal-File-Name": file_name,
+        "Authorization": f"{token.get('token_type', 'Bearer')} {token['token']}",
+    }
+    return url, headers
+
+
+def cancel_outcome(data: Any) -> str:
+    return str(data.get("status", "")) if isinstance(data, dict) else ""
+
+
+def cancel_refusal(exc: HTTPError) -> Optional[str]:
+    """ALREADY_COMPLETED (the 400 answer to a late cancel), or None for real errors."""
+    if exc.status_code == 400 and isinstance(exc.detail, dict) and exc.detail.get("status"):
+        return str(exc.detail["status"])
+    return None
+
+
+def save_download(data: bytes, dest: Optional[Union[str, os.PathLike]]) -> bytes:
+    if dest is not None:
+        Path(dest).parent.mkdir(parents=True, exist_ok=True)
+        Path(dest).write_bytes(data)
+    return data
+
+
+class Follower:
+    """Following one request to its end: callbacks, the caller's deadline,
+    and how the final status and result become the output or an error."""
+
+    def __init__(
+        self,
+        request_id: str,
+        timeout: Optional[float],
+        on_queue_update: Optional[Callable[[Status], None]] = None,
+        on_progress: Optional[Callable[[Progress], None]] = None,
+        on_log: Optional[Callable[[Log], None]] = None,
+    ):
+        self.request_id = request_id
+        self.deadline = None if timeout is None else time.monotonic() + timeout
+        self.report = Reporter(on_queue_update, on_progress, on_log)
+        self.final: Optional[Status] = None
+
+    def see(self, status: Status) -> bool:
+        """Report a status; True once it is the final one."""
+        self.report(status)
+        if status.done:
+            self.final = status
+            return True
+        if self.deadline is not None and time.monotonic() > self.deadline:
+            raise ClientError(f"request {self.request_id} did not finish in time (still running on the server)")
+        return False
+
+    def failed(self, exc: HTTPError) -> "RequestFailed":
+        """The error for a result fetch the server refused."""
+        final = self.final
+        error_type = exc.error_type or (final.error_type if final else None)
+        return RequestFailed(self.request_id, exc.detail, error_type, exc.status_code)
+
+    def output(self, out: dict) -> dict:
+        """The output, unless the final status reported an error."""
+        if self.final is not None and self.final.error:
+            raise RequestFailed(self.request_id, self.final.error, self.final.error_type)
+        return out

@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import time
 from os import PathLike
-from pathlib import Path
 from typing import Any, Callable, Iterator, Optional
 
 import httpx
 
 from ccsr.client import protocol as P
-from ccsr.client.protocol import ClientError, Handle, Log, Progress, Status
+from ccsr.client.protocol import Handle, Log, Progress, Status
 
 
 class Client:
@@ -46,49 +45,25 @@ class Client:
         self.close()
 
     def _request(self, method: str, url: str, *, auth: bool = True, **kw: Any) -> httpx.Response:
-        headers = {**(P.auth_headers(self.key) if auth else {}), **kw.pop("headers", {})}
-        try:
+        headers = P.request_headers(self.key, auth, kw.pop("headers", None))
+        with P.transport_errors(method, url, self.server):
             resp = self._http.request(method, url, headers=headers, **kw)
-        except httpx.TimeoutException as exc:
-            raise P.ServerTimeout(f"{method} {url} timed out: {exc}") from exc
-        except httpx.TransportError as exc:
-            raise P.ServerUnreachable(f"cannot reach {self.server}: {exc}") from exc
-        if resp.status_code >= 400:
-            raise P.error_from_response(resp.status_code, resp.content, resp.headers, url)
-        return resp
+        return P.check_response(resp, url)
 
     def _json(self, method: str, url: str, **kw: Any) -> Any:
-        resp = self._request(method, url, **kw)
-        try:
-            return resp.json()
-        except ValueError as exc:
-            raise ClientError(f"{method} {url}: the server did not answer JSON") from exc
+        return P.json_of(self._request(method, url, **kw), method, url)
 
     def _prepare(self, input: dict) -> dict:
         """Upload local files given as paths in ``*_url`` fields; pass URLs through."""
-        out = dict(input)
-        for name, value in input.items():
-            if not name.endswith("_url"):
-                continue
-            if isinstance(value, (PathLike, bytes, bytearray)):
-                out[name] = self.upload(value)
-            elif isinstance(value, str) and not P.is_remote(value) and Path(value).is_file():
-                out[name] = self.upload(value)
-        return out
+        return {**input, **{name: self.upload(input[name]) for name in P.fields_to_upload(input)}}
 
     # ------------------------------------------------------------- protocol
     def upload(self, data: P.Uploadable, *, content_type: Optional[str] = None, file_name: Optional[str] = None) -> str:
         """Store a file on the server and return its URL, usable as ``image_url``."""
         blob, ctype, name = P.upload_payload(data, content_type, file_name)
         token = self._json("POST", self.urls.token(), json={})
-        base = str(token.get("base_url") or "").rstrip("/")
-        url = f"{base}/files/upload" if base else self.urls.cdn_upload()
-        auth = f"{token.get('token_type', 'Bearer')} {token['token']}"
-        resp = self._json(
-            "POST", url, auth=False, content=blob,
-            headers={"Content-Type": ctype, "X-Fal-File-Name": name, "Authorization": auth},
-        )
-        return str(resp["access_url"])
+        url, headers = P.upload_target(token, self.urls, ctype, name)
+        return str(self._json("POST", url, auth=False, content=blob, headers=headers)["access_url"])
 
     def submit(
         self,
@@ -107,18 +82,17 @@ class Client:
         return P.handle_from_json(data, self.urls)
 
     def status(self, request_id: str, *, logs: bool = False) -> Status:
-        data = self._json("GET", self.urls.status(request_id), params={"logs": "true" if logs else "false"})
-        return Status.from_json(data)
+        return Status.from_json(self._json("GET", self.urls.status(request_id), params=P.status_params(logs)))
 
     def stream_status(self, request_id: str, *, logs: bool = True) -> Iterator[Status]:
         """Status updates as the server pushes them (SSE), ending with COMPLETED."""
         url = self.urls.stream(request_id)
-        headers = {**P.auth_headers(self.key), "Accept": "text/event-stream"}
         try:
-            with self._http.stream("GET", url, params={"logs": "1" if logs else "0"}, headers=headers, timeout=httpx.Timeout(60.0, read=None)) as resp:
+            with self._http.stream("GET", url, params=P.stream_params(logs), headers=P.stream_headers(self.key),
+                                   timeout=P.STREAM_TIMEOUT) as resp:
                 if resp.status_code >= 400:
                     resp.read()
-                    raise P.error_from_response(resp.status_code, resp.content, resp.headers, url)
+                    P.check_response(resp, url)
                 for obj in P.iter_sse(resp.iter_lines()):
                     status = Status.from_json(obj)
                     yield status
@@ -133,27 +107,23 @@ class Client:
 
     def cancel(self, request_id: str) -> str:
         """Ask the server to stop a request; returns CANCELLATION_REQUESTED or ALREADY_COMPLETED."""
-        url = self.urls.cancel(request_id)
         try:
-            data = self._json("PUT", url)
+            return P.cancel_outcome(self._json("PUT", self.urls.cancel(request_id)))
         except P.HTTPError as exc:
-            if exc.status_code == 400 and isinstance(exc.detail, dict) and exc.detail.get("status"):
-                return str(exc.detail["status"])
-            raise
-        return str(data.get("status", ""))
+            refusal = P.cancel_refusal(exc)
+            if refusal is None:
+                raise
+            return refusal
 
     def run(self, input: dict) -> dict:
         """Synchronous run (``POST /fal-ai/ccsr``): blocks until the output is ready."""
         return self._json("POST", self.urls.run(), json=self._prepare(input), timeout=None)
 
     def download(self, url: str, dest: Optional[str | PathLike] = None) -> bytes:
-        """Fetch a result file; also write it to ``dest`` when given."""
+        """Fetch a result file; also write it to ``dest`` when given. The key is
+        sent only to this client's own server."""
         same_server = url.startswith(self.server + "/")
-        data = self._request("GET", url, auth=same_server).content
-        if dest is not None:
-            Path(dest).parent.mkdir(parents=True, exist_ok=True)
-            Path(dest).write_bytes(data)
-        return data
+        return P.save_download(self._request("GET", url, auth=same_server).content, dest)
 
     def subscribe(
         self,
@@ -175,39 +145,20 @@ class Client:
         handle = self.submit(input, webhook_url=webhook_url, priority=priority)
         if on_enqueue:
             on_enqueue(handle.request_id)
-        report = P.Reporter(on_queue_update, on_progress, on_log)
-        deadline = None if timeout is None else time.monotonic() + timeout
-        final = None
+        follow = P.Follower(handle.request_id, timeout, on_queue_update, on_progress, on_log)
         if stream:
             try:
                 for status in self.stream_status(handle.request_id, logs=True):
-                    report(status)
-                    if status.done:
-                        final = status
+                    if follow.see(status):
                         break
-                    _check_deadline(deadline, handle.request_id)
             except (P.ServerUnreachable, P.HTTPError):
-                final = None  # fall back to polling below
-        while final is None:
-            status = self.status(handle.request_id, logs=True)
-            report(status)
-            if status.done:
-                final = status
+                pass  # fall back to polling below
+        while follow.final is None:
+            if follow.see(self.status(handle.request_id, logs=True)):
                 break
-            _check_deadline(deadline, handle.request_id)
             time.sleep(poll_interval)
-        return self._final_result(final)
-
-    def _final_result(self, final: Status) -> dict:
         try:
-            out = self.result(final.request_id)
+            out = self.result(handle.request_id)
         except P.HTTPError as exc:
-            raise P.RequestFailed(final.request_id, exc.detail, exc.error_type or final.error_type, exc.status_code) from exc
-        if final.error:
-            raise P.RequestFailed(final.request_id, final.error, final.error_type)
-        return out
-
-
-def _check_deadline(deadline: Optional[float], request_id: str) -> None:
-    if deadline is not None and time.monotonic() > deadline:
-        raise ClientError(f"request {request_id} did not finish in time (still running on the server)")
+            raise follow.failed(exc) from exc
+        return follow.output(out)
