@@ -26,7 +26,7 @@ from ccsr.jobs.models import COMPLETED, PRIORITY_LOW, PRIORITY_NORMAL, QUEUED, R
 from ccsr.jobs.scheduler import JobView, Scheduler, iso, validation_body
 from ccsr.params import check_request
 from ccsr.service.auth import get_owner
-from ccsr.service.schemas import APP_ID, CancelResponse, CCSRInput, CCSROutput, QueueStatus, SubmitResponse, params_of
+from ccsr.service.schemas import APP_ID, CancelResponse, absolute_file_urls, CCSRInput, CCSROutput, QueueStatus, SubmitResponse, params_of
 from ccsr.service.storage import lifecycle_ttl, public_base_url
 from ccsr.settings import Settings
 
@@ -38,21 +38,6 @@ _LEVELS = {"STDERR", "STDOUT", "ERROR", "INFO", "WARN", "DEBUG"}
 
 def _truthy(value: Optional[str]) -> bool:
     return (value or "").strip().lower() in ("1", "true", "yes", "on")
-
-
-def _absolute(result: Any, base: str) -> Any:
-    """Make the stored server-relative file URLs absolute for this response."""
-    if isinstance(result, dict):
-        out = {}
-        for k, v in result.items():
-            if k == "url" and isinstance(v, str) and v.startswith("/"):
-                out[k] = base + v
-            else:
-                out[k] = _absolute(v, base)
-        return out
-    if isinstance(result, list):
-        return [_absolute(v, base) for v in result]
-    return result
 
 
 def request_urls(base: str, request_id: str) -> dict:
@@ -119,7 +104,7 @@ class QueueAPI:
     def result_response(self, view: JobView, base: str) -> Response:
         headers = {"x-fal-request-id": view.request_id}
         if view.status == COMPLETED and view.result is not None:
-            return JSONResponse(_absolute(view.result, base), headers=headers)
+            return JSONResponse(absolute_file_urls(view.result, base), headers=headers)
         if view.status == COMPLETED:  # delivered with X-Fal-Store-IO: 0 and then forgotten
             return JSONResponse({"detail": "The result is no longer stored."}, status_code=404, headers=headers)
         headers["x-fal-error-type"] = view.error_type or "internal_server_error"

@@ -12,6 +12,7 @@ from typing import Any, Optional
 from ccsr.errors import InvalidParameter
 from ccsr.jobs.scheduler import InputProblem, JobView
 from ccsr.params import UpscaleParams, check_request
+from ccsr.service.storage import FileStore
 from ccsr.settings import Settings
 
 
@@ -24,7 +25,7 @@ class ResultFiles:
     absolute per response.
     """
 
-    def __init__(self, store: Any):
+    def __init__(self, store: FileStore):
         self.store = store
 
     def result_target(self, request_id: str, file_name: str) -> tuple[str, str]:
@@ -36,12 +37,7 @@ class ResultFiles:
         """Move a finished result file into the store under its URL's key."""
         key = self.store.key_from_url(url_path)
         file_name = url_path.rsplit("/", 1)[-1]
-        size = os.path.getsize(path)
-        adopt = getattr(self.store, "adopt", None)
-        if adopt is not None:
-            adopt(Path(path), size=size, content_type="image/png", file_name=file_name, key=key, owner=owner, ttl=ttl)
-        else:
-            self.store._finish(Path(path), size, "image/png", file_name, key, owner, ttl)
+        self.store.adopt(Path(path), content_type="image/png", file_name=file_name, key=key, owner=owner, ttl=ttl)
 
     def delete(self, url_path: str) -> None:
         """Remove a result: the stored file, or what a failed run left in tmp."""

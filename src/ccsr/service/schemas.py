@@ -41,6 +41,21 @@ CCSRInput = create_model(  # type: ignore[call-overload]
 CCSRInput.__doc__ = "Input of fal-ai/ccsr: the image URL and the upscaling parameters."
 
 
+def absolute_file_urls(value: Any, base: str) -> Any:
+    """``value`` with every server-relative ``"url": "/files/..."`` made absolute
+    under ``base``: results are stored with relative URLs so they stay valid
+    whatever address the server is reached at, and made absolute per answer
+    (result responses, webhooks)."""
+    if isinstance(value, dict):
+        return {
+            k: (base + v if k == "url" and isinstance(v, str) and v.startswith("/") else absolute_file_urls(v, base))
+            for k, v in value.items()
+        }
+    if isinstance(value, list):
+        return [absolute_file_urls(v, base) for v in value]
+    return value
+
+
 def params_of(inp: BaseModel) -> UpscaleParams:
     """The engine parameters of a validated input."""
     return UpscaleParams(**inp.model_dump(exclude={"image_url"}))

@@ -35,6 +35,7 @@ from sqlalchemy import Float, Index, Integer, String, Text, delete, select, upda
 from sqlalchemy.orm import Mapped, Session, mapped_column, sessionmaker
 
 from ccsr.jobs.db import Base
+from ccsr.jobs.models import COMPLETED
 from ccsr.service.fetch import (
     BlockedAddress,
     InputError,
@@ -43,6 +44,7 @@ from ccsr.service.fetch import (
     make_client,
     open_pinned,
 )
+from ccsr.service.schemas import absolute_file_urls
 from ccsr.settings import Settings
 
 log = logging.getLogger("ccsr.webhooks")
@@ -408,31 +410,25 @@ class WebhookSender:
 # --- wiring into the app (called by ccsr.service.app) ----------------------------------
 
 
-def _absolute(value: Any, base: Optional[str]) -> Any:
-    """Stored results keep server-relative file URLs; webhooks need absolute ones."""
-    if not base:
-        return value
-    if isinstance(value, dict):
-        return {
-            k: (base + v if k == "url" and isinstance(v, str) and v.startswith("/") else _absolute(v, base))
-            for k, v in value.items()
-        }
-    if isinstance(value, list):
-        return [_absolute(v, base) for v in value]
-    return value
-
-
 def body_for_view(view: Any) -> dict:
     """The webhook body of a finished job view (ccsr.jobs.scheduler.JobView)."""
-    base = (view.base_url or "").rstrip("/") or None
-    if view.status == "completed":
-        return webhook_body(view.request_id, ok=True, payload=_absolute(view.result, base))
+    base = (view.base_url or "").rstrip("/")
+    if view.status == COMPLETED:
+        payload = absolute_file_urls(view.result, base) if base else view.result
+        return webhook_body(view.request_id, ok=True, payload=payload)
     payload = view.error_body or {"detail": view.error, "error_type": view.error_type}
     return webhook_body(view.request_id, ok=False, payload=payload, error=view.error or view.error_type)
 
 
-async def start_for_app(app: Any) -> dict:
-    """Start the sender for an app; returns ``{"enqueue": fn(view), "sender": ...}``.
+def add_to_outbox(session: Session, view: Any) -> WebhookDelivery:
+    """Add the webhook of a finished job view to the outbox in the caller's
+    transaction: the scheduler calls it inside the transaction that ends the
+    job, so the job's end and its webhook are written together or not at all."""
+    return enqueue_webhook(session, view.request_id, view.owner, view.webhook_url, body_for_view(view))
+
+
+async def start_for_app(app: Any) -> WebhookSender:
+    """Start the sender for an app and return it (``notify()`` wakes it).
 
     Expects ``app.state.settings`` and ``app.state.store`` (with ``session()``).
     """
@@ -443,35 +439,7 @@ async def start_for_app(app: Any) -> dict:
     app.state.webhook_keys = keys
     app.state.webhook_sender = sender
     sender.start()
-
-    pending: set[asyncio.Task] = set()
-
-    def _write(request_id: str, owner: Optional[str], url: str, body: dict) -> None:
-        with store.session() as s:
-            enqueue_webhook(s, request_id, owner, url, body)
-            s.commit()
-
-    def enqueue(view: Any) -> None:
-        # Read the view now: it may be scrubbed (X-Fal-Store-IO: 0) right after.
-        args = (view.request_id, view.owner, view.webhook_url, body_for_view(view))
-
-        async def _go() -> None:
-            try:
-                await asyncio.to_thread(_write, *args)
-            except Exception:  # noqa: BLE001
-                log.exception("could not enqueue webhook for %s", args[0])
-                return
-            sender.notify()
-
-        try:
-            task = asyncio.get_running_loop().create_task(_go())
-        except RuntimeError:  # no loop (scripts): write synchronously
-            _write(*args)
-            return
-        pending.add(task)
-        task.add_done_callback(pending.discard)
-
-    return {"enqueue": enqueue, "sender": sender}
+    return sender
 
 
 async def stop_for_app(app: Any) -> None:
