@@ -29,6 +29,7 @@ from ccsr.service.webhooks import (
     WebhookDelivery,
     WebhookKeys,
     WebhookSender,
+    add_to_outbox,
     body_for_view,
     enqueue_webhook,
     jwks_router,
@@ -320,13 +321,16 @@ async def test_app_wiring_enqueues_and_delivers(tmp_path, receiver):
     store = JobStore(f"sqlite:///{tmp_path / 'jobs.db'}")
     store.create_all()
     app = types.SimpleNamespace(state=types.SimpleNamespace(settings=settings, store=store))
-    hooks = await start_for_app(app)
+    sender = await start_for_app(app)
     try:
         view = types.SimpleNamespace(
             request_id="req-9", owner="o9", webhook_url=receiver.url, status="completed", base_url="http://b",
             result={"image": {"url": "/files/k/x.png"}}, error=None, error_type=None, error_body=None,
         )
-        hooks["enqueue"](view)
+        with store.session() as s:  # what the scheduler does in the transaction that ends a job
+            add_to_outbox(s, view)
+            s.commit()
+        sender.notify()
         for _ in range(100):
             if receiver.got:
                 break

@@ -14,11 +14,11 @@ import logging
 from pathlib import Path
 from typing import Any, Optional
 
-from fastapi import FastAPI, Request
+from fastapi import FastAPI
 from fastapi.responses import JSONResponse, Response
 
 from ccsr.jobs.executor import Executor
-from ccsr.jobs.scheduler import JobView, Scheduler
+from ccsr.jobs.scheduler import Scheduler
 from ccsr.jobs.store import JobStore
 from ccsr.service.auth import KeyRing
 from ccsr.service.metrics import ServiceMetrics
@@ -93,15 +93,9 @@ def create_app(
 
         await asyncio.to_thread(store.create_all)
         if webhooks is not None:
-            started = await webhooks.start_for_app(app) or {}
-            sender = started.get("sender")
-
-            def outbox(session: Any, view: JobView) -> None:
-                webhooks.enqueue_webhook(session, view.request_id, view.owner, view.webhook_url,
-                                         webhooks.body_for_view(view))
-
-            scheduler.outbox = outbox
-            scheduler.on_outbox = sender.notify if sender is not None else None
+            sender = await webhooks.start_for_app(app)
+            scheduler.outbox = webhooks.add_to_outbox
+            scheduler.on_outbox = sender.notify
         await scheduler.start()
         try:
             yield
