@@ -231,3 +231,21 @@ def test_stream_run_ends_with_the_output(fake_server):
                 events.append(json.loads(line[6:]))
     assert any(e.get("status") == "IN_PROGRESS" for e in events[:-1])
     assert events[-1]["image"]["url"].startswith(base + "/files/")
+
+
+class _BrokenEngine(FakeEngine):
+    def __call__(self, image, params=None, **kw):  # noqa: ANN001
+        raise RuntimeError("engine exploded")
+
+
+def test_a_failed_run_logs_its_error_once(tmp_path):
+    """The scheduler logged the engine's error, then _finish logged it again."""
+    settings = Settings(data_dir=tmp_path, database_url=None)
+    app = create_app(settings, executor=ThreadExecutor(_BrokenEngine()))
+    with serve_app(app) as base, httpx.Client(base_url=base, timeout=30) as client:
+        sub = _submit(client)
+        done = wait_status(client, sub["status_url"], "COMPLETED", logs="1")
+        assert "engine exploded" in done["error"] and done["error_type"] == "internal_server_error"
+        errors = [l["message"] for l in done["logs"] if l["level"] == "ERROR"]
+        assert len(errors) == 1 and "engine exploded" in errors[0], errors
+        assert client.get(sub["response_url"]).status_code == 500

@@ -526,12 +526,9 @@ class Scheduler:
                 field = ev.field or "body"
                 await self._finish(view, FAILED, error=f"{field}: {ev.message}", error_type="validation_error",
                                    error_status=422, error_body=validation_body(field, ev.message))
-            elif ev.kind == "oom":
-                self._add_log(view, "ERROR", ev.message)
-                await self._finish(view, FAILED, error=ev.message, error_type="out_of_memory", error_status=500)
-            else:
-                self._add_log(view, "ERROR", ev.message)
-                await self._finish(view, FAILED, error=ev.message, error_type="internal_server_error", error_status=500)
+            else:  # _finish logs the error line
+                error_type = "out_of_memory" if ev.kind == "oom" else "internal_server_error"
+                await self._finish(view, FAILED, error=ev.message, error_type=error_type, error_status=500)
         elif isinstance(ev, WorkerLost):
             if out is not None:
                 self.files.delete(out[1])
