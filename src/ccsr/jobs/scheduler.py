@@ -88,6 +88,8 @@ class JobView:
     delivered_at: Optional[float] = None
     files: list[str] = dataclasses.field(default_factory=list)
     last_step_at: Optional[float] = None
+    # (path the worker writes, URL path, file name) of the running attempt's result
+    output: Optional[tuple[str, str, str]] = None
     version: int = 0  # bumped on every change; keys the rendered-status cache
     status_cache: dict = dataclasses.field(default_factory=dict)
     changed: asyncio.Event = dataclasses.field(default_factory=asyncio.Event)
@@ -445,7 +447,7 @@ class Scheduler:
                 return
             file_name = random_file_name("png")
             out_path, url_path = self.files.result_target(view.request_id, file_name)
-            view._out = (out_path, url_path, file_name)  # type: ignore[attr-defined]
+            view.output = (out_path, url_path, file_name)
             params = {k: v for k, v in view.input.items() if k != "image_url"}
             task = Task(view.request_id, input_path, params, out_path, view.attempts, self.max_output_pixels)
             try:
@@ -491,7 +493,7 @@ class Scheduler:
 
     async def _on_ending(self, view: JobView, ev: Event) -> None:
         input_path = os.path.join(self.work_dir, f"{view.request_id}.png")
-        out = getattr(view, "_out", None)
+        out = view.output
         if isinstance(ev, Done):
             out_path, url_path, file_name = out
             ttl = view.ttl if view.ttl is not None else self.result_ttl
