@@ -37,3 +37,13 @@ def test_dtype_auto_and_names():
     assert pick_dtype(torch.float16, torch.device("cpu")) is torch.float16
     with pytest.raises(InvalidParameter, match="dtype"):
         pick_dtype("int8", torch.device("cpu"))
+
+
+def test_unknown_or_absent_device_names_are_clear_errors(monkeypatch):
+    with pytest.raises(InvalidParameter, match="device: expected auto, cpu"):
+        pick_device("gpu")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    assert pick_device("cuda:0") == torch.device("cuda:0")
+    with pytest.raises(InvalidParameter, match="cuda:3 does not exist"):
+        pick_device("cuda:3")

@@ -59,9 +59,14 @@ def pick_device(device: str = "auto") -> torch.device:
         if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
             return torch.device("mps")
         return torch.device("cpu")
-    dev = torch.device(device)
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise InvalidParameter("device", f"expected auto, cpu, cuda, cuda:N or mps, got {device!r}") from None
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise InvalidParameter("device", "CUDA was asked for but torch sees no CUDA device (a CPU-only torch build, or no driver)")
+    if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
+        raise InvalidParameter("device", f"{device} does not exist: torch sees {torch.cuda.device_count()} CUDA device(s)")
     if dev.type == "mps" and not torch.backends.mps.is_available():
         raise InvalidParameter("device", "MPS was asked for but is not available on this machine")
     return dev
