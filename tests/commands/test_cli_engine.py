@@ -96,3 +96,36 @@ def test_weights_path_reports_missing_weights(tmp_path, monkeypatch):
     monkeypatch.setattr(c, "HF_HUB_CACHE", str(tmp_path))
     res = runner.invoke(app, ["weights", "path"])
     assert res.exit_code == 1 and "ccsr weights download" in res.output
+
+
+def test_upscale_unreadable_input_is_named_before_loading(tmp_path, small_inputs, monkeypatch):
+    import ccsr.pipeline.upscaler as up
+
+    def no_load(*a, **k):
+        raise AssertionError("the model must not load for a bad input")
+
+    monkeypatch.setattr(up.CCSRUpscaler, "from_checkpoint", no_load)
+    bad = tmp_path / "notes.png"
+    bad.write_text("not an image")
+    res = runner.invoke(app, ["upscale", str(small_inputs[0]), str(bad), "-o", str(tmp_path / "out")])
+    assert res.exit_code == 1, res.output
+    assert "notes.png: not a readable image" in res.output
+    assert res.exception is None or isinstance(res.exception, SystemExit)
+
+
+def test_upscale_unwritable_output_format_fails_before_loading(tmp_path, small_inputs, monkeypatch):
+    import ccsr.pipeline.upscaler as up
+
+    monkeypatch.setattr(up.CCSRUpscaler, "from_checkpoint", lambda *a, **k: pytest.fail("model loaded"))
+    res = runner.invoke(app, ["upscale", str(small_inputs[0]), "-o", str(tmp_path / "x.bmp")])
+    assert res.exit_code == 1, res.output
+    assert "--output: cannot write .bmp" in res.output
+    assert res.exception is None or isinstance(res.exception, SystemExit)
+
+
+def test_upscale_unknown_device_is_a_clear_error(tmp_path, small_inputs, tiny_checkpoint, tiny_config_path):
+    res = runner.invoke(app, ["upscale", str(small_inputs[0]), "-o", str(tmp_path / "x.png"),
+                              "--weights", str(tiny_checkpoint), "--config", str(tiny_config_path), "--device", "gpu"])
+    assert res.exit_code == 1, res.output
+    assert "device: expected auto, cpu" in res.output
+    assert res.exception is None or isinstance(res.exception, SystemExit)

@@ -16,16 +16,35 @@ import typer
 from ccsr.errors import CCSRError
 from ccsr.params import UpscaleParams
 
+#: Image suffixes that name an output file rather than a folder; only FORMATS can be written.
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff"}
 
 
 def _output_paths(inputs: list[Path], output: Optional[Path]) -> list[Path]:
-    """One input may go to a file; several go into a folder (created)."""
+    """One input may go to a file; several go into a folder (created).
+
+    Checked before the model loads, so a bad -o never costs a whole run."""
+    from ccsr.pipeline.preprocess import FORMATS
+
     if output is None:
         return [p.with_name(f"{p.stem}_ccsr.png") for p in inputs]
-    if len(inputs) == 1 and output.suffix.lower() in IMAGE_SUFFIXES:
+    suffix = output.suffix.lower()
+    if len(inputs) == 1 and suffix in IMAGE_SUFFIXES:
+        if suffix not in FORMATS:
+            raise CCSRError(f"--output: cannot write {suffix} files; use one of {', '.join(sorted(FORMATS))}")
         return [output]
     return [output / f"{p.stem}.png" for p in inputs]
+
+
+def _open_image(path: Path, header_only: bool = False):
+    """The image as RGB (or just its header), or a CCSRError naming the file."""
+    from PIL import Image
+
+    try:
+        with Image.open(path) as im:
+            return im if header_only else im.convert("RGB")
+    except (OSError, Image.DecompressionBombError) as exc:  # UnidentifiedImageError is an OSError
+        raise CCSRError(f"{path}: not a readable image ({exc})") from None
 
 
 def upscale(
@@ -64,14 +83,16 @@ def upscale(
             typer.echo(f"error: {field}: {err['msg']}", err=True)
         raise typer.Exit(2)
     try:
-        _run(inputs, _output_paths(inputs, output), params, weights, config, device, dtype)
+        outputs = _output_paths(inputs, output)
+        for src in inputs:  # headers only: fail before the model loads
+            _open_image(src, header_only=True)
+        _run(inputs, outputs, params, weights, config, device, dtype)
     except CCSRError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(1)
 
 
 def _run(inputs, outputs, params, weights, config, device, dtype) -> None:
-    from PIL import Image
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     from ccsr.pipeline.preprocess import save_image
@@ -96,8 +117,7 @@ def _run(inputs, outputs, params, weights, config, device, dtype) -> None:
             def progress(step: int, total: int, task=task) -> None:
                 bar.update(task, completed=step, total=total)
 
-            with Image.open(src) as im:
-                image = im.convert("RGB")
+            image = _open_image(src)
             result = upscaler(image, params, progress=progress)
             dst.parent.mkdir(parents=True, exist_ok=True)
             save_image(result.image, dst)
