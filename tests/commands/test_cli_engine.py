@@ -129,3 +129,12 @@ def test_upscale_unknown_device_is_a_clear_error(tmp_path, small_inputs, tiny_ch
     assert res.exit_code == 1, res.output
     assert "device: expected auto, cpu" in res.output
     assert res.exception is None or isinstance(res.exception, SystemExit)
+
+
+def test_weights_random_unsupported_config_is_a_clear_error(tmp_path, tiny_config_path):
+    cfg = tmp_path / "attn.yaml"
+    cfg.write_text(tiny_config_path.read_text().replace("attn_resolutions: []", "attn_resolutions: [16]"))
+    res = runner.invoke(app, ["weights", "random", "--config", str(cfg), "-o", str(tmp_path / "r.safetensors")])
+    assert res.exit_code == 2, res.output
+    assert "attn_resolutions" in res.output
+    assert res.exception is None or isinstance(res.exception, SystemExit)

@@ -67,3 +67,28 @@ def test_bad_yaml_is_a_clear_error(tmp_path):
     p.write_text("{ not yaml: [")
     with pytest.raises(CheckpointError, match="not valid YAML"):
         CCSRConfig.from_yaml(p)
+
+
+@pytest.mark.parametrize(
+    "old, new, needle",
+    [
+        ("attn_resolutions: []", "attn_resolutions: [16]", "attn_resolutions"),
+        ("embed_dim: 4", "embed_dim: 8", "embed_dim"),
+        ("ch: 32", "ch: thirty-two", "bad value"),
+    ],
+)
+def test_unsupported_or_bad_yaml_values_are_checkpoint_errors(tmp_path, tiny_config_path, old, new, needle):
+    text = tiny_config_path.read_text()
+    assert old in text
+    p = tmp_path / "edited.yaml"
+    p.write_text(text.replace(old, new, 1))
+    with pytest.raises(CheckpointError, match=needle) as exc:
+        CCSRConfig.from_yaml(p)
+    assert str(exc.value).startswith(str(p))
+
+
+def test_text_width_must_match_context_dim(tiny_config):
+    from dataclasses import replace
+
+    with pytest.raises(CheckpointError, match="context_dim"):
+        tiny_config.replace(text=replace(tiny_config.text, width=tiny_config.text.width * 2))

@@ -271,10 +271,6 @@ def _out_dtype(t: torch.Tensor) -> torch.dtype:
 @torch.no_grad()
 def _text_context(sd: Mapping[str, torch.Tensor], config: CCSRConfig, device: torch.device) -> torch.Tensor:
     """Run the text tower once (float32) for the empty prompt, then let it go."""
-    if config.text.width != config.unet.context_dim:
-        raise CheckpointError(
-            f"text tower width {config.text.width} does not match the UNet context_dim {config.unet.context_dim}"
-        )
     with torch.device("meta"):
         tower = TextTower(config.text)
     weights = convert_state_dict(sd, config, device, torch.float32, modules=("text",))["text"]

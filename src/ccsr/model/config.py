@@ -69,6 +69,10 @@ class VAEConfig:
     def __post_init__(self) -> None:
         object.__setattr__(self, "ch_mult", tuple(int(m) for m in self.ch_mult))
         object.__setattr__(self, "attn_resolutions", tuple(sorted(int(a) for a in self.attn_resolutions)))
+        if self.attn_resolutions:
+            raise CheckpointError("VAE attn_resolutions other than [] are not supported (CCSR v1 uses [])")
+        if self.embed_dim != self.z_channels:
+            raise CheckpointError("VAE embed_dim must equal z_channels (both 4 in CCSR v1)")
 
 
 @dataclass(frozen=True)
@@ -98,6 +102,12 @@ class CCSRConfig:
     t_min: float = 0.3333
     image_size: int = 64
     latent_channels: int = 4
+
+    def __post_init__(self) -> None:
+        if self.text.width != self.unet.context_dim:
+            raise CheckpointError(
+                f"text tower width {self.text.width} does not match the UNet context_dim {self.unet.context_dim}"
+            )
 
     @classmethod
     def v1(cls) -> "CCSRConfig":
@@ -132,7 +142,19 @@ class CCSRConfig:
 
     @classmethod
     def from_mapping(cls, data: Any, source: str = "config") -> "CCSRConfig":
-        """Same as :meth:`from_yaml` for an already parsed mapping."""
+        """Same as :meth:`from_yaml` for an already parsed mapping.
+
+        Any bad or unsupported value is a CheckpointError naming ``source``."""
+        try:
+            return cls._from_mapping(data, source)
+        except CheckpointError as exc:
+            msg = str(exc)
+            raise CheckpointError(msg if msg.startswith(source) else f"{source}: {msg}") from None
+        except (TypeError, ValueError) as exc:
+            raise CheckpointError(f"{source}: bad value ({exc})") from None
+
+    @classmethod
+    def _from_mapping(cls, data: Any, source: str) -> "CCSRConfig":
         if not isinstance(data, Mapping):
             raise CheckpointError(f"{source}: expected a mapping at the top level")
         params = data.get("params", data)

@@ -224,10 +224,6 @@ def _vae_encoder(b: _Builder, po: str, m: str | None, v: VAEConfig) -> None:
 
 
 def _vae(b: _Builder, v: VAEConfig) -> None:
-    if v.attn_resolutions:
-        raise ValueError("VAE attn_resolutions other than [] are not supported (CCSR v1 uses [])")
-    if v.embed_dim != v.z_channels:
-        raise ValueError("VAE embed_dim must equal z_channels (both 4 in CCSR v1)")
     _vae_encoder(b, PREFIX_VAE + "encoder.", None, v)
     b.param(PREFIX_VAE + "quant_conv", None, None, (2 * v.embed_dim, 2 * v.z_channels, 1, 1))
     _vae_encoder(b, PREFIX_COND + "encoder.", "vae", v)
