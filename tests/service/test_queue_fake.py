@@ -249,3 +249,27 @@ def test_a_failed_run_logs_its_error_once(tmp_path):
         errors = [l["message"] for l in done["logs"] if l["level"] == "ERROR"]
         assert len(errors) == 1 and "engine exploded" in errors[0], errors
         assert client.get(sub["response_url"]).status_code == 500
+
+
+def test_a_database_error_while_claiming_keeps_the_request_queued(fake_server):
+    """A failing claim (database hiccup) must not drop the request from the queue."""
+    base, client, app = fake_server
+    store = app.state.store
+    real_claim = store.claim
+    failures = []
+
+    def flaky_claim(request_id):
+        if not failures:
+            failures.append(request_id)
+            raise RuntimeError("database is locked")
+        return real_claim(request_id)
+
+    store.claim = flaky_claim
+    try:
+        sub = _submit(client)
+        done = wait_status(client, sub["status_url"], "COMPLETED", timeout=30)
+        assert failures == [sub["request_id"]]
+        assert "error" not in done or not done["error"]
+        assert client.get(sub["response_url"]).status_code == 200
+    finally:
+        store.claim = real_claim

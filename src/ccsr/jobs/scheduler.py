@@ -398,7 +398,13 @@ class Scheduler:
                 error_type="internal_server_error", error_status=500,
             )
             return
-        ok = await asyncio.to_thread(self.store.claim, view.request_id)
+        try:
+            ok = await asyncio.to_thread(self.store.claim, view.request_id)
+        except Exception:
+            # The database failed (not the request): keep it at its place in the
+            # queue so the dispatch loop tries again, rather than dropping it.
+            self._enqueue(view)
+            raise
         if not ok:
             rec = await asyncio.to_thread(self.store.get, view.request_id)
             if rec is not None and rec.status == QUEUED and rec.cancel_requested:
