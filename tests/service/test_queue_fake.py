@@ -273,3 +273,19 @@ def test_a_database_error_while_claiming_keeps_the_request_queued(fake_server):
         assert client.get(sub["response_url"]).status_code == 200
     finally:
         store.claim = real_claim
+
+
+def test_a_recovered_request_keeps_its_earlier_log_lines(fake_server):
+    """After a restart a requeued request's view starts without logs in memory;
+    its first new line must not hide the earlier attempts' lines (in the DB)."""
+    base, client, app = fake_server
+    sub = _submit(client)
+    wait_status(client, sub["status_url"], "COMPLETED", timeout=30)
+    scheduler = app.state.scheduler
+    scheduler._flush_logs_now()
+    earlier = [r.message for r in app.state.store.logs(sub["request_id"])]
+    assert earlier
+    view = scheduler.cached(sub["request_id"])
+    view.logs = None  # as after a restart: not loaded from the database yet
+    scheduler._add_log(view, "INFO", "request started (attempt 2)")
+    assert [r.message for r in view.logs] == earlier + ["request started (attempt 2)"]

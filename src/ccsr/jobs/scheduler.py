@@ -639,7 +639,9 @@ class Scheduler:
     def _add_log(self, view: JobView, level: str, message: str, ts: Optional[float] = None) -> None:
         ts = time.time() if ts is None else ts
         if view.logs is None:
-            view.logs = []
+            # A request recovered after a restart: its earlier attempts' lines are
+            # in the database only. Load them once (rare path) so status keeps them.
+            view.logs = list(self.store.logs(view.request_id))
         view.logs.append(LogRecord(ts, level, message))
         self._pending_logs.append((view.request_id, ts, level, message))
         view.touch()
