@@ -48,6 +48,15 @@ def target_size(width: int, height: int, scale: float) -> tuple[int, int]:
     return math.ceil(width * scale), math.ceil(height * scale)
 
 
+def sampling_range(steps: int, t_max: float, t_min: float) -> tuple[int, int]:
+    """(u, m): the truncated sampler's DDPM loop runs over spaced indices u-1 down to m.
+
+    u = round(steps*t_max), m = round(steps*t_min), Python's round (half to
+    even) as the reference; u - m < 1 means no sampling step at all.
+    """
+    return round(steps * t_max), round(steps * t_min)
+
+
 def check_request(params: UpscaleParams, width: int, height: int, max_output_pixels: int) -> None:
     """Reject combinations the reference would crash on or that cannot fit.
 
@@ -56,8 +65,7 @@ def check_request(params: UpscaleParams, width: int, height: int, max_output_pix
     if params.t_min >= params.t_max:
         raise InvalidParameter("t_min", f"must be smaller than t_max ({params.t_max}), got {params.t_min}")
     n = params.steps
-    u = round(n * params.t_max)
-    m = round(n * params.t_min)
+    u, m = sampling_range(n, params.t_max, params.t_min)
     if u - m < 1:
         raise InvalidParameter(
             "steps",

@@ -19,6 +19,7 @@ from typing import Callable, Optional
 import torch
 
 from ccsr.errors import Cancelled, InvalidParameter
+from ccsr.params import sampling_range
 from ccsr.pipeline.schedule import Schedule
 
 EpsFn = Callable[[torch.Tensor, int], torch.Tensor]
@@ -36,7 +37,7 @@ def loop_bounds(n: int, t_max: float, t_min: float) -> tuple[int, int, int]:
     if not 0 <= t_min < t_max <= 1:
         raise InvalidParameter("t_min", f"need 0 <= t_min < t_max <= 1, got t_min={t_min}, t_max={t_max}")
     k = int(torch.round(torch.tensor(n - 1) * t_max))
-    u, m = round(n * t_max), round(n * t_min)
+    u, m = sampling_range(n, t_max, t_min)
     if u - m < 1:
         raise InvalidParameter("steps", f"{n} steps with t_max={t_max}, t_min={t_min} leave no sampling step")
     return k, u, m
@@ -52,13 +53,24 @@ def _noise(shape, generator: torch.Generator, device, dtype) -> torch.Tensor:
     return torch.randn(shape, generator=generator, dtype=torch.float32).to(device=device, dtype=dtype)
 
 
-def _c(arr, i: int, device) -> torch.Tensor:
-    """One float64 coefficient as a float32 scalar tensor (the reference's ``.float()``)."""
-    return torch.tensor(float(arr[i]), dtype=torch.float32, device=device)
+_COEFFICIENTS = (
+    "sqrt_alphas_cumprod", "sqrt_one_minus_alphas_cumprod", "sqrt_recip_alphas_cumprod",
+    "sqrt_recipm1_alphas_cumprod", "posterior_mean_coef1", "posterior_mean_coef2", "posterior_variance",
+)
 
 
-def predict_x0(s: Schedule, x: torch.Tensor, eps: torch.Tensor, i: int) -> torch.Tensor:
-    return _c(s.sqrt_recip_alphas_cumprod, i, x.device) * x - _c(s.sqrt_recipm1_alphas_cumprod, i, x.device) * eps
+def coefficients(s: Schedule, device: torch.device | str) -> dict[str, torch.Tensor]:
+    """The schedule's arrays as float32 tensors on the device, made once per run.
+
+    Each entry is the reference's ``_extract_into_tensor(...).float()`` of the
+    float64 value; the cast happens on the CPU (MPS has no float64), and
+    indexing them per step costs no host-to-device copy.
+    """
+    return {name: torch.from_numpy(getattr(s, name)).float().to(device) for name in _COEFFICIENTS}
+
+
+def predict_x0(c: dict[str, torch.Tensor], x: torch.Tensor, eps: torch.Tensor, i: int) -> torch.Tensor:
+    return c["sqrt_recip_alphas_cumprod"][i] * x - c["sqrt_recipm1_alphas_cumprod"][i] * eps
 
 
 def sample_ccsr(
@@ -101,16 +113,17 @@ def sample_ccsr(
             progress(done, total)
         return e
 
+    c = coefficients(schedule, device)
     x = _noise(shape, generator, device, dtype)
-    x0 = predict_x0(schedule, x, eps_at(x, n - 1), n - 1)
+    x0 = predict_x0(c, x, eps_at(x, n - 1), n - 1)
     if unused_draw:
         _noise(shape, generator, device, dtype)
     noise = _noise(shape, generator, device, dtype)
-    x = _c(schedule.sqrt_alphas_cumprod, k, x.device) * x0 + _c(schedule.sqrt_one_minus_alphas_cumprod, k, x.device) * noise
+    x = c["sqrt_alphas_cumprod"][k] * x0 + c["sqrt_one_minus_alphas_cumprod"][k] * noise
     for i in range(u - 1, m - 1, -1):
-        x0 = predict_x0(schedule, x, eps_at(x, i), i)
-        mean = _c(schedule.posterior_mean_coef1, i, x.device) * x0 + _c(schedule.posterior_mean_coef2, i, x.device) * x
+        x0 = predict_x0(c, x, eps_at(x, i), i)
+        mean = c["posterior_mean_coef1"][i] * x0 + c["posterior_mean_coef2"][i] * x
         noise = _noise(shape, generator, device, dtype)
-        std = torch.sqrt(_c(schedule.posterior_variance, i, x.device)) * float(i != 0)
+        std = torch.sqrt(c["posterior_variance"][i]) * float(i != 0)
         x = mean + std * noise
     return x0

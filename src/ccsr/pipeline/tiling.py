@@ -71,7 +71,8 @@ def tiled_eps(
     Tiles of x [1,C,H,W] and of the condition latent (same H, W) are stacked
     ``batch_size`` at a time and passed to ``eps_fn(x_batch, cond_batch, i)``;
     results are blended: eps = sum(w * eps_tile) / sum(w). ``cancel`` is
-    checked before every batch.
+    checked before every batch. Pass ``weights`` as float32 on x's device to
+    spare a conversion per call.
     """
     _, _, h, w = x.shape
     if x.shape[0] != 1 or h < tile or w < tile:

@@ -230,6 +230,7 @@ class CCSRUpscaler:
             tile = min(p.tile_diffusion_size // 8, shape[-1], shape[-2])
             stride = min(p.tile_diffusion_stride // 8, tile)
             weights = tiling.gaussian_weights(tile) if p.tile_diffusion == "gaussian" else tiling.uniform_weights(tile)
+            weights = weights.float().to(self.device)  # once, not at every step; cast on the CPU (no float64 on MPS)
             n_tiles = len(tiling.tile_origins(shape[-2], shape[-1], tile, stride))
             say(f"tiled diffusion ({p.tile_diffusion}): {n_tiles} tiles of {tile * 8} px, stride {stride * 8} px, batch {self.tile_batch_size}")
 
