@@ -9,7 +9,7 @@ the tensor shapes of a checkpoint, or taken from :meth:`CCSRConfig.v1`.
 from __future__ import annotations
 
 import re
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -118,9 +118,6 @@ class CCSRConfig:
     def tiny(cls) -> "CCSRConfig":
         """The packaged tiny test architecture (same as shared/fixtures/ccsr-tiny.yaml)."""
         return cls.from_yaml(Path(__file__).resolve().parents[1] / "configs" / "ccsr-tiny.yaml")
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
 
     def replace(self, **changes: Any) -> "CCSRConfig":
         return replace(self, **changes)

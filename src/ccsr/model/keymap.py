@@ -3,8 +3,8 @@
 One list of :class:`Entry` rules describes every tensor of an official
 checkpoint: its key, its shape, where it goes in our diffusers-based modules
 and how it is converted on the way. The same list drives loading (official ->
-diffusers), writing random checkpoints (shapes and init kinds), validation
-(expected keys) and exporting back to the official layout.
+diffusers), writing random checkpoints (shapes and init kinds) and
+validation (expected keys and shapes).
 """
 
 from __future__ import annotations
@@ -271,19 +271,11 @@ def _text(b: _Builder, cfg: CCSRConfig) -> None:
 
 
 @lru_cache(maxsize=8)
-def _entries_cached(cfg: CCSRConfig) -> tuple[Entry, ...]:
+def entries(cfg: CCSRConfig) -> tuple[Entry, ...]:
+    """Every tensor of an official CCSR checkpoint for this config, in a stable order (cached per config)."""
     b = _Builder()
     _unet(b, cfg.unet)
     _controlnet(b, cfg.unet)
     _vae(b, cfg.vae)
     _text(b, cfg)
     return tuple(b.entries)
-
-
-def entries(cfg: CCSRConfig) -> tuple[Entry, ...]:
-    """Every tensor of an official CCSR checkpoint for this config, in a stable order."""
-    return _entries_cached(cfg)
-
-
-def expected_keys(cfg: CCSRConfig) -> list[str]:
-    return [e.key for e in entries(cfg)]

@@ -54,7 +54,9 @@ def random_tensor(entry: Entry, seed: int = 0, dtype: torch.dtype = torch.float3
 
 def schedule_buffers(cfg: CCSRConfig) -> dict[str, torch.Tensor]:
     """The noise-schedule buffers an official LatentDiffusion checkpoint carries (float32)."""
-    betas = np.linspace(cfg.linear_start**0.5, cfg.linear_end**0.5, cfg.timesteps, dtype=np.float64) ** 2
+    from ccsr.pipeline.schedule import train_betas
+
+    betas = train_betas(cfg.timesteps, cfg.linear_start, cfg.linear_end)
     alphas = 1.0 - betas
     ac = np.cumprod(alphas)
     ac_prev = np.append(1.0, ac[:-1])

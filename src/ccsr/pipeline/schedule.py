@@ -19,9 +19,11 @@ LINEAR_START = 0.00085
 LINEAR_END = 0.012
 
 
-def train_betas(num_timesteps: int = NUM_TRAIN_TIMESTEPS) -> np.ndarray:
+def train_betas(
+    num_timesteps: int = NUM_TRAIN_TIMESTEPS, linear_start: float = LINEAR_START, linear_end: float = LINEAR_END
+) -> np.ndarray:
     """SD's "linear" schedule: linear in sqrt(beta), squared (float64)."""
-    return np.linspace(LINEAR_START**0.5, LINEAR_END**0.5, num_timesteps, dtype=np.float64) ** 2
+    return np.linspace(linear_start**0.5, linear_end**0.5, num_timesteps, dtype=np.float64) ** 2
 
 
 def space_timesteps(num_timesteps: int, count: int) -> list[int]:

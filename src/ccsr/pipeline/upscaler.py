@@ -25,7 +25,7 @@ from PIL import Image
 from pydantic import ValidationError
 
 from ccsr.errors import InvalidParameter, OutOfMemory
-from ccsr.params import UpscaleParams, check_request
+from ccsr.params import UpscaleParams, check_request, target_size
 from ccsr.pipeline import color_fix, preprocess, sampler, schedule, tiled_vae, tiling
 
 log = logging.getLogger(__name__)
@@ -86,7 +86,7 @@ def pick_dtype(dtype: Union[str, torch.dtype, None], device: torch.device) -> to
 
 def diffusion_size(width: int, height: int, scale: float, min_short: int) -> tuple[int, int]:
     """Size of the diffusion image, computed without resizing anything (for limits)."""
-    w, h = (width, height) if scale == 1 else (math.ceil(width * scale), math.ceil(height * scale))
+    w, h = target_size(width, height, scale)
     short = min(w, h)
     if short < min_short:
         r = min_short / short
