@@ -45,18 +45,23 @@ CPU_CASES = ["tiny-512", "tiny-1024-tiled-batch1", "tiny-1024-tiled-batch4", "fu
 GPU_CASES = ["gpu-default-512to1024", "gpu-tiled-1080p-to-4k"]
 
 
+def load_config(name: str):
+    """CCSRConfig of the named architecture: "v1" (full size) or "tiny" (shared/fixtures)."""
+    from ccsr.model.config import CCSRConfig
+
+    return CCSRConfig.v1() if name == "v1" else CCSRConfig.from_yaml(SHARED / "fixtures" / "ccsr-tiny.yaml")
+
+
 def checkpoint(config: str, dtype: str) -> Path:
     """Random weights of the named architecture, written once."""
-    from ccsr.model.config import CCSRConfig
     from ccsr.model.random import write_random_checkpoint
-    import torch
+    from ccsr.pipeline.upscaler import DTYPES
 
     path = CACHE / f"random-{config}-{dtype}.safetensors"
     if not path.exists():
         CACHE.mkdir(parents=True, exist_ok=True)
-        cfg = CCSRConfig.v1() if config == "v1" else CCSRConfig.from_yaml(SHARED / "fixtures" / "ccsr-tiny.yaml")
         print(f"writing {path} ...", flush=True)
-        write_random_checkpoint(cfg, path, seed=0, dtype={"fp32": torch.float32, "fp16": torch.float16}[dtype])
+        write_random_checkpoint(load_config(config), path, seed=0, dtype=DTYPES[dtype])
     return path
 
 
@@ -68,12 +73,11 @@ def run_case(name: str, device: str, dtype: str) -> dict:
     from PIL import Image
 
     from ccsr.model.ccsr_model import CCSRModel
-    from ccsr.model.config import CCSRConfig
     from ccsr.pipeline import preprocess
     from ccsr.pipeline.upscaler import CCSRUpscaler, pick_dtype
 
     config_name, wdtype, size, fields, repeats, tile_batch = CASES[name]
-    cfg = CCSRConfig.v1() if config_name == "v1" else CCSRConfig.from_yaml(SHARED / "fixtures" / "ccsr-tiny.yaml")
+    cfg = load_config(config_name)
     path = checkpoint(config_name, wdtype)
     dev = torch.device(device)
     dt = pick_dtype(dtype, dev)

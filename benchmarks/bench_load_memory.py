@@ -27,9 +27,10 @@ def load_once(path: str, dtype: str) -> dict:
     import torch
 
     from ccsr.model.ccsr_model import CCSRModel
+    from ccsr.pipeline.upscaler import DTYPES
 
     t0 = time.perf_counter()
-    model = CCSRModel.from_file(path, None, device="cpu", dtype={"fp16": torch.float16, "fp32": torch.float32}[dtype])
+    model = CCSRModel.from_file(path, None, device="cpu", dtype=DTYPES[dtype])
     secs = time.perf_counter() - t0
     params = sum(p.numel() for p in model.parameters())
     after_load = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
@@ -52,10 +53,9 @@ def main() -> None:
     if args.one:
         print("RESULT " + json.dumps(load_once(*args.one)))
         return
-    import torch
-
     from ccsr.model.config import CCSRConfig
     from ccsr.model.random import write_random_checkpoint
+    from ccsr.pipeline.upscaler import DTYPES
 
     results = []
     for fmt in args.formats:
@@ -63,7 +63,7 @@ def main() -> None:
         if not path.exists():
             CACHE.mkdir(parents=True, exist_ok=True)
             print(f"writing {path} ...", flush=True)
-            write_random_checkpoint(CCSRConfig.v1(), path, dtype={"fp16": torch.float16, "fp32": torch.float32}[fmt])
+            write_random_checkpoint(CCSRConfig.v1(), path, dtype=DTYPES[fmt])
         for model_dtype in (fmt,):
             proc = subprocess.run([sys.executable, __file__, "--one", str(path), model_dtype], capture_output=True, text=True)
             line = next((l for l in proc.stdout.splitlines() if l.startswith("RESULT ")), None)
