@@ -179,6 +179,32 @@ def queue_router(api: QueueAPI) -> APIRouter:
     router = APIRouter()
     sched = api.scheduler
 
+    async def status_events(view: JobView, base: str, with_logs: bool, *, send_completed: bool = True):
+        """SSE ``data:`` lines, one per status change, and a comment every
+        SSE_KEEPALIVE seconds of silence; ends at COMPLETED (sent only when
+        ``send_completed``: the run stream sends the result instead)."""
+        last = None
+        while True:
+            body = await api.status_body(view, base, with_logs)
+            if body["status"] == "COMPLETED" and not send_completed:
+                return
+            text = json.dumps(body)
+            if text != last:
+                yield f"data: {text}\n\n"
+                last = text
+            if body["status"] == "COMPLETED":
+                return
+            waits = [asyncio.ensure_future(view.changed.wait())]
+            if view.status == QUEUED:
+                waits.append(asyncio.ensure_future(sched.queue_changed.wait()))
+            done, pending = await asyncio.wait(waits, timeout=SSE_KEEPALIVE, return_when=asyncio.FIRST_COMPLETED)
+            for p in pending:
+                p.cancel()
+            if not done:
+                yield ": keep-alive\n\n"
+            else:
+                await asyncio.sleep(0.05)  # coalesce bursts of changes (log lines)
+
     def _not_found() -> JSONResponse:
         return JSONResponse({"detail": "Request not found."}, status_code=404)
 
@@ -226,28 +252,7 @@ def queue_router(api: QueueAPI) -> APIRouter:
             return _not_found()
         base, with_logs = api.base(request), _truthy(logs)
 
-        async def events():
-            last = None
-            while True:
-                body = await api.status_body(view, base, with_logs)
-                text = json.dumps(body)
-                if text != last:
-                    yield f"data: {text}\n\n"
-                    last = text
-                if body["status"] == "COMPLETED":
-                    return
-                waits = [asyncio.ensure_future(view.changed.wait())]
-                if view.status == QUEUED:
-                    waits.append(asyncio.ensure_future(sched.queue_changed.wait()))
-                done, pending = await asyncio.wait(waits, timeout=SSE_KEEPALIVE, return_when=asyncio.FIRST_COMPLETED)
-                for p in pending:
-                    p.cancel()
-                if not done:
-                    yield ": keep-alive\n\n"
-                else:
-                    await asyncio.sleep(0.05)  # coalesce bursts of changes (log lines)
-
-        return StreamingResponse(events(), media_type="text/event-stream",
+        return StreamingResponse(status_events(view, base, with_logs), media_type="text/event-stream",
                                  headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no",
                                           "x-fal-request-id": view.request_id})
 
@@ -302,17 +307,8 @@ def queue_router(api: QueueAPI) -> APIRouter:
         base = api.base(request)
 
         async def events():
-            last = None
-            while not view.finished:
-                body = await api.status_body(view, base, True)
-                text = json.dumps(body)
-                if text != last:
-                    yield f"data: {text}\n\n"
-                    last = text
-                try:
-                    await asyncio.wait_for(asyncio.shield(view.changed.wait()), SSE_KEEPALIVE)
-                except asyncio.TimeoutError:
-                    yield ": keep-alive\n\n"
+            async for chunk in status_events(view, base, True, send_completed=False):
+                yield chunk
             resp = api.result_response(view, base)
             yield f"data: {resp.body.decode()}\n\n"
             if view.status == COMPLETED:
