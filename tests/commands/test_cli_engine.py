@@ -138,3 +138,10 @@ def test_weights_random_unsupported_config_is_a_clear_error(tmp_path, tiny_confi
     assert res.exit_code == 2, res.output
     assert "attn_resolutions" in res.output
     assert res.exception is None or isinstance(res.exception, SystemExit)
+
+
+def test_same_named_inputs_do_not_overwrite_each_other(tmp_path):
+    from ccsr.commands.upscale import _output_paths
+
+    a, b = tmp_path / "x" / "photo.png", tmp_path / "y" / "photo.png"
+    assert _output_paths([a, b], tmp_path / "out") == [tmp_path / "out" / "photo.png", tmp_path / "out" / "photo-2.png"]

@@ -33,7 +33,18 @@ def _output_paths(inputs: list[Path], output: Optional[Path]) -> list[Path]:
         if suffix not in FORMATS:
             raise CCSRError(f"--output: cannot write {suffix} files; use one of {', '.join(sorted(FORMATS))}")
         return [output]
-    return [output / f"{p.stem}.png" for p in inputs]
+    # Inputs from different folders may share a name: number the later ones
+    # (a.png, a-2.png, ...) rather than overwrite an earlier result.
+    taken: set[str] = set()
+    paths = []
+    for p in inputs:
+        name, n = f"{p.stem}.png", 1
+        while name in taken:
+            n += 1
+            name = f"{p.stem}-{n}.png"
+        taken.add(name)
+        paths.append(output / name)
+    return paths
 
 
 def _open_image(path: Path, header_only: bool = False):
