@@ -183,3 +183,21 @@ def test_diffusion_size_follows_the_reference():
     assert diffusion_size(64, 48, 2, 512) == (640, 512)  # 128x96 -> short side to 512 -> 683x512 -> /64
     assert diffusion_size(1024, 1024, 1, 512) == (1024, 1024)
     assert diffusion_size(100, 1000, 1, 512) == (512, 5120)
+
+
+def test_mps_style_out_of_memory_runtime_error_is_recognised(tiny_model, photo, monkeypatch):
+    def boom(*a, **k):
+        raise RuntimeError("MPS backend out of memory (MPS allocated: 17.00 GB, other allocations: 1.2 GB)")
+
+    monkeypatch.setattr(tiny_model, "eps", boom)
+    with pytest.raises(OutOfMemory):
+        CCSRUpscaler(tiny_model)(photo, **FAST)
+
+
+def test_other_runtime_errors_are_not_taken_for_out_of_memory(tiny_model, photo, monkeypatch):
+    def boom(*a, **k):
+        raise RuntimeError("shape mismatch")
+
+    monkeypatch.setattr(tiny_model, "eps", boom)
+    with pytest.raises(RuntimeError, match="shape mismatch"):
+        CCSRUpscaler(tiny_model)(photo, **FAST)

@@ -269,7 +269,9 @@ class CCSRUpscaler:
             return self._tiled_encode(x01, p)
         try:
             return self.model.encode_condition(x01)
-        except torch.OutOfMemoryError:
+        except RuntimeError as exc:
+            if not is_out_of_memory(exc):
+                raise
             _empty_cache(self.device)
             say("out of memory in the VAE encoder: retrying with tiled VAE")
             return self._tiled_encode(x01, p)
@@ -285,12 +287,22 @@ class CCSRUpscaler:
         if not p.tile_vae:
             try:
                 return (self.model.decode(z).float() + 1) / 2
-            except torch.OutOfMemoryError:
+            except RuntimeError as exc:
+                if not is_out_of_memory(exc):
+                    raise
                 _empty_cache(self.device)
                 say("out of memory in the VAE decoder: retrying with tiled VAE")
         zz = (z / self.model.scale_factor).to(self.device, self.dtype)
         out = tiled_vae.tiled_decode(self.model.vae, zz, tile_size=p.tile_vae_decoder_size, pad=DECODER_PAD)
         return (out.float() + 1) / 2
+
+
+def is_out_of_memory(exc: BaseException) -> bool:
+    """CUDA raises torch.OutOfMemoryError; some torch versions report MPS
+    exhaustion as a plain RuntimeError ("MPS backend out of memory")."""
+    return isinstance(exc, torch.OutOfMemoryError) or (
+        isinstance(exc, RuntimeError) and "out of memory" in str(exc).lower()
+    )
 
 
 def _empty_cache(device: torch.device) -> None:
@@ -321,7 +333,9 @@ def _oom_guard(p: UpscaleParams) -> Iterator[None]:
     """Turn a device OOM that the VAE fallbacks could not absorb into advice."""
     try:
         yield
-    except torch.OutOfMemoryError as exc:
+    except RuntimeError as exc:
+        if not is_out_of_memory(exc):
+            raise
         hints = []
         if p.tile_diffusion == "none":
             hints.append("tile_diffusion='gaussian' (or 'mix') with a smaller tile_diffusion_size")
