@@ -185,6 +185,7 @@ def queue_router(api: QueueAPI) -> APIRouter:
         ``send_completed``: the run stream sends the result instead)."""
         last = None
         while True:
+            state = view.status
             body = await api.status_body(view, base, with_logs)
             if body["status"] == "COMPLETED" and not send_completed:
                 return
@@ -202,8 +203,8 @@ def queue_router(api: QueueAPI) -> APIRouter:
                 p.cancel()
             if not done:
                 yield ": keep-alive\n\n"
-            else:
-                await asyncio.sleep(0.05)  # coalesce bursts of changes (log lines)
+            elif state == view.status == RUNNING:
+                await asyncio.sleep(0.05)  # coalesce bursts of log lines; a new status goes out at once
 
     def _not_found() -> JSONResponse:
         return JSONResponse({"detail": "Request not found."}, status_code=404)
