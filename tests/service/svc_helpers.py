@@ -10,6 +10,7 @@ import io
 import socket
 import threading
 import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import httpx
 import uvicorn
@@ -58,3 +59,35 @@ def wait_status(client: httpx.Client, status_url: str, want: str, timeout: float
         if time.time() > deadline:
             raise AssertionError(f"status stayed {body}")
         time.sleep(0.02)
+
+
+class Receiver:
+    """A local webhook receiver: records (headers, body) of each POST, sets
+    ``event`` on the first, and answers from ``statuses`` (the last repeats)."""
+
+    def __init__(self, statuses=(200,)):
+        self.statuses = list(statuses)
+        self.got: list[tuple[dict, bytes]] = []
+        self.event = threading.Event()
+        outer = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self):  # noqa: N802
+                body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                outer.got.append(({k.lower(): v for k, v in self.headers.items()}, body))
+                status = outer.statuses[min(len(outer.got), len(outer.statuses)) - 1]
+                self.send_response(status)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+                outer.event.set()
+
+            def log_message(self, *a):
+                pass
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/hook"
+        threading.Thread(target=self.httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
+
+    def close(self):
+        self.httpd.shutdown()
+        self.httpd.server_close()

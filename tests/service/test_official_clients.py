@@ -19,7 +19,6 @@ import socket
 import subprocess
 import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import httpx
@@ -32,6 +31,8 @@ from ccsr.jobs.testing import FakeEngine
 from ccsr.service.app import create_app
 from ccsr.service.webhooks import verify_webhook
 from ccsr.settings import Settings
+
+from svc_helpers import Receiver
 
 KEY = "official-client-key"
 APP = "fal-ai/ccsr"
@@ -103,35 +104,6 @@ def data_uri(w=12, h=10) -> str:
 def long_steps(seconds: float) -> int:
     """``steps`` making the fake engine run about ``seconds`` (a third of steps run)."""
     return max(6, int(3 * seconds / STEP_SECONDS))
-
-
-class Receiver:
-    """Collects webhook POSTs."""
-
-    def __init__(self):
-        self.got: list[tuple[dict, bytes]] = []
-        self.event = threading.Event()
-        outer = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self):  # noqa: N802
-                body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
-                outer.got.append(({k.lower(): v for k, v in self.headers.items()}, body))
-                self.send_response(200)
-                self.send_header("Content-Length", "0")
-                self.end_headers()
-                outer.event.set()
-
-            def log_message(self, *a):
-                pass
-
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/hook"
-        threading.Thread(target=self.httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
-
-    def close(self):
-        self.httpd.shutdown()
-        self.httpd.server_close()
 
 
 # --- Python fal-client -------------------------------------------------------------------

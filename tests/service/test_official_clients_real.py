@@ -16,6 +16,8 @@ from PIL import Image
 from ccsr.client.testing import serve
 from ccsr.service.webhooks import verify_webhook
 
+from svc_helpers import Receiver
+
 KEY = "real-engine-key"
 APP = "fal-ai/ccsr"
 
@@ -49,8 +51,6 @@ def _photo_uri(shared_dir, size=(64, 48)) -> str:
 
 def test_subscribe_with_real_step_logs_then_webhook(fal, server, shared_dir):
     import fal_client
-
-    from test_official_clients import Receiver  # tests/service is on sys.path (pytest prepend mode)
 
     updates = []
     receiver = Receiver()

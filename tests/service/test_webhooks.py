@@ -9,9 +9,7 @@ import hashlib
 import json
 import os
 import stat
-import threading
 import types
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
@@ -41,34 +39,7 @@ from ccsr.service.webhooks import (
 )
 from ccsr.settings import Settings
 
-
-class Receiver:
-    """A local webhook receiver; answers from a list of statuses (last repeats)."""
-
-    def __init__(self, statuses=(200,)):
-        self.statuses = list(statuses)
-        self.got: list[tuple[dict, bytes]] = []
-        outer = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self):  # noqa: N802
-                body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
-                outer.got.append(({k.lower(): v for k, v in self.headers.items()}, body))
-                status = outer.statuses[min(len(outer.got), len(outer.statuses)) - 1]
-                self.send_response(status)
-                self.send_header("Content-Length", "0")
-                self.end_headers()
-
-            def log_message(self, *a):
-                pass
-
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/hook"
-        threading.Thread(target=self.httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
-
-    def close(self):
-        self.httpd.shutdown()
-        self.httpd.server_close()
+from svc_helpers import Receiver
 
 
 @pytest.fixture
