@@ -1,8 +1,9 @@
-"""Shared fixtures: the shared/ folder, the tiny CCSR config and a random tiny checkpoint.
+"""Shared fixtures: the in-repo fixtures folder, the tiny CCSR config and a random tiny checkpoint.
 
-CI clones the repository with shared/ beside it, so shared/ is found at
-repo_root/../shared. The tiny checkpoint is random (official key layout,
-.safetensors); no test downloads weights.
+Everything the tests read lives in ``tests/fixtures`` (photos with their
+licences in ``images/SOURCES.md``, the tiny config), so a fresh clone with
+nothing beside it runs the suite. The tiny checkpoint is random (official key
+layout, .safetensors); no test downloads weights.
 """
 
 from __future__ import annotations
@@ -12,23 +13,23 @@ from pathlib import Path
 import pytest
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-SHARED_DIR = (REPO_ROOT / ".." / "shared").resolve()
+FIXTURES_DIR = REPO_ROOT / "tests" / "fixtures"
 
 
 @pytest.fixture(scope="session")
-def shared_dir() -> Path:
-    """The shared folder (docs, fixtures, seed) beside the repository."""
-    return SHARED_DIR
+def fixtures_dir() -> Path:
+    """``tests/fixtures``: photos (``images/``) and the tiny config."""
+    return FIXTURES_DIR
 
 
 @pytest.fixture(scope="session")
-def tiny_config_path(shared_dir: Path) -> Path:
-    return shared_dir / "fixtures" / "ccsr-tiny.yaml"
+def tiny_config_path(fixtures_dir: Path) -> Path:
+    return fixtures_dir / "ccsr-tiny.yaml"
 
 
 @pytest.fixture(scope="session")
 def tiny_config(tiny_config_path: Path):
-    """CCSRConfig of the reduced test architecture (shared/fixtures/ccsr-tiny.yaml)."""
+    """CCSRConfig of the reduced test architecture (tests/fixtures/ccsr-tiny.yaml)."""
     from ccsr.model.config import CCSRConfig
 
     return CCSRConfig.from_yaml(tiny_config_path)

@@ -30,7 +30,7 @@ def server(tiny_checkpoint: Path, tmp_path_factory: pytest.TempPathFactory) -> s
 
 
 @pytest.fixture(scope="session")
-def photo(shared_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+def photo(fixtures_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A real photograph, cropped square and shrunk to 64x64 so a run takes seconds."""
-    src = shared_dir / "fixtures" / "images" / "chelsea.png"
+    src = fixtures_dir / "images" / "chelsea.png"
     return small_photo(src, tmp_path_factory.mktemp("photo") / "chelsea64.png")

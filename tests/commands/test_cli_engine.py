@@ -14,10 +14,10 @@ runner = CliRunner()
 
 
 @pytest.fixture()
-def small_inputs(tmp_path: Path, shared_dir: Path) -> list[Path]:
+def small_inputs(tmp_path: Path, fixtures_dir: Path) -> list[Path]:
     paths = []
     for name in ("chelsea.png", "coffee.png"):
-        with Image.open(shared_dir / "fixtures" / "images" / name) as im:
+        with Image.open(fixtures_dir / "images" / name) as im:
             p = tmp_path / name
             im.convert("RGB").resize((48, 32)).save(p)
             paths.append(p)

@@ -29,7 +29,7 @@ def test_tiny_yaml_values(tiny_config):
     assert (tiny_config.t_max, tiny_config.t_min) == (0.6667, 0.3333)
 
 
-def test_packaged_tiny_matches_shared(tiny_config):
+def test_packaged_tiny_matches_fixture(tiny_config):
     assert CCSRConfig.tiny() == tiny_config
 
 

@@ -23,8 +23,8 @@ def upscaler(tiny_model) -> CCSRUpscaler:
 
 
 @pytest.fixture(scope="module")
-def photo(shared_dir) -> Image.Image:
-    with Image.open(shared_dir / "fixtures" / "images" / "chelsea.png") as im:
+def photo(fixtures_dir) -> Image.Image:
+    with Image.open(fixtures_dir / "images" / "chelsea.png") as im:
         return im.convert("RGB").resize((64, 48), Image.BICUBIC)
 
 
@@ -115,8 +115,8 @@ def test_t_min_zero_runs_down_to_index_zero(upscaler, photo):
     assert np.isfinite(_arr(r.image)).all()
 
 
-def test_real_photo_full_pipeline_adain_matches_input_colour(upscaler, shared_dir):
-    with Image.open(shared_dir / "fixtures" / "images" / "chelsea.png") as im:
+def test_real_photo_full_pipeline_adain_matches_input_colour(upscaler, fixtures_dir):
+    with Image.open(fixtures_dir / "images" / "chelsea.png") as im:
         img = im.convert("RGB")
     r = upscaler(img, seed=11, steps=4, scale=1)
     assert r.image.size == img.size == (451, 300)

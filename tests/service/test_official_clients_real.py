@@ -42,20 +42,20 @@ def fal(server, monkeypatch):
     return fal_client.SyncClient(key=KEY)
 
 
-def _photo_uri(shared_dir, size=(64, 48)) -> str:
+def _photo_uri(fixtures_dir, size=(64, 48)) -> str:
     import fal_client
 
-    with Image.open(shared_dir / "fixtures" / "images" / "chelsea.png") as im:
+    with Image.open(fixtures_dir / "images" / "chelsea.png") as im:
         return fal_client.encode_image(im.convert("RGB").resize(size), format="png")
 
 
-def test_subscribe_with_real_step_logs_then_webhook(fal, server, shared_dir):
+def test_subscribe_with_real_step_logs_then_webhook(fal, server, fixtures_dir):
     import fal_client
 
     updates = []
     receiver = Receiver()
     try:
-        handle = fal.submit(APP, {"image_url": _photo_uri(shared_dir), "steps": 4, "seed": 9}, webhook_url=receiver.url)
+        handle = fal.submit(APP, {"image_url": _photo_uri(fixtures_dir), "steps": 4, "seed": 9}, webhook_url=receiver.url)
         for update in handle.iter_events(with_logs=True, interval=0.1):
             updates.append(update)
         result = handle.get()
@@ -78,10 +78,10 @@ def test_subscribe_with_real_step_logs_then_webhook(fal, server, shared_dir):
         receiver.close()
 
 
-def test_cancel_while_running_stops_real_inference(fal, shared_dir):
+def test_cancel_while_running_stops_real_inference(fal, fixtures_dir):
     import fal_client
 
-    handle = fal.submit(APP, {"image_url": _photo_uri(shared_dir), "steps": 200})  # 67 evaluations
+    handle = fal.submit(APP, {"image_url": _photo_uri(fixtures_dir), "steps": 200})  # 67 evaluations
     deadline = time.time() + 120
     while True:
         status = handle.status(with_logs=True)

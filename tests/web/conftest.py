@@ -33,8 +33,8 @@ def web_server(tiny_checkpoint: Path, tmp_path_factory: pytest.TempPathFactory) 
 
 
 @pytest.fixture(scope="session")
-def web_photo(shared_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    src = shared_dir / "fixtures" / "images" / "chelsea.png"
+def web_photo(fixtures_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    src = fixtures_dir / "images" / "chelsea.png"
     return small_photo(src, tmp_path_factory.mktemp("web-photo") / "chelsea.png", side=96)
 
 
