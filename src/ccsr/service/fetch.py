@@ -23,6 +23,7 @@ from urllib.parse import unquote_to_bytes, urlsplit
 import httpx
 from PIL import Image
 
+from ccsr.service.cloud_metadata import METADATA_ADDRESSES, METADATA_HOSTS, is_metadata_address, is_metadata_host
 from ccsr.service.images import InputError, decode_image
 from ccsr.service.storage import FileStore
 from ccsr.settings import Settings
@@ -47,22 +48,6 @@ __all__ = [
     "resolve_host",
 ]
 
-# Cloud metadata services: refused even when allow_private_urls is set, since
-# no image or webhook legitimately lives there and they hold credentials.
-METADATA_ADDRESSES = frozenset(
-    ipaddress.ip_address(a)
-    for a in (
-        "169.254.169.254",  # AWS, GCP, Azure, OpenStack, DigitalOcean...
-        "169.254.170.2",  # AWS ECS task metadata
-        "169.254.169.253",  # AWS VPC DNS
-        "fd00:ec2::254",  # AWS IMDS over IPv6
-        "100.100.100.200",  # Alibaba Cloud
-        "192.0.0.192",  # Oracle Cloud
-    )
-)
-METADATA_HOSTS = frozenset(
-    {"metadata.google.internal", "metadata.goog", "metadata", "instance-data", "instance-data.ec2.internal"}
-)
 _NAT64 = (ipaddress.ip_network("64:ff9b::/96"), ipaddress.ip_network("64:ff9b:1::/48"))
 _REDIRECTS = (301, 302, 303, 307, 308)
 
@@ -102,7 +87,7 @@ def _embedded_ipv4(ip: ipaddress.IPv6Address) -> Optional[ipaddress.IPv4Address]
 
 def address_block_reason(ip: IPAddress, allow_private: bool = False) -> Optional[str]:
     """Why connecting to ``ip`` is refused, or None when it is allowed."""
-    if ip in METADATA_ADDRESSES:
+    if is_metadata_address(ip):
         return "a cloud metadata address"
     if isinstance(ip, ipaddress.IPv6Address):
         inner = _embedded_ipv4(ip)
@@ -163,7 +148,7 @@ async def check_outbound_url(url: str, settings: Settings, *, field: str = "url"
     parsed = check_url_syntax(url, field=field)
     host = parsed.raw_host.decode("ascii")  # IDNA-encoded, as DNS and SNI need it
     port = parsed.port or (443 if parsed.scheme == "https" else 80)
-    if host.rstrip(".").lower() in METADATA_HOSTS:
+    if is_metadata_host(host):
         raise BlockedAddress(field, f"URL host {host!r} is a cloud metadata service; such URLs are refused.")
     try:
         literal: Optional[IPAddress] = ipaddress.ip_address(host)
@@ -183,7 +168,7 @@ async def check_outbound_url(url: str, settings: Settings, *, field: str = "url"
         ip = ipaddress.ip_address(address.split("%", 1)[0])
         reason = address_block_reason(ip, settings.allow_private_urls)
         if reason is not None:
-            hint = "" if ip in METADATA_ADDRESSES or reason == "a cloud metadata address" else (
+            hint = "" if reason == "a cloud metadata address" else (
                 " (setting allow_private_urls permits private addresses)"
             )
             raise BlockedAddress(
