@@ -47,9 +47,11 @@ class Settings(BaseSettings):
     download_timeout: float = Field(30.0, description="Seconds allowed for one image_url download.")
     max_redirects: int = Field(5, description="Redirects followed when fetching image_url.")
     max_data_uri_bytes: int = Field(20 * 1024 * 1024, description="Largest data: URI in a request body (encoded length).")
+    max_request_body_bytes: int = Field(22 * 1024 * 1024, ge=1024, description="Largest request body on any route but the raw upload routes (those have max_upload_bytes); above: 413. A little above max_data_uri_bytes, so a data URI at its limit still fits.")
     max_input_pixels: int = Field(40_000_000, description="Largest decoded input image (width*height); larger is refused before decoding.")
     max_upload_bytes: int = Field(200 * 1024 * 1024, description="Largest file accepted by the upload routes.")
     result_ttl: float = Field(7 * 24 * 3600, description="Seconds results and their files are kept (a request may ask for less or more with x-fal-object-lifecycle-preference).")
+    max_expiration_seconds: float = Field(30 * 24 * 3600, gt=0, allow_inf_nan=False, description="Longest lifetime a request may ask for with x-fal-object-lifecycle-preference (longer, infinite or negative: 422).")
     max_attempts: int = Field(2, description="Runs a request gets when its worker crashes (1 retry).")
     webhook_max_attempts: int = Field(10, description="Webhook deliveries tried before giving up.")
 

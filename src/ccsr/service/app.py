@@ -20,6 +20,7 @@ from fastapi.responses import JSONResponse, Response
 from ccsr.jobs.executor import Executor
 from ccsr.jobs.scheduler import Scheduler
 from ccsr.jobs.store import JobStore
+from ccsr.service import hardening
 from ccsr.service.auth import KeyRing
 from ccsr.service.metrics import ServiceMetrics
 from ccsr.service.routes_queue import QueueAPI, queue_router
@@ -144,6 +145,7 @@ def create_app(
         return Response(data, media_type=ctype)
 
     _optional("ccsr.web").mount(app)  # the browser playground: / and /playground/*
+    hardening.install(app, settings)  # body limit, strict JSON, JSON errors, private ops routes
     return app
 
 

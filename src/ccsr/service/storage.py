@@ -623,18 +623,10 @@ def public_base_url(request: Request, settings: Settings) -> str:
 
 
 def lifecycle_ttl(request: Request, default: Optional[float]) -> Optional[float]:
-    """TTL from ``X-Fal-Object-Lifecycle(-Preference)`` ``expiration_duration_seconds``."""
-    for name in ("x-fal-object-lifecycle-preference", "x-fal-object-lifecycle"):
-        raw = request.headers.get(name)
-        if not raw:
-            continue
-        try:
-            value = json.loads(raw).get("expiration_duration_seconds")
-        except (ValueError, AttributeError):
-            continue
-        if isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0:
-            return max(60.0, float(value))
-    return default
+    """TTL from ``X-Fal-Object-Lifecycle(-Preference)``: strict, finite and capped (see lifecycle.py)."""
+    from ccsr.service.lifecycle import lifecycle_ttl as checked
+
+    return checked(request, default)
 
 
 def _error(exc: StorageError) -> JSONResponse:

@@ -1,0 +1,23 @@
+"""The defences every route shares, installed on the app in one call.
+
+Kept apart from :mod:`ccsr.service.app` so the wiring of the routes and the
+wiring of the guards change independently. Order matters: the body limit is
+the outermost middleware, so nothing inside it (the JSON guard, the routes)
+ever buffers more than the limit.
+"""
+
+from __future__ import annotations
+
+from fastapi import FastAPI
+
+from ccsr.service import bodylimit, guards
+from ccsr.settings import Settings
+
+
+def install(app: FastAPI, settings: Settings) -> None:
+    """Register the guards on ``app`` (call once, after the routers)."""
+    guards.install(app)
+    app.add_middleware(
+        bodylimit.BodyLimit,
+        limit_for=bodylimit.limits_by_path(settings.max_request_body_bytes, settings.max_upload_bytes),
+    )
