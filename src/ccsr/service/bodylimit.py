@@ -15,19 +15,20 @@ from __future__ import annotations
 
 from typing import Callable
 
+from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
-
-from ccsr.service.guards import RequestProblem, problem_response
 
 
 class BodyTooLarge(Exception):
     """Raised into the app by ``receive`` once the body passes the limit."""
 
 
-def too_large(limit: int, setting: str, size: "int | None" = None) -> RequestProblem:
+def too_large(limit: int, setting: str, size: "int | None" = None) -> JSONResponse:
+    """The 413 answer; ``detail`` is a string, as the upload routes' own 413 has always been."""
     what = f"{size} bytes" if size is not None else f"more than {limit} bytes"
-    return RequestProblem(("body",), f"request body is {what}; the limit is {limit} bytes (setting {setting})",
-                          status=413, kind="too_large")
+    detail = f"Request body is {what}; the limit is {limit} bytes (setting {setting})."
+    return JSONResponse({"detail": detail, "error_type": "request_too_large"}, status_code=413,
+                        headers={"connection": "close"})
 
 
 class BodyLimit:
@@ -48,7 +49,7 @@ class BodyLimit:
                 text = value.decode("latin-1").strip()
                 declared = int(text) if text.isascii() and text.isdigit() else None
         if declared is not None and declared > limit:
-            await problem_response(too_large(limit, setting, declared))(scope, receive, send)
+            await too_large(limit, setting, declared)(scope, receive, send)
             return
         state = {"seen": 0, "over": False, "started": False}
 
@@ -76,9 +77,7 @@ class BodyLimit:
             if not state["over"]:
                 raise
         if state["over"] and not state["started"]:
-            response = problem_response(too_large(limit, setting))
-            response.headers["connection"] = "close"
-            await response(scope, receive, send)
+            await too_large(limit, setting)(scope, receive, send)
 
 
 def limits_by_path(request_limit: int, upload_limit: int) -> Callable[[Scope], tuple[int, str]]:

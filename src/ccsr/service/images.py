@@ -12,6 +12,7 @@ from __future__ import annotations
 import io
 import re
 import warnings
+from dataclasses import dataclass
 from typing import Optional
 
 from PIL import Image, ImageOps, UnidentifiedImageError
@@ -34,6 +35,45 @@ def allowed_formats() -> tuple[str, ...]:
     """The formats this Pillow build can open among those we accept."""
     Image.init()
     return tuple(f for f in _WANTED_FORMATS if f in Image.OPEN)
+
+
+@dataclass(frozen=True)
+class ImageHeader:
+    """What an image's header says, read without decoding any pixel."""
+
+    width: int
+    height: int
+    format: str
+    frames: int  # 1, or more for animated/multi-page (counted only where the header says so)
+
+
+def probe_image(data: "bytes | str", *, max_pixels: int, field: str = "image_url") -> ImageHeader:
+    """Read and check an image's header (bytes, or a file path): format among
+    those accepted, at least one pixel, at most ``max_pixels``. No pixel data
+    is decoded, so this is cheap whatever the header claims."""
+    formats = allowed_formats()
+    source = io.BytesIO(data) if isinstance(data, (bytes, bytearray)) else data
+    if isinstance(data, (bytes, bytearray)) and not data:
+        raise InputError(field, "the image is empty (0 bytes).")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        try:
+            with Image.open(source, formats=formats) as im:
+                width, height, fmt = im.size[0], im.size[1], im.format or "?"
+                # Cheap where the header carries it (TIFF/GIF compute it by walking frames: skipped).
+                frames = int(getattr(im, "n_frames", 1)) if fmt in ("PNG", "WEBP", "MPO", "AVIF") else 1
+        except Image.DecompressionBombError as exc:
+            found = re.search(r"\((\d+) pixels\)", str(exc))
+            raise _too_many_pixels(field, int(found.group(1)) if found else None, max_pixels) from None
+        except UnidentifiedImageError:
+            raise InputError(field, "is not an image in a supported format (" + ", ".join(formats) + ").") from None
+        except (OSError, SyntaxError, ValueError, EOFError, MemoryError) as exc:
+            raise InputError(field, f"the image could not be read (corrupt header: {exc}).") from None
+    if width < 1 or height < 1:
+        raise InputError(field, f"the image has no pixels ({width}x{height}).")
+    if width * height > max_pixels:
+        raise _too_many_pixels(field, width * height, max_pixels, (width, height))
+    return ImageHeader(width, height, fmt, frames)
 
 
 def decode_image(data: bytes, *, max_pixels: int, field: str = "image_url") -> Image.Image:

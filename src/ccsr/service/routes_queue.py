@@ -28,6 +28,7 @@ from ccsr.params import check_request
 from ccsr.service.auth import get_owner
 from ccsr.service.schemas import APP_ID, CancelResponse, absolute_file_urls, CCSRInput, CCSROutput, QueueStatus, SubmitResponse, params_of
 from ccsr.service.storage import lifecycle_ttl, public_base_url
+from ccsr.service.submit_checks import check_submitted_input
 from ccsr.settings import Settings
 
 #: Comment lines keep idle SSE connections (and proxies) alive.
@@ -120,6 +121,7 @@ class QueueAPI:
             check_request(params, 1, 1, math.inf)
         except InvalidParameter as exc:
             raise _Invalid(exc.field, exc.message) from None
+        await check_submitted_input(inp, params, self.settings)  # data URIs: size, base64, image header (422)
         headers = request.headers
         prio = headers.get("x-fal-queue-priority", "normal").strip().lower()
         if prio not in ("normal", "low"):
