@@ -41,6 +41,7 @@ class Settings(BaseSettings):
     public_url: Optional[str] = Field(None, description="Base URL clients reach the server at (for result and upload URLs); default: from the request's Host.")
     api_keys: Annotated[list[str], NoDecode] = Field(default_factory=list, description="Accepted API keys (env: comma-separated).")
     api_keys_file: Optional[Path] = Field(None, description="File with one API key per line (# comments allowed).")
+    public_ops_routes: bool = Field(False, description="With API keys configured, let /metrics, /docs, /redoc and the worker details of /readyz answer without a key.")
     workers: Optional[str] = Field(None, description="Comma-separated devices to run one model worker on each (default: the device setting).")
     allow_private_urls: bool = Field(False, description="Let image_url and webhook URLs reach loopback/private/link-local addresses.")
     max_download_bytes: int = Field(50 * 1024 * 1024, description="Largest image_url download.")

@@ -101,7 +101,9 @@ def test_prometheus_metrics(tmp_path):
         assert "ccsr_queue_depth 2.0" in text and "ccsr_requests_running 1.0" in text
         client.put(queued[0]["cancel_url"])
         wait_status(client, queued[1]["status_url"], "COMPLETED", timeout=30)
-        bad = client.post(Q, json={"image_url": "data:image/png;base64,AAAA"}).json()
+        # An uploaded non-image fails when it runs (a bad data: URI is refused at submit).
+        up = client.post("/cdn/files/upload", content=b"AAAA", headers={"content-type": "image/png"}).json()
+        bad = client.post(Q, json={"image_url": up["access_url"]}).json()
         wait_status(client, bad["status_url"], "COMPLETED")
         r = client.get("/metrics")
         assert r.headers["content-type"].startswith("text/plain")

@@ -14,7 +14,7 @@ import logging
 from pathlib import Path
 from typing import Any, Optional
 
-from fastapi import FastAPI
+from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 
 from ccsr.jobs.executor import Executor
@@ -23,6 +23,7 @@ from ccsr.jobs.store import JobStore
 from ccsr.service import hardening
 from ccsr.service.auth import KeyRing
 from ccsr.service.metrics import ServiceMetrics
+from ccsr.service.ops_access import ops_allowed
 from ccsr.service.routes_queue import QueueAPI, queue_router
 from ccsr.service.runtime import ResultFiles, make_prepare
 from ccsr.service.storage import FileStore, storage_router
@@ -132,8 +133,8 @@ def create_app(
         return {"status": "ok"}
 
     @app.get("/readyz", tags=["health"], summary="Ready when a worker holds the loaded model")
-    async def readyz() -> Response:
-        workers = executor.describe()
+    async def readyz(request: Request) -> Response:
+        workers = executor.describe() if ops_allowed(request) else "hidden: send an API key"  # PIDs, devices
         ready = executor.ready and scheduler.started
         body = {"status": "ready" if ready else "loading", "workers": workers,
                 "queue_depth": scheduler.queue_depth(), "running": scheduler.running_count()}

@@ -11,12 +11,14 @@ from __future__ import annotations
 from fastapi import FastAPI
 
 from ccsr.service import bodylimit, guards
+from ccsr.service.ops_access import OpsRoutesGuard
 from ccsr.settings import Settings
 
 
 def install(app: FastAPI, settings: Settings) -> None:
     """Register the guards on ``app`` (call once, after the routers)."""
     guards.install(app)
+    app.add_middleware(OpsRoutesGuard)
     app.add_middleware(
         bodylimit.BodyLimit,
         limit_for=bodylimit.limits_by_path(settings.max_request_body_bytes, settings.max_upload_bytes),
