@@ -28,9 +28,8 @@ def serve(
     engine_factory: Optional[str] = typer.Option(None, "--engine-factory", hidden=True, help="module:function building the engine in each worker (tests, benchmarks)."),
 ) -> None:
     """Serve the fal-ai/ccsr API (queue, sync run, storage, webhooks) over HTTP."""
-    import uvicorn
-
     from ccsr.service.app import create_app
+    from ccsr.service.server import build_server
     from ccsr.service.auth import BindNotAllowed, KeyRing, check_bind_allowed
     from ccsr.settings import Settings
 
@@ -62,7 +61,7 @@ def serve(
         f"(database {_redact(settings.resolved_database_url())}, data {settings.data_dir})",
         err=True,
     )
-    uvicorn.run(app, host=settings.host, port=settings.port, log_level=log_level.lower(), timeout_graceful_shutdown=10)
+    build_server(app, settings, log_level=log_level, timeout_graceful_shutdown=10).run()
 
 
 def _redact(url: str) -> str:
