@@ -56,6 +56,8 @@ class Settings(BaseSettings):
     max_data_uri_bytes: int = Field(20 * 1024 * 1024, description="Largest data: URI in a request body (encoded length).")
     max_request_body_bytes: int = Field(22 * 1024 * 1024, ge=1024, description="Largest request body on any route but the raw upload routes (those have max_upload_bytes); above: 413. A little above max_data_uri_bytes, so a data URI at its limit still fits.")
     max_input_pixels: int = Field(40_000_000, description="Largest decoded input image (width*height); larger is refused before decoding.")
+    decode_memory_bytes: int = Field(2 * 1024 ** 3, ge=64 * 1024 ** 2, description="Address space of the child process that decodes an input image (RLIMIT_AS); an image needing more fails with 422.")
+    decode_timeout: float = Field(60.0, gt=0, description="Seconds (wall and CPU) allowed to decode one input image.")
     max_upload_bytes: int = Field(200 * 1024 * 1024, description="Largest file accepted by the upload routes.")
     result_ttl: float = Field(7 * 24 * 3600, description="Seconds results and their files are kept (a request may ask for less or more with x-fal-object-lifecycle-preference).")
     max_expiration_seconds: float = Field(30 * 24 * 3600, gt=0, allow_inf_nan=False, description="Longest lifetime a request may ask for with x-fal-object-lifecycle-preference (longer, infinite or negative: 422).")

@@ -4,14 +4,10 @@ before a worker sees it."""
 
 from __future__ import annotations
 
-import asyncio
 import os
 from pathlib import Path
 from typing import Any, Optional
 
-from ccsr.errors import InvalidParameter
-from ccsr.jobs.scheduler import InputProblem, JobView
-from ccsr.params import UpscaleParams, check_request
 from ccsr.service.storage import FileStore
 from ccsr.settings import Settings
 
@@ -53,29 +49,8 @@ class ResultFiles:
 
 
 def make_prepare(settings: Settings, files: Any):
-    """Build ``prepare(view, dest)``: fetch the image safely (SSRF-guarded,
-    size-limited), check the request against its size, and write it where the
-    worker will read it."""
-    from ccsr.service.fetch import load_input_image
+    """Build ``prepare(view, dest)``: fetch safely, check the header, decode in
+    a bounded child process (see :mod:`ccsr.service.input_prep`)."""
+    from ccsr.service.input_prep import make_prepare as bounded
 
-    def check_and_write(image: Any, params: UpscaleParams, dest: str) -> None:
-        try:
-            check_request(params, image.width, image.height, settings.max_output_pixels)
-        except InvalidParameter as exc:
-            raise InputProblem(exc.field, exc.message) from None
-        if image.mode not in ("RGB", "RGBA", "L"):
-            image = image.convert("RGB")
-        tmp = dest + ".part"
-        image.save(tmp, format="PNG", compress_level=0)
-        os.replace(tmp, dest)
-
-    async def prepare(view: JobView, dest: str) -> None:
-        params = UpscaleParams(**{k: v for k, v in view.input.items() if k != "image_url"})
-        url = view.input.get("image_url", "")
-        try:
-            image = await load_input_image(url, settings=settings, files=files)
-        except InvalidParameter as exc:  # InputError(field, message)
-            raise InputProblem(exc.field, exc.message) from None
-        await asyncio.to_thread(check_and_write, image, params, dest)
-
-    return prepare
+    return bounded(settings, files)
