@@ -61,6 +61,7 @@ class Settings(BaseSettings):
     max_upload_bytes: int = Field(200 * 1024 * 1024, description="Largest file accepted by the upload routes.")
     result_ttl: float = Field(7 * 24 * 3600, description="Seconds results and their files are kept (a request may ask for less or more with x-fal-object-lifecycle-preference).")
     max_expiration_seconds: float = Field(30 * 24 * 3600, gt=0, allow_inf_nan=False, description="Longest lifetime a request may ask for with x-fal-object-lifecycle-preference (longer, infinite or negative: 422).")
+    idempotency_ttl: float = Field(24 * 3600, gt=0, description="Seconds an Idempotency-Key on submit is remembered (same key and body: the first request is returned).")
     max_attempts: int = Field(2, description="Runs a request gets when its worker crashes (1 retry).")
     webhook_max_attempts: int = Field(10, description="Webhook deliveries tried before giving up.")
 

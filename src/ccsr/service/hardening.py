@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from fastapi import FastAPI
 
+from ccsr.jobs.idempotency import IdempotencyStore
 from ccsr.service import bodylimit, guards
 from ccsr.service.ops_access import OpsRoutesGuard
 from ccsr.settings import Settings
@@ -17,6 +18,8 @@ from ccsr.settings import Settings
 
 def install(app: FastAPI, settings: Settings) -> None:
     """Register the guards on ``app`` (call once, after the routers)."""
+    # Idempotency keys share the job database; the table is created with the others at start.
+    app.state.idempotency = IdempotencyStore(app.state.store.engine, ttl=settings.idempotency_ttl)
     guards.install(app)
     app.add_middleware(OpsRoutesGuard)
     app.add_middleware(

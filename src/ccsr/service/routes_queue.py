@@ -28,6 +28,7 @@ from ccsr.params import check_request
 from ccsr.service.auth import get_owner
 from ccsr.service.schemas import APP_ID, CancelResponse, absolute_file_urls, CCSRInput, CCSROutput, QueueStatus, SubmitResponse, params_of
 from ccsr.service.storage import lifecycle_ttl, public_base_url
+from ccsr.service.idempotent_submit import submit_once
 from ccsr.service.submit_checks import check_submitted_input
 from ccsr.settings import Settings
 
@@ -217,8 +218,8 @@ def queue_router(api: QueueAPI) -> APIRouter:
             problem = check_webhook_url(fal_webhook)
             if problem:
                 return invalid_response(_Invalid("fal_webhook", problem, loc="query"))
-        try:
-            view = await api.submit(request, inp, owner, fal_webhook)
+        try:  # Idempotency-Key: a retried submit returns the first request
+            view = await submit_once(request, owner, inp, fal_webhook, lambda: api.submit(request, inp, owner, fal_webhook))
         except _Invalid as exc:
             return invalid_response(exc)
         base = api.base(request)

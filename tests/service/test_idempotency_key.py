@@ -1,0 +1,82 @@
+"""``Idempotency-Key`` on submit (issue 11, point 9), over HTTP on SQLite
+and PostgreSQL: a retried submit returns the first request."""
+
+from __future__ import annotations
+
+import concurrent.futures
+
+import httpx
+import pytest
+
+from ccsr.jobs.local import ThreadExecutor
+from ccsr.jobs.testing import FakeEngine
+from ccsr.service.app import create_app
+from ccsr.settings import Settings
+
+from svc_helpers import png_data_uri, serve_app
+
+Q = "/queue/fal-ai/ccsr"
+KEYS = ["alice-key", "bob-key"]
+
+
+@pytest.fixture
+def server(tmp_path, any_db_url):
+    settings = Settings(data_dir=tmp_path, database_url=any_db_url, api_keys=KEYS)
+    app = create_app(settings, executor=ThreadExecutor(FakeEngine(0.01)))
+    with serve_app(app) as base:
+        with httpx.Client(base_url=base, timeout=30, headers={"Authorization": "Key alice-key"}) as client:
+            yield client, app
+
+
+def _post(client, key=None, steps=4, **headers):
+    if key is not None:
+        headers["Idempotency-Key"] = key
+    return client.post(Q, json={"image_url": png_data_uri(), "steps": steps}, headers=headers)
+
+
+def test_same_key_same_body_returns_the_first_request(server):
+    client, _ = server
+    first = _post(client, "retry-1")
+    second = _post(client, "retry-1")
+    assert first.status_code == second.status_code == 200
+    assert first.json()["request_id"] == second.json()["request_id"]
+    assert first.json()["status_url"] == second.json()["status_url"]
+    assert _post(client).json()["request_id"] != first.json()["request_id"]  # no key: a new request
+
+
+def test_same_key_different_body_is_422(server):
+    client, _ = server
+    assert _post(client, "k2", steps=4).status_code == 200
+    r = _post(client, "k2", steps=6)
+    assert r.status_code == 422
+    assert r.json()["detail"][0]["loc"] == ["header", "Idempotency-Key"]
+
+
+def test_keys_are_per_api_key(server):
+    client, _ = server
+    a = _post(client, "shared").json()["request_id"]
+    b = _post(client, "shared", Authorization="Key bob-key").json()["request_id"]
+    assert a != b
+
+
+def test_concurrent_retries_make_one_request(server):
+    client, app = server
+    with concurrent.futures.ThreadPoolExecutor(6) as pool:
+        answers = list(pool.map(lambda _: _post(client, "burst"), range(6)))
+    assert {r.status_code for r in answers} == {200}
+    assert len({r.json()["request_id"] for r in answers}) == 1
+
+
+def test_a_refused_submit_does_not_burn_the_key(server):
+    client, _ = server
+    bad = client.post(Q, json={"image_url": png_data_uri(), "steps": 2}, headers={"Idempotency-Key": "k3"})
+    assert bad.status_code == 422
+    # The same (invalid) body again is refused again, not replayed as a request
+    assert client.post(Q, json={"image_url": png_data_uri(), "steps": 2}, headers={"Idempotency-Key": "k3"}).status_code == 422
+    assert _post(client, "k3").status_code == 200
+
+
+def test_a_malformed_key_is_422(server):
+    client, _ = server
+    r = _post(client, "x" * 300)
+    assert r.status_code == 422 and r.json()["detail"][0]["loc"] == ["header", "Idempotency-Key"]
