@@ -57,6 +57,10 @@ LIMIT_SETTINGS = [
     "max_output_pixels", "max_input_pixels", "max_download_bytes", "download_timeout", "max_redirects",
     "max_data_uri_bytes", "max_upload_bytes", "allow_private_urls", "result_ttl", "max_attempts",
     "webhook_max_attempts", "tile_batch_size",
+    # issue 11 (hardening)
+    "max_request_body_bytes", "max_expiration_seconds", "idempotency_ttl", "decode_memory_bytes", "decode_timeout",
+    "header_timeout", "keep_alive_timeout", "max_connections", "max_header_bytes", "log_repeat_limit",
+    "log_repeat_window", "public_ops_routes",
 ]
 
 
