@@ -17,20 +17,22 @@ from typing import Any, Optional
 from fastapi import FastAPI
 from fastapi.responses import JSONResponse, Response
 
+from ccsr import blobs as blob_stores
+from ccsr.apps.base import App
+from ccsr.apps.registry import Registry, default_registry
 from ccsr.jobs.executor import Executor
 from ccsr.jobs.scheduler import Scheduler
 from ccsr.jobs.store import JobStore
 from ccsr.service.auth import KeyRing
 from ccsr.service.metrics import ServiceMetrics
+from ccsr.service.outcomes import WebhookView
 from ccsr.service.routes_queue import QueueAPI, queue_router
-from ccsr.service.runtime import ResultFiles, make_prepare
+from ccsr.service.runtime import ServiceEdges
+from ccsr.service.schemas import AppInfo, AppList
 from ccsr.service.storage import FileStore, storage_router
 from ccsr.settings import Settings
 
 log = logging.getLogger("ccsr.service")
-
-#: Settings a model worker needs (never the API keys).
-WORKER_SETTINGS = ("weights", "config", "device", "dtype", "tile_batch_size", "max_output_pixels")
 
 
 def worker_devices(settings: Settings) -> list[str]:
@@ -49,39 +51,53 @@ def _optional(module: str) -> Optional[Any]:
         raise
 
 
+def worker_pool(app: App, settings: Settings, factory: Optional[str] = None) -> Executor:
+    """The default executor of an app: its model worker processes, one per device."""
+    from ccsr.jobs.pool import WorkerPool
+
+    wsettings = {k: (str(v) if isinstance(v, Path) else v) for k, v in settings.model_dump().items()
+                 if k in app.worker_settings}
+    return WorkerPool(wsettings, worker_devices(settings), app_ref=app.ref, factory=factory)
+
+
 def create_app(
     settings: Optional[Settings] = None,
     *,
+    registry: Optional[Registry] = None,
+    executors: Optional[dict[str, Executor]] = None,
     executor: Optional[Executor] = None,
     worker_factory: Optional[str] = None,
     sweep_interval: float = 30.0,
 ) -> FastAPI:
-    """Build the app. ``executor`` replaces the worker pool (tests pass a
-    ThreadExecutor); ``worker_factory`` ("module:function") replaces the engine
-    the worker processes build."""
+    """Build the app serving every app of ``registry`` (default: the built-in
+    apps). ``executors`` maps app ids to executors replacing their worker pools
+    (tests pass ThreadExecutors); ``executor`` is a shorthand for the first
+    app's; ``worker_factory`` ("module:function") replaces the engine the first
+    app's worker processes build."""
     settings = settings or Settings()
+    registry = registry if registry is not None else default_registry()
     data_dir = Path(settings.data_dir)
     data_dir.mkdir(parents=True, exist_ok=True)
     store = JobStore(settings.resolved_database_url())
     files = FileStore(data_dir / "files")
+    blobs = blob_stores.from_settings(settings)
     keyring = KeyRing.from_settings(settings)
     webhooks = _optional("ccsr.service.webhooks")
     metrics = ServiceMetrics()
-    if executor is None:
-        from ccsr.jobs.pool import WorkerPool
-        from ccsr.jobs.worker import DEFAULT_ENGINE_FACTORY
-
-        wsettings = {k: (str(v) if isinstance(v, Path) else v) for k, v in settings.model_dump().items() if k in WORKER_SETTINGS}
-        executor = WorkerPool(wsettings, worker_devices(settings), factory=worker_factory or DEFAULT_ENGINE_FACTORY)
+    apps = list(registry)
+    executors = dict(executors or {})
+    if executor is not None:
+        executors.setdefault(apps[0].app_id, executor)
+    for i, app_ in enumerate(apps):
+        if app_.app_id not in executors:
+            executors[app_.app_id] = worker_pool(app_, settings, worker_factory if i == 0 else None)
     scheduler = Scheduler(
         store,
-        executor,
-        ResultFiles(files),
-        prepare_input=make_prepare(settings, files),
-        work_dir=str(data_dir / "work"),
+        executors,
+        ServiceEdges(settings, files, blobs, registry),
+        blobs,
         result_ttl=settings.result_ttl,
         max_attempts=settings.max_attempts,
-        max_output_pixels=settings.max_output_pixels,
         hooks=metrics,
         sweep_interval=sweep_interval,
     )
@@ -94,7 +110,7 @@ def create_app(
         await asyncio.to_thread(store.create_all)
         if webhooks is not None:
             sender = await webhooks.start_for_app(app)
-            scheduler.outbox = webhooks.add_to_outbox
+            scheduler.outbox = lambda session, view: webhooks.add_to_outbox(session, WebhookView(view))
             scheduler.on_outbox = sender.notify
         await scheduler.start()
         try:
@@ -116,10 +132,23 @@ def create_app(
     app.state.files = files
     app.state.store = store
     app.state.scheduler = scheduler
-    app.state.executor = executor
+    app.state.registry = registry
+    app.state.blobs = blobs
+    app.state.executors = executors
+    app.state.executor = executors[apps[0].app_id]  # the first app's (tests reach its workers)
     app.state.metrics = metrics
 
-    app.include_router(queue_router(QueueAPI(scheduler, settings)))
+    for app_ in apps:
+        app.include_router(queue_router(QueueAPI(app_, scheduler, settings)))
+
+    @app.get("/api/apps", response_model=AppList, tags=["apps"], summary="The apps this server serves")
+    async def app_list() -> AppList:
+        return AppList(apps=[
+            AppInfo(id=a.app_id, title=a.title, input_schema=a.Input.__name__, output_schema=a.Output.__name__,
+                    queue_url=f"/queue/{a.app_id}", run_url=f"/{a.app_id}")
+            for a in apps
+        ])
+
     app.include_router(storage_router(files, settings=settings, keyring=keyring), tags=["storage"])
     for name, attr in (("ccsr.service.webhooks", "jwks_router"), ("ccsr.service.proxy", "proxy_router")):
         mod = _optional(name)
@@ -130,10 +159,10 @@ def create_app(
     async def healthz() -> dict:
         return {"status": "ok"}
 
-    @app.get("/readyz", tags=["health"], summary="Ready when a worker holds the loaded model")
+    @app.get("/readyz", tags=["health"], summary="Ready when every app has a worker holding its loaded model")
     async def readyz() -> Response:
-        workers = executor.describe()
-        ready = executor.ready and scheduler.started
+        workers = [{"app": app_id, **w} for app_id, ex in executors.items() for w in ex.describe()]
+        ready = all(ex.ready for ex in executors.values()) and scheduler.started
         body = {"status": "ready" if ready else "loading", "workers": workers,
                 "queue_depth": scheduler.queue_depth(), "running": scheduler.running_count()}
         return JSONResponse(body, status_code=200 if ready else 503)
