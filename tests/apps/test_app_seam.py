@@ -83,6 +83,12 @@ def test_the_test_app_runs_the_queue_protocol_beside_ccsr(server):
     client.put(ccsr["cancel_url"])
     ccsr_done = wait_status(client, ccsr["status_url"], "COMPLETED")
     assert ccsr_done["error_type"] == "request_cancelled"
+    # Inputs and results went through the blob store by key; nothing is left there.
+    blobs = server[2].state.blobs
+    deadline = time.time() + 5
+    while list(blobs.keys()) and time.time() < deadline:
+        time.sleep(0.05)
+    assert list(blobs.keys()) == []
 
 
 def test_the_test_app_streams_status_and_runs_sync(server):
@@ -109,6 +115,13 @@ def test_the_test_app_cancels_queued_and_running(server):
     queued = client.post(Q, json=body).json()
     wait_status(client, running["status_url"], "IN_PROGRESS")
     assert client.get(queued["status_url"]).json()["queue_position"] == 0
+    # The running task's input is a blob (PNG) under a key; the worker read it there.
+    blobs = server[2].state.blobs
+    deadline = time.time() + 5
+    while blobs.stat(f"inputs/{running['request_id']}") is None and time.time() < deadline:
+        time.sleep(0.02)
+    info = blobs.stat(f"inputs/{running['request_id']}")
+    assert info is not None and info.content_type == "image/png"
     assert client.put(queued["cancel_url"]).json() == {"status": "CANCELLATION_REQUESTED"}
     assert client.get(queued["status_url"]).json()["error_type"] == "request_cancelled"
     t0 = time.time()

@@ -322,7 +322,12 @@ class Scheduler:
                 if not view.finished:
                     await self._finish(view, Outcome.cancelled("Request was cancelled."))
                 return
-            await asyncio.to_thread(self.blobs.put, input_key, prepared.data, content_type="image/png")
+            try:
+                await asyncio.to_thread(self.blobs.put, input_key, prepared.data, content_type="image/png")
+            except Exception as exc:  # noqa: BLE001 - the store failed, not the request
+                log.exception("storing the input of %s failed", view.request_id)
+                await self._finish(view, Outcome.failed(f"Could not store the input: {exc}"))
+                return
             view.output_key = f"results/{view.request_id}.{view.attempts}"
             task = Task(view.request_id, view.app_id, prepared.params, input_key, view.output_key,
                         self.blobs.spec(), view.attempts)
@@ -439,6 +444,8 @@ class Scheduler:
         async with self.logs.lock:
             lines = self.logs.take(view.request_id)
             ok = await asyncio.to_thread(persist)
+        # Also what an attempt interrupted by a restart left behind.
+        await asyncio.to_thread(self._drop_blobs, view)
         if not ok:
             # Someone else ended it (another server); take the database's word.
             rec = await asyncio.to_thread(self.store.get, view.request_id)
