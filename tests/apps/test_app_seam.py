@@ -103,6 +103,11 @@ def test_the_test_app_streams_status_and_runs_sync(server):
     r = client.post(f"/{MIRROR}", json={"image_url": _uri(_pattern()), "axis": "vertical"})
     assert r.status_code == 200 and r.headers["x-fal-request-id"]
     assert r.json()["axis"] == "vertical" and r.json()["image"]["width"] == 6
+    # An app picks its own output format: the stored file follows it.
+    img = client.post(f"/{MIRROR}", json={"image_url": _uri(_pattern()), "output_format": "jpeg"}).json()["image"]
+    assert img["content_type"] == "image/jpeg" and img["file_name"].endswith(".jpg")
+    f = client.get(img["url"])
+    assert f.content[:3] == b"\xff\xd8\xff" and f.headers["content-type"] == "image/jpeg"
     with client.stream("POST", f"/{MIRROR}/stream", json={"image_url": _uri(_pattern()), "steps": 4}) as r:
         streamed = [json.loads(line[6:]) for line in r.iter_lines() if line.startswith("data: ")]
     assert streamed[-1]["axis"] == "horizontal" and streamed[-1]["image"]["url"].startswith(base)
