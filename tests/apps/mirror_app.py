@@ -30,6 +30,7 @@ class MirrorParams(BaseModel):
     pad_color: Optional[str] = Field(None, description="Colour of the border, e.g. '#ff0000' (needs pad > 0).")
     steps: int = Field(3, ge=1, le=1000, description="Fake progress steps.")
     step_seconds: float = Field(0.01, ge=0, le=2, description="Seconds per fake step.")
+    output_format: Literal["png", "jpeg"] = Field("png", description="The format of the result file.")
 
 
 # 2. The HTTP input (image_url + the parameters) and the output.
@@ -87,5 +88,11 @@ class MirrorApp(App):
             cancel: threading.Event, log: LogFn) -> Produced:
         log(f"mirroring {image.width}x{image.height} about the {params.axis} axis")
         out = engine.mirror(image, params, progress, cancel)
-        return Produced(encode_png(out), "image/png", "png",
-                        {"width": out.width, "height": out.height, "axis": params.axis})
+        fields = {"width": out.width, "height": out.height, "axis": params.axis}
+        if params.output_format == "jpeg":
+            import io
+
+            buf = io.BytesIO()
+            out.save(buf, format="JPEG", quality=90)
+            return Produced(buf.getvalue(), "image/jpeg", "jpg", fields)
+        return Produced(encode_png(out), "image/png", "png", fields)

@@ -103,6 +103,11 @@ def test_the_test_app_streams_status_and_runs_sync(server):
     r = client.post(f"/{MIRROR}", json={"image_url": _uri(_pattern()), "axis": "vertical"})
     assert r.status_code == 200 and r.headers["x-fal-request-id"]
     assert r.json()["axis"] == "vertical" and r.json()["image"]["width"] == 6
+    # An app picks its own output format: the stored file follows it.
+    img = client.post(f"/{MIRROR}", json={"image_url": _uri(_pattern()), "output_format": "jpeg"}).json()["image"]
+    assert img["content_type"] == "image/jpeg" and img["file_name"].endswith(".jpg")
+    f = client.get(img["url"])
+    assert f.content[:3] == b"\xff\xd8\xff" and f.headers["content-type"] == "image/jpeg"
     with client.stream("POST", f"/{MIRROR}/stream", json={"image_url": _uri(_pattern()), "steps": 4}) as r:
         streamed = [json.loads(line[6:]) for line in r.iter_lines() if line.startswith("data: ")]
     assert streamed[-1]["axis"] == "horizontal" and streamed[-1]["image"]["url"].startswith(base)
@@ -192,11 +197,41 @@ def test_the_official_python_client_runs_the_test_app(server, monkeypatch):
     assert isinstance(updates[-1], fal_client.Completed)
     assert any("mirroring" in log["message"] for log in updates[-1].logs)
     handle = fal.submit(MIRROR, {"image_url": _uri(_pattern()), "steps": 50, "step_seconds": 0.1})
-    handle.cancel()
+    handle.cancel()  # at once: it may still be preparing its input
     with pytest.raises(fal_client.client.FalClientHTTPError) as err:
         handle.get()
     assert err.value.status_code == 400
     assert fal.run(MIRROR, {"image_url": _uri(_pattern()), "axis": "vertical"})["axis"] == "vertical"
+
+
+def _node(base: str, scenario: str, **env) -> dict:
+    import base64
+    import shutil
+    import subprocess
+
+    js_dir = Path(__file__).resolve().parents[1] / "js"
+    node = shutil.which("node")
+    if node is None or not (js_dir / "node_modules" / "@fal-ai" / "client").exists():
+        pytest.fail("the JS client tests need node and `npm ci` in tests/js (scripts/test.sh runs it)")
+    buf = io.BytesIO()
+    _pattern().save(buf, format="PNG")
+    full = {**os.environ, "CCSR_BASE": base, "CCSR_KEY": "unused", "CCSR_APP": MIRROR,
+            "PNG_B64": base64.b64encode(buf.getvalue()).decode(), **{k: str(v) for k, v in env.items()}}
+    proc = subprocess.run([node, str(js_dir / "scenarios.mjs"), scenario], env=full, capture_output=True,
+                          text=True, timeout=60)
+    assert proc.returncode == 0, f"node {scenario} failed:\n{proc.stdout}\n{proc.stderr}"
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def test_the_official_js_client_runs_the_test_app(server):
+    base, _, _ = server
+    out = _node(base, "subscribe", MODE="streaming", CCSR_INPUT=json.dumps({"pad": 1}))
+    assert out["data"]["axis"] == "horizontal" and out["data"]["image"]["width"] == 8
+    assert "COMPLETED" in out["statuses"] and out["sawLogs"]
+    out = _node(base, "cancel", LONG_STEPS=40, CCSR_INPUT=json.dumps({"step_seconds": 0.1}))
+    assert out["queuedFinal"]["status"] == "COMPLETED" and out["queuedFinal"]["error"]
+    assert out["runningFinal"]["status"] == "COMPLETED" and out["runningStoppedWithin"] < 2500
+    assert out["resultErrorStatus"] >= 400
 
 
 def test_the_test_app_runs_in_its_own_worker_process(tmp_path):

@@ -318,15 +318,17 @@ class Scheduler:
                 else:
                     await self._finish(view, Outcome.invalid(field, message))
                 return
-            if view.cancel_requested or view.finished:
-                if not view.finished:
-                    await self._finish(view, Outcome.cancelled("Request was cancelled."))
-                return
             try:
                 await asyncio.to_thread(self.blobs.put, input_key, prepared.data, content_type="image/png")
             except Exception as exc:  # noqa: BLE001 - the store failed, not the request
                 log.exception("storing the input of %s failed", view.request_id)
                 await self._finish(view, Outcome.failed(f"Could not store the input: {exc}"))
+                return
+            # No await between this check and submit: a cancel arriving in between
+            # would find nothing to stop in the executor and be lost.
+            if view.cancel_requested or view.finished:
+                if not view.finished:
+                    await self._finish(view, Outcome.cancelled("Request was cancelled."))
                 return
             view.output_key = f"results/{view.request_id}.{view.attempts}"
             task = Task(view.request_id, view.app_id, prepared.params, input_key, view.output_key,

@@ -561,7 +561,7 @@ async function start() {
     $("#schema-fields").textContent = "";
     const p = document.createElement("p");
     p.className = "form-error";
-    p.textContent = `Could not read the apps and their input schema: ${err.message}. Is this page served by ccsr serve?`;
+    p.textContent = `Could not read the input schema (or the app list): ${err.message}. Is this page served by ccsr serve?`;
     $("#schema-fields").append(p);
     document.body.dataset.ready = "error";
   }
