@@ -9,18 +9,20 @@ default), and the routes: queue/run, storage, health, metrics, and the edges
 from __future__ import annotations
 
 import contextlib
-import importlib
 import logging
 from pathlib import Path
-from typing import Any, Optional
+from typing import Optional
 
 from fastapi import FastAPI
 from fastapi.responses import JSONResponse, Response
 
+from ccsr import web
+from ccsr.blobs import from_settings as blob_store_from_settings
 from ccsr.jobs.executor import Executor
 from ccsr.jobs.scheduler import Scheduler
 from ccsr.jobs.store import JobStore
 from ccsr.service.auth import KeyRing
+from ccsr.service import proxy, webhooks
 from ccsr.service.metrics import ServiceMetrics
 from ccsr.service.routes_queue import QueueAPI, queue_router
 from ccsr.service.runtime import ResultFiles, make_prepare
@@ -39,16 +41,6 @@ def worker_devices(settings: Settings) -> list[str]:
     return [settings.device]
 
 
-def _optional(module: str) -> Optional[Any]:
-    """Import an optional edge module; None only if that module itself is missing."""
-    try:
-        return importlib.import_module(module)
-    except ModuleNotFoundError as exc:
-        if exc.name and module.startswith(exc.name):
-            return None
-        raise
-
-
 def create_app(
     settings: Optional[Settings] = None,
     *,
@@ -63,9 +55,11 @@ def create_app(
     data_dir = Path(settings.data_dir)
     data_dir.mkdir(parents=True, exist_ok=True)
     store = JobStore(settings.resolved_database_url())
-    files = FileStore(data_dir / "files")
+    # Inputs, results and uploads: a local directory or an S3 bucket. The
+    # scratch dir only matters for S3 (bodies land there before the upload).
+    blobs = blob_store_from_settings(settings)
+    files = FileStore(blobs, scratch_dir=data_dir / "files")
     keyring = KeyRing.from_settings(settings)
-    webhooks = _optional("ccsr.service.webhooks")
     metrics = ServiceMetrics()
     if executor is None:
         from ccsr.jobs.pool import WorkerPool
@@ -92,17 +86,15 @@ def create_app(
         import asyncio
 
         await asyncio.to_thread(store.create_all)
-        if webhooks is not None:
-            sender = await webhooks.start_for_app(app)
-            scheduler.outbox = webhooks.add_to_outbox
-            scheduler.on_outbox = sender.notify
+        sender = await webhooks.start_for_app(app)
+        scheduler.outbox = webhooks.add_to_outbox
+        scheduler.on_outbox = sender.notify
         await scheduler.start()
         try:
             yield
         finally:
             await scheduler.stop()
-            if webhooks is not None:
-                await webhooks.stop_for_app(app)
+            await webhooks.stop_for_app(app)
             store.close()
 
     app = FastAPI(
@@ -113,6 +105,7 @@ def create_app(
     )
     app.state.settings = settings
     app.state.keyring = keyring
+    app.state.blobs = blobs
     app.state.files = files
     app.state.store = store
     app.state.scheduler = scheduler
@@ -121,10 +114,8 @@ def create_app(
 
     app.include_router(queue_router(QueueAPI(scheduler, settings)))
     app.include_router(storage_router(files, settings=settings, keyring=keyring), tags=["storage"])
-    for name, attr in (("ccsr.service.webhooks", "jwks_router"), ("ccsr.service.proxy", "proxy_router")):
-        mod = _optional(name)
-        if mod is not None and hasattr(mod, attr):
-            app.include_router(getattr(mod, attr)(settings=settings, keyring=keyring))
+    app.include_router(webhooks.jwks_router(settings=settings, keyring=keyring))
+    app.include_router(proxy.proxy_router(settings=settings, keyring=keyring))
 
     @app.get("/healthz", tags=["health"], summary="The HTTP process is alive")
     async def healthz() -> dict:
@@ -143,7 +134,7 @@ def create_app(
         data, ctype = metrics.render()
         return Response(data, media_type=ctype)
 
-    _optional("ccsr.web").mount(app)  # the browser playground: / and /playground/*
+    web.mount(app)  # the browser playground: / and /playground/*
     return app
 
 
