@@ -19,7 +19,6 @@ import uvicorn
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
-from ccsr.blobs import LocalBlobStore
 from ccsr.service.auth import KeyRing
 from ccsr.service.storage import (
     FileStore,
