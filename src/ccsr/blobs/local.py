@@ -7,7 +7,7 @@ import tempfile
 from pathlib import Path
 from typing import BinaryIO, Iterator, Optional, Union
 
-from ccsr.blobs.base import BlobInfo, BlobNotFound, BlobStore, Data, check_key, iter_chunks
+from ccsr.blobs.base import BlobInfo, BlobNotFound, BlobStore, check_key, iter_chunks
 
 _TYPE_SUFFIX = ".ctype"  # the content type lives beside the bytes
 

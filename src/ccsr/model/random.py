@@ -19,6 +19,7 @@ import numpy as np
 import torch
 
 from ccsr.model import keymap
+from ccsr.model.betas import train_betas
 from ccsr.model.config import CCSRConfig
 from ccsr.model.keymap import Entry
 
@@ -54,8 +55,6 @@ def random_tensor(entry: Entry, seed: int = 0, dtype: torch.dtype = torch.float3
 
 def schedule_buffers(cfg: CCSRConfig) -> dict[str, torch.Tensor]:
     """The noise-schedule buffers an official LatentDiffusion checkpoint carries (float32)."""
-    from ccsr.pipeline.schedule import train_betas
-
     betas = train_betas(cfg.timesteps, cfg.linear_start, cfg.linear_end)
     alphas = 1.0 - betas
     ac = np.cumprod(alphas)

@@ -9,21 +9,23 @@ default), and the routes: queue/run, storage, health, metrics, and the edges
 from __future__ import annotations
 
 import contextlib
-import importlib
 import logging
 from pathlib import Path
-from typing import Any, Optional
+from typing import Optional
 
 from fastapi import FastAPI
 from fastapi.responses import JSONResponse, Response
 
-from ccsr import blobs as blob_stores
+from ccsr import web
+
 from ccsr.apps.base import App
 from ccsr.apps.registry import Registry, default_registry
+from ccsr.blobs import from_settings as blob_store_from_settings
 from ccsr.jobs.executor import Executor
 from ccsr.jobs.scheduler import Scheduler
 from ccsr.jobs.store import JobStore
 from ccsr.service.auth import KeyRing
+from ccsr.service import proxy, webhooks
 from ccsr.service.metrics import ServiceMetrics
 from ccsr.service.outcomes import WebhookView
 from ccsr.service.routes_queue import QueueAPI, queue_router
@@ -39,16 +41,6 @@ def worker_devices(settings: Settings) -> list[str]:
     if settings.workers:
         return [d.strip() for d in settings.workers.split(",") if d.strip()]
     return [settings.device]
-
-
-def _optional(module: str) -> Optional[Any]:
-    """Import an optional edge module; None only if that module itself is missing."""
-    try:
-        return importlib.import_module(module)
-    except ModuleNotFoundError as exc:
-        if exc.name and module.startswith(exc.name):
-            return None
-        raise
 
 
 def worker_pool(app: App, settings: Settings, factory: Optional[str] = None) -> Executor:
@@ -79,10 +71,11 @@ def create_app(
     data_dir = Path(settings.data_dir)
     data_dir.mkdir(parents=True, exist_ok=True)
     store = JobStore(settings.resolved_database_url())
-    files = FileStore(data_dir / "files")
-    blobs = blob_stores.from_settings(settings)
+    # Inputs, results and uploads: a local directory or an S3 bucket. The
+    # scratch dir only matters for S3 (bodies land there before the upload).
+    blobs = blob_store_from_settings(settings)
+    files = FileStore(blobs, scratch_dir=data_dir / "files")
     keyring = KeyRing.from_settings(settings)
-    webhooks = _optional("ccsr.service.webhooks")
     metrics = ServiceMetrics()
     apps = list(registry)
     executors = dict(executors or {})
@@ -108,17 +101,15 @@ def create_app(
         import asyncio
 
         await asyncio.to_thread(store.create_all)
-        if webhooks is not None:
-            sender = await webhooks.start_for_app(app)
-            scheduler.outbox = lambda session, view: webhooks.add_to_outbox(session, WebhookView(view))
-            scheduler.on_outbox = sender.notify
+        sender = await webhooks.start_for_app(app)
+        scheduler.outbox = lambda session, view: webhooks.add_to_outbox(session, WebhookView(view))
+        scheduler.on_outbox = sender.notify
         await scheduler.start()
         try:
             yield
         finally:
             await scheduler.stop()
-            if webhooks is not None:
-                await webhooks.stop_for_app(app)
+            await webhooks.stop_for_app(app)
             store.close()
 
     app = FastAPI(
@@ -129,6 +120,7 @@ def create_app(
     )
     app.state.settings = settings
     app.state.keyring = keyring
+    app.state.blobs = blobs
     app.state.files = files
     app.state.store = store
     app.state.scheduler = scheduler
@@ -150,10 +142,8 @@ def create_app(
         ])
 
     app.include_router(storage_router(files, settings=settings, keyring=keyring), tags=["storage"])
-    for name, attr in (("ccsr.service.webhooks", "jwks_router"), ("ccsr.service.proxy", "proxy_router")):
-        mod = _optional(name)
-        if mod is not None and hasattr(mod, attr):
-            app.include_router(getattr(mod, attr)(settings=settings, keyring=keyring))
+    app.include_router(webhooks.jwks_router(settings=settings, keyring=keyring))
+    app.include_router(proxy.proxy_router(settings=settings, keyring=keyring))
 
     @app.get("/healthz", tags=["health"], summary="The HTTP process is alive")
     async def healthz() -> dict:
@@ -172,7 +162,7 @@ def create_app(
         data, ctype = metrics.render()
         return Response(data, media_type=ctype)
 
-    _optional("ccsr.web").mount(app)  # the browser playground: / and /playground/*
+    web.mount(app)  # the browser playground: / and /playground/*
     return app
 
 
