@@ -20,11 +20,13 @@ from fastapi.responses import JSONResponse, Response
 from ccsr.jobs.executor import Executor
 from ccsr.jobs.scheduler import Scheduler
 from ccsr.jobs.store import JobStore
+from ccsr.service import docs_page
 from ccsr.service.auth import KeyRing
 from ccsr.service.metrics import ServiceMetrics
 from ccsr.service.routes_queue import QueueAPI, queue_router
 from ccsr.service.runtime import ResultFiles, make_prepare
 from ccsr.service.storage import FileStore, storage_router
+from ccsr.service.weights_status import announce, weights_status
 from ccsr.settings import Settings
 
 log = logging.getLogger("ccsr.service")
@@ -92,6 +94,7 @@ def create_app(
         import asyncio
 
         await asyncio.to_thread(store.create_all)
+        announce(app.state.weights_status)
         if webhooks is not None:
             sender = await webhooks.start_for_app(app)
             scheduler.outbox = webhooks.add_to_outbox
@@ -110,6 +113,7 @@ def create_app(
         summary="Self-hosted CCSR super-resolution speaking the fal-ai/ccsr queue protocol.",
         version=_version(),
         lifespan=lifespan,
+        docs_url=None, redoc_url=None,  # served from the package by ccsr.service.docs_page (no CDN)
     )
     app.state.settings = settings
     app.state.keyring = keyring
@@ -118,6 +122,7 @@ def create_app(
     app.state.scheduler = scheduler
     app.state.executor = executor
     app.state.metrics = metrics
+    app.state.weights_status = weights_status(settings)  # random or official: said in the log, /readyz, the playground
 
     app.include_router(queue_router(QueueAPI(scheduler, settings)))
     app.include_router(storage_router(files, settings=settings, keyring=keyring), tags=["storage"])
@@ -135,7 +140,8 @@ def create_app(
         workers = executor.describe()
         ready = executor.ready and scheduler.started
         body = {"status": "ready" if ready else "loading", "workers": workers,
-                "queue_depth": scheduler.queue_depth(), "running": scheduler.running_count()}
+                "queue_depth": scheduler.queue_depth(), "running": scheduler.running_count(),
+                "random_weights": app.state.weights_status["random_weights"]}
         return JSONResponse(body, status_code=200 if ready else 503)
 
     @app.get("/metrics", tags=["health"], summary="Prometheus metrics")
@@ -143,6 +149,7 @@ def create_app(
         data, ctype = metrics.render()
         return Response(data, media_type=ctype)
 
+    docs_page.mount(app)
     _optional("ccsr.web").mount(app)  # the browser playground: / and /playground/*
     return app
 
