@@ -107,11 +107,16 @@ def write_random_checkpoint(
 ) -> Path:
     """Write a random official-layout .safetensors file, one tensor in memory at a time.
 
-    Suitable for the full v1 size (6.9 GB fp32 / 3.4 GB fp16 on disk).
+    Suitable for the full v1 size (6.9 GB fp32 / 3.4 GB fp16 on disk). The
+    file's metadata marks it as random (:func:`ccsr.weights.is_random`), so
+    the CLI, the server and the playground can say so.
     """
     from ccsr.model.checkpoint import write_safetensors_stream
+    from ccsr.weights import random_marker
 
     shapes: list[tuple[str, tuple[int, ...], torch.dtype]] = [(e.key, e.shape, dtype) for e in keymap.entries(config)]
     sched = schedule_buffers(config) if include_schedule else {}
     shapes += [(k, tuple(v.shape), v.dtype) for k, v in sched.items()]
-    return write_safetensors_stream(Path(path), shapes, iter_random_tensors(config, seed, dtype, include_schedule))
+    return write_safetensors_stream(
+        Path(path), shapes, iter_random_tensors(config, seed, dtype, include_schedule), metadata=random_marker(seed)
+    )

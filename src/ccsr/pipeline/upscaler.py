@@ -26,6 +26,7 @@ from pydantic import ValidationError
 from ccsr.errors import InvalidParameter, OutOfMemory
 from ccsr.params import NATIVE_SIZE, UpscaleParams, check_request, diffusion_size, min_short_side  # noqa: F401 (re-exported)
 from ccsr.pipeline import color_fix, preprocess, sampler, schedule, tiled_vae, tiling
+from ccsr.pipeline.device import warn_if_emulated_half
 
 log = logging.getLogger(__name__)
 
@@ -70,15 +71,17 @@ def pick_device(device: str = "auto") -> torch.device:
 
 
 def pick_dtype(dtype: Union[str, torch.dtype, None], device: torch.device) -> torch.dtype:
-    """auto: fp16 on CUDA and MPS, fp32 on CPU (CPU half precision is slow and lossy)."""
-    if isinstance(dtype, torch.dtype):
-        return dtype
+    """auto: fp16 on CUDA and MPS, never half precision on a CPU; an explicit
+    fp16/bf16 on a CPU that only emulates it warns (see pipeline/device.py)."""
     if dtype in (None, "", "auto"):
         return torch.float32 if device.type == "cpu" else torch.float16
-    try:
-        return DTYPES[dtype]
-    except KeyError:
-        raise InvalidParameter("dtype", f"expected auto, fp32, fp16 or bf16, got {dtype!r}") from None
+    if not isinstance(dtype, torch.dtype):
+        try:
+            dtype = DTYPES[dtype]
+        except KeyError:
+            raise InvalidParameter("dtype", f"expected auto, fp32, fp16 or bf16, got {dtype!r}") from None
+    warn_if_emulated_half(device, dtype)
+    return dtype
 
 
 def _as_cancel(cancel: Any) -> Optional[Callable[[], bool]]:

@@ -24,6 +24,7 @@ from ccsr.blobs import from_settings as blob_store_from_settings
 from ccsr.jobs.executor import Executor
 from ccsr.jobs.scheduler import Scheduler
 from ccsr.jobs.store import JobStore
+from ccsr.service import docs_page
 from ccsr.service.auth import KeyRing
 from ccsr.service import proxy, webhooks
 from ccsr.service.metrics import ServiceMetrics
@@ -32,6 +33,7 @@ from ccsr.service.routes_queue import QueueAPI, queue_router
 from ccsr.service.runtime import ServiceEdges
 from ccsr.service.schemas import AppInfo, AppList
 from ccsr.service.storage import FileStore, storage_router
+from ccsr.service.weights_status import announce, weights_status
 from ccsr.settings import Settings
 
 log = logging.getLogger("ccsr.service")
@@ -101,6 +103,7 @@ def create_app(
         import asyncio
 
         await asyncio.to_thread(store.create_all)
+        announce(app.state.weights_status)
         sender = await webhooks.start_for_app(app)
         scheduler.outbox = lambda session, view: webhooks.add_to_outbox(session, WebhookView(view))
         scheduler.on_outbox = sender.notify
@@ -117,6 +120,7 @@ def create_app(
         summary="Self-hosted CCSR super-resolution speaking the fal-ai/ccsr queue protocol.",
         version=_version(),
         lifespan=lifespan,
+        docs_url=None, redoc_url=None,  # served from the package by ccsr.service.docs_page (no CDN)
     )
     app.state.settings = settings
     app.state.keyring = keyring
@@ -129,6 +133,7 @@ def create_app(
     app.state.executors = executors
     app.state.executor = executors[apps[0].app_id]  # the first app's (tests reach its workers)
     app.state.metrics = metrics
+    app.state.weights_status = weights_status(settings)  # random or official: said in the log, /readyz, the playground
 
     for app_ in apps:
         app.include_router(queue_router(QueueAPI(app_, scheduler, settings)))
@@ -154,7 +159,8 @@ def create_app(
         workers = [{"app": app_id, **w} for app_id, ex in executors.items() for w in ex.describe()]
         ready = all(ex.ready for ex in executors.values()) and scheduler.started
         body = {"status": "ready" if ready else "loading", "workers": workers,
-                "queue_depth": scheduler.queue_depth(), "running": scheduler.running_count()}
+                "queue_depth": scheduler.queue_depth(), "running": scheduler.running_count(),
+                "random_weights": app.state.weights_status["random_weights"]}
         return JSONResponse(body, status_code=200 if ready else 503)
 
     @app.get("/metrics", tags=["health"], summary="Prometheus metrics")
@@ -162,6 +168,7 @@ def create_app(
         data, ctype = metrics.render()
         return Response(data, media_type=ctype)
 
+    docs_page.mount(app)
     web.mount(app)  # the browser playground: / and /playground/*
     return app
 
