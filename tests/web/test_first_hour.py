@@ -12,7 +12,7 @@ import httpx
 import pytest
 from PIL import Image
 
-from ccsr.client.testing import serve
+from serve_helpers import serve
 
 READY = "body[data-ready=true]"
 LOOPBACK = {"127.0.0.1", "localhost", "::1", "[::1]"}
