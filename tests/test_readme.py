@@ -48,3 +48,13 @@ def test_the_demo_reads_only_files_in_the_repository():
         assert rel in demo and (ROOT / rel).is_file()
     assert "weights download --timeout" in demo  # the real weights first, bounded wait
     assert demo.count("RANDOM") >= 2  # said before and after the fallback
+
+
+def test_install_section_covers_the_machines_people_have():
+    install = README[README.index("## Install"):README.index("## Quick start")]
+    for needle in ("CUDA", "https://download.pytorch.org/whl/cpu", "Apple silicon", "docker build", "Dockerfile.cpu",
+                   "docker compose", "have not been built"):
+        assert needle in install, needle
+    python = README[README.index("### Python"):]
+    assert 'dtype="auto"' in python.split("```")[1]  # the example never asks for half precision on a CPU
+    assert "random weights" in README.split("## The two commands")[0].lower()  # the first picture is labelled
