@@ -16,10 +16,17 @@ weights_app = typer.Typer(no_args_is_help=True, help="Get the official weights, 
 def download_cmd(
     force: bool = typer.Option(False, "--force", help="Download again even if cached."),
     cache_dir: Optional[Path] = typer.Option(None, help="Hugging Face cache directory (default: HF_HUB_CACHE or ~/.cache/huggingface/hub)."),
+    model: Optional[str] = typer.Option(None, "--model", help="A Real-ESRGAN model instead of CCSR (e.g. realesrgan-x4plus, RealESRGAN_x4plus); see `ccsr esrgan models`."),
+    url: Optional[str] = typer.Option(None, "--url", help="With --model: fetch from this mirror URL instead of the GitHub release (same size and hash checks)."),
 ) -> None:
-    """Fetch real-world_ccsr-fp16.safetensors (3.44 GB) from Kijai/ccsr-safetensors."""
+    """Fetch real-world_ccsr-fp16.safetensors (3.44 GB) from Kijai/ccsr-safetensors, or with --model a Real-ESRGAN .pth."""
     from ccsr import weights
 
+    if model is not None:
+        from ccsr.commands.esrgan import download_esrgan
+
+        download_esrgan(model, dest_dir=cache_dir, force=force, url=url)
+        return
     try:
         path = weights.download(cache_dir=cache_dir, force=force)
     except CCSRError as exc:
