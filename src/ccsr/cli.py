@@ -13,6 +13,7 @@ app = typer.Typer(no_args_is_help=True, add_completion=False, help="CCSR super-r
 _COMMAND_MODULES = (
     "ccsr.commands.upscale",
     "ccsr.commands.weights",
+    "ccsr.commands.esrgan",
     "ccsr.service.cli",
     "ccsr.client.cli",
 )

@@ -20,10 +20,17 @@ def download_cmd(
     force: bool = typer.Option(False, "--force", help="Download again even if cached."),
     cache_dir: Optional[Path] = typer.Option(None, help="Hugging Face cache directory (default: HF_HUB_CACHE or ~/.cache/huggingface/hub)."),
     timeout: float = typer.Option(10.0, "--timeout", min=0.1, help="Seconds to wait for the hub to answer before giving up."),
+    model: Optional[str] = typer.Option(None, "--model", help="A Real-ESRGAN model instead of CCSR (e.g. realesrgan-x4plus, RealESRGAN_x4plus); see `ccsr esrgan models`."),
+    url: Optional[str] = typer.Option(None, "--url", help="With --model: fetch from this mirror URL instead of the GitHub release (same size and hash checks)."),
 ) -> None:
-    """Fetch real-world_ccsr-fp16.safetensors (3.44 GB) from Kijai/ccsr-safetensors, with a progress bar."""
+    """Fetch real-world_ccsr-fp16.safetensors (3.44 GB) from Kijai/ccsr-safetensors, or with --model a Real-ESRGAN .pth."""
     from ccsr import weights
 
+    if model is not None:
+        from ccsr.commands.esrgan import download_esrgan
+
+        download_esrgan(model, dest_dir=cache_dir, force=force, url=url)
+        return
     try:
         path = weights.download(cache_dir=cache_dir, force=force, timeout=timeout)
     except CCSRError as exc:
