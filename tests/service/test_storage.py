@@ -22,6 +22,7 @@ from fastapi.testclient import TestClient
 from ccsr.service.auth import KeyRing
 from ccsr.service.storage import (
     FileStore,
+    NotFound,
     TooLarge,
     clean_content_type,
     clean_file_name,
@@ -347,6 +348,23 @@ def test_adopt_moves_a_written_file_in(tmp_path):
     assert stored.expires_at is not None and stored.owner == "o"
     with pytest.raises(ValueError):
         store.adopt(src, key="../../x")
+
+
+def test_register_makes_bytes_at_the_blob_key_a_file(tmp_path):
+    """A worker can put a result straight at ``blob_key(key)``; registering it
+    writes only the metadata (the bytes are not copied)."""
+    store = FileStore(tmp_path)
+    key = store.new_key()
+    store.blobs.put(FileStore.blob_key(key), b"\x89PNG out", content_type="image/png")
+    before = store.blobs.local_path(FileStore.blob_key(key)).stat().st_ino
+    assert store.get(key) is None
+    stored = store.register(key, content_type="image/png", file_name="out.png", owner="o", ttl=60)
+    assert stored.size == 8 and stored.path.stat().st_ino == before
+    assert store.url_for(key, "http://h") == f"http://h/files/{key}/out.png"
+    with pytest.raises(FileNotFoundError):
+        store.register(store.new_key())  # nothing there to register
+    with pytest.raises(NotFound):
+        store.register("../../etc/passwd")
 
 
 def test_uploads_trigger_a_sweep_of_expired_files(tmp_path):
