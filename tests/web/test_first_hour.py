@@ -50,7 +50,7 @@ def test_random_weights_are_said_in_the_log_and_readyz(open_server):
     assert body["random_weights"] is True
 
 
-def test_first_hour_banner_run_and_download(page, open_server, web_photo, tmp_path):
+def test_first_hour_banner_run_and_download(page, open_server, web_photo, tmp_path, shots):
     base, _ = open_server
     tried = _offline(page)
     page.goto(base + "/")
@@ -71,6 +71,8 @@ def test_first_hour_banner_run_and_download(page, open_server, web_photo, tmp_pa
     page.wait_for_selector("#run-status[data-state=done]", timeout=180_000)
     assert page.inner_text("#result-size") == "192 × 192"
     assert banner.is_visible()  # still there next to the result
+    page.wait_for_function("document.querySelector('#after-image').complete && document.querySelector('#after-image').naturalWidth === 192")
+    shots(page, "playground-random-weights")  # the README's first picture: banner and result
 
     with page.expect_download() as info:
         page.click("#download")
