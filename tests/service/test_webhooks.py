@@ -327,3 +327,49 @@ async def test_prune_removes_only_old_finished_rows(tmp_path, receiver):
     await sender.run_once()
     assert sender.prune() == 1
     assert {r.request_id for r in rows(factory)} == {"still-pending", "new"}
+
+
+@pytest.mark.asyncio
+async def test_gone_410_is_not_retried(tmp_path):
+    receiver = Receiver(statuses=[410, 200])
+    try:
+        settings, _, factory, keys = setup(tmp_path)
+        clock = Clock()
+        sender = sender_for(settings, factory, keys, clock)
+        enqueue(factory, receiver.url, now=clock.t)
+        assert await sender.run_once() == 1
+        clock.t += 10_000
+        assert await sender.run_once() == 0
+        (row,) = rows(factory)
+        assert row.status == FAILED and row.attempts == 1 and row.last_status == 410
+        assert len(receiver.got) == 1
+    finally:
+        receiver.close()
+
+
+@pytest.mark.asyncio
+async def test_delivery_id_is_stable_across_retries_and_a_killed_send(tmp_path):
+    """The same X-Fal-Webhook-Delivery-Id on a retry after a 500 and on the
+    resend after a sender died mid-send (its lease expired); distinct webhooks
+    get distinct ids."""
+    receiver = Receiver(statuses=[500, 200])
+    try:
+        settings, _, factory, keys = setup(tmp_path)
+        clock = Clock()
+        enqueue(factory, receiver.url, now=clock.t, request_id="a")
+        enqueue(factory, receiver.url, now=clock.t, request_id="b")
+        sender = sender_for(settings, factory, keys, clock, lease=60)
+        (claimed_b,) = [i for i in sender._claim(clock.t) if i["request_id"] == "b"]  # 'a' and 'b' claimed
+        # 'b' was claimed by a sender that then died; 'a' is sent and fails once.
+        clock.t += 61
+        await sender.run_once()  # both due again: the lease of both expired
+        clock.t += 10_000
+        await sender.run_once()
+        ids = {}
+        for headers, body in receiver.got:
+            ids.setdefault(json.loads(body)["request_id"], set()).add(headers["x-fal-webhook-delivery-id"])
+        assert len(ids["a"]) == 1 and len(ids["b"]) == 1 and ids["a"] != ids["b"]
+        assert ids["b"] == {claimed_b["delivery_id"]}
+        assert {r.request_id: r.status for r in rows(factory)} == {"a": DELIVERED, "b": DELIVERED}
+    finally:
+        receiver.close()

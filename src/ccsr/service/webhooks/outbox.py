@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import time
+import uuid
 from typing import Any, Optional
 
 from sqlalchemy import Float, Index, Integer, String, Text
@@ -31,6 +32,8 @@ class WebhookDelivery(Base):
     url: Mapped[str] = mapped_column(Text)
     # Serialised once, so every retry signs and sends the same bytes.
     body: Mapped[str] = mapped_column(Text)
+    # Sent as X-Fal-Webhook-Delivery-Id on every attempt, so receivers can deduplicate.
+    delivery_id: Mapped[Optional[str]] = mapped_column(String(64), nullable=True)
     status: Mapped[str] = mapped_column(String(16), default=PENDING)
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     next_attempt_at: Mapped[float] = mapped_column(Float)
@@ -84,6 +87,7 @@ def enqueue_webhook(
         user_id=user_id or "local",
         url=url,
         body=_serialise(payload),
+        delivery_id=uuid.uuid4().hex,
         status=PENDING,
         attempts=0,
         next_attempt_at=now,

@@ -98,7 +98,8 @@ class WebhookSender:
                 if res.rowcount == 1:
                     claimed.append(
                         {"id": row.id, "request_id": row.request_id, "user_id": row.user_id, "url": row.url,
-                         "body": row.body, "attempts": row.attempts}
+                         "body": row.body, "attempts": row.attempts,
+                         "delivery_id": row.delivery_id or f"{row.request_id}.{row.id}"}
                     )
             s.commit()
             return claimed
@@ -136,6 +137,8 @@ class WebhookSender:
         headers = {
             "Content-Type": "application/json",
             "X-Fal-Webhook-Request-Id": item["request_id"],
+            # Stable over every retry and redelivery of this webhook: receivers deduplicate on it.
+            "X-Fal-Webhook-Delivery-Id": item["delivery_id"],
             "X-Fal-Webhook-User-Id": item["user_id"],
             "X-Fal-Webhook-Timestamp": timestamp,
             "X-Fal-Webhook-Signature": self.keys.sign(item["request_id"], item["user_id"], timestamp, body),
@@ -149,7 +152,9 @@ class WebhookSender:
             return False, None, f"{type(exc).__name__}: {exc}"[:500], False
         if 200 <= response.status_code < 300:
             return True, response.status_code, None, False
-        return False, response.status_code, f"receiver answered HTTP {response.status_code}", False
+        # 410 Gone: the receiver says the endpoint is gone for good; retrying only adds load.
+        permanent = response.status_code == 410
+        return False, response.status_code, f"receiver answered HTTP {response.status_code}", permanent
 
     async def _handle(self, item: dict) -> None:
         async with self._sem:
