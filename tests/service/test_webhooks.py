@@ -373,3 +373,86 @@ async def test_delivery_id_is_stable_across_retries_and_a_killed_send(tmp_path):
         assert {r.request_id: r.status for r in rows(factory)} == {"a": DELIVERED, "b": DELIVERED}
     finally:
         receiver.close()
+
+
+class HangingReceiver:
+    """Accepts connections on 127.0.0.1 and never answers; close() ends them."""
+
+    def __init__(self):
+        import socket
+        import threading
+
+        self.sock = socket.create_server(("127.0.0.1", 0))
+        self.url = f"http://127.0.0.1:{self.sock.getsockname()[1]}/hook"
+        self.conns = []
+        self._stop = threading.Event()
+
+        def accept():
+            self.sock.settimeout(0.1)
+            while not self._stop.is_set():
+                try:
+                    self.conns.append(self.sock.accept()[0])
+                except OSError:
+                    continue
+
+        self.thread = threading.Thread(target=accept, daemon=True)
+        self.thread.start()
+
+    def close(self):
+        self._stop.set()
+        self.thread.join(5)
+        for c in self.conns:
+            c.close()
+        self.sock.close()
+
+
+@pytest.mark.asyncio
+async def test_hanging_receiver_does_not_delay_another_host(tmp_path):
+    """40 webhooks to a receiver that never answers (127.0.0.1) hold at most
+    the per-host cap; a webhook to another host ([::1]) is delivered within
+    seconds while those are still stuck."""
+    import http.server
+    import socket
+    import threading
+
+    class V6Server(http.server.ThreadingHTTPServer):
+        address_family = socket.AF_INET6
+
+    got = []
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_POST(self):  # noqa: N802
+            got.append(self.rfile.read(int(self.headers.get("Content-Length", 0))))
+            self.send_response(200)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def log_message(self, *a):
+            pass
+
+    hanging = HangingReceiver()
+    normal = V6Server(("::1", 0), Handler)
+    threading.Thread(target=normal.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
+    settings, _, factory, keys = setup(tmp_path, webhook_concurrency=8, webhook_per_host_concurrency=3)
+    sender = WebhookSender(factory, keys, settings, timeout=60, poll_interval=0.2)
+    try:
+        now = __import__("time").time()
+        for i in range(40):
+            enqueue(factory, hanging.url, now=now - 10, request_id=f"hang{i}")  # older: first in line
+        sender.start()
+        await asyncio.sleep(0.5)
+        enqueue(factory, f"http://[::1]:{normal.server_address[1]}/hook", now=now, request_id="normal")
+        sender.notify()
+        t0 = __import__("time").monotonic()
+        while not got and __import__("time").monotonic() - t0 < 5:
+            await asyncio.sleep(0.05)
+        assert got and json.loads(got[0])["request_id"] == "normal"
+        assert len(hanging.conns) == 3  # the per-host cap, still hanging
+        statuses = {r.request_id: r.status for r in rows(factory)}
+        assert len(got) == 1
+        assert all(statuses[f"hang{i}"] == PENDING for i in range(40))
+    finally:
+        await sender.stop()
+        hanging.close()
+        normal.shutdown()
+        normal.server_close()
