@@ -456,3 +456,25 @@ async def test_hanging_receiver_does_not_delay_another_host(tmp_path):
         hanging.close()
         normal.shutdown()
         normal.server_close()
+
+
+@pytest.mark.asyncio
+async def test_outbox_made_before_delivery_ids_is_upgraded(tmp_path, receiver):
+    from sqlalchemy import text
+
+    store = JobStore(f"sqlite:///{tmp_path / 'jobs.db'}")
+    store.create_all()
+    with store.engine.begin() as conn:  # the table as older versions made it
+        conn.execute(text("ALTER TABLE ccsr_webhook_outbox DROP COLUMN delivery_id"))
+    app = types.SimpleNamespace(state=types.SimpleNamespace(settings=Settings(data_dir=tmp_path, allow_private_urls=True), store=store))
+    sender = await start_for_app(app)
+    try:
+        with store.session() as s:
+            enqueue_webhook(s, "r1", "u", receiver.url, webhook_body("r1", ok=True, payload={}))
+            s.commit()
+        sender.notify()
+        assert await asyncio.to_thread(receiver.event.wait, 10)
+        assert receiver.got[0][0]["x-fal-webhook-delivery-id"]
+    finally:
+        await stop_for_app(app)
+        store.close()

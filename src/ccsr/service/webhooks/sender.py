@@ -29,7 +29,7 @@ from ccsr.service.fetch import (
     make_client,
     open_pinned,
 )
-from ccsr.service.webhooks.outbox import DELIVERED, FAILED, PENDING, WebhookDelivery
+from ccsr.service.webhooks.outbox import DELIVERED, FAILED, PENDING, WebhookDelivery, upgrade_outbox
 from ccsr.service.webhooks.signing import WebhookKeys
 from ccsr.settings import Settings
 
@@ -278,6 +278,7 @@ async def start_for_app(app: Any) -> WebhookSender:
     """
     settings: Settings = app.state.settings
     store = app.state.store
+    await asyncio.to_thread(upgrade_outbox, store.engine)
     keys = getattr(app.state, "webhook_keys", None) or WebhookKeys.load_or_create(Path(settings.data_dir))
     sender = WebhookSender(store.session, keys, settings)
     app.state.webhook_keys = keys
