@@ -52,6 +52,8 @@ class Settings(BaseSettings):
     result_ttl: float = Field(7 * 24 * 3600, description="Seconds results and their files are kept (a request may ask for less or more with x-fal-object-lifecycle-preference).")
     max_attempts: int = Field(2, description="Runs a request gets when its worker crashes (1 retry).")
     webhook_max_attempts: int = Field(10, description="Webhook deliveries tried before giving up.")
+    webhook_concurrency: int = Field(32, ge=1, description="Webhook sends in flight at once (all receivers together).")
+    webhook_per_host_concurrency: int = Field(4, ge=1, description="Webhook sends in flight at once to one receiver host, so a receiver that hangs cannot delay the others.")
 
     # --- blob store (inputs, results, uploads) ----------------------------
     blob_store: Literal["local", "s3"] = Field("local", description="Where inputs, results and uploaded files live: local (a directory under data_dir/blobs) or s3 (an S3-compatible bucket, shared by several nodes and remote workers; needs `pip install 'ccsr[s3]'`).")

@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import json
 import time
+import uuid
 from typing import Any, Optional
 
-from sqlalchemy import Float, Index, Integer, String, Text
+from sqlalchemy import Float, Index, Integer, String, Text, inspect, text
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
 from ccsr.jobs.db import Base
@@ -31,6 +32,8 @@ class WebhookDelivery(Base):
     url: Mapped[str] = mapped_column(Text)
     # Serialised once, so every retry signs and sends the same bytes.
     body: Mapped[str] = mapped_column(Text)
+    # Sent as X-Fal-Webhook-Delivery-Id on every attempt, so receivers can deduplicate.
+    delivery_id: Mapped[Optional[str]] = mapped_column(String(64), nullable=True)
     status: Mapped[str] = mapped_column(String(16), default=PENDING)
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     next_attempt_at: Mapped[float] = mapped_column(Float)
@@ -84,6 +87,7 @@ def enqueue_webhook(
         user_id=user_id or "local",
         url=url,
         body=_serialise(payload),
+        delivery_id=uuid.uuid4().hex,
         status=PENDING,
         attempts=0,
         next_attempt_at=now,
@@ -108,3 +112,13 @@ def add_to_outbox(session: Session, view: Any) -> WebhookDelivery:
     transaction: the scheduler calls it inside the transaction that ends the
     job, so the job's end and its webhook are written together or not at all."""
     return enqueue_webhook(session, view.request_id, view.owner, view.webhook_url, body_for_view(view))
+
+
+def upgrade_outbox(engine: Any) -> None:
+    """Add the ``delivery_id`` column to an outbox table made before it existed
+    (create_all adds tables, not columns); old rows fall back to
+    ``<request_id>.<row id>``, also stable over retries."""
+    columns = {c["name"] for c in inspect(engine).get_columns(WebhookDelivery.__tablename__)}
+    if columns and "delivery_id" not in columns:
+        with engine.begin() as conn:
+            conn.execute(text(f"ALTER TABLE {WebhookDelivery.__tablename__} ADD COLUMN delivery_id VARCHAR(64)"))

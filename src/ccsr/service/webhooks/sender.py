@@ -16,6 +16,7 @@ import random
 import time
 from pathlib import Path
 from typing import Any, Callable, Optional
+from urllib.parse import urlsplit
 
 from sqlalchemy import delete, select, update
 from sqlalchemy.orm import Session, sessionmaker
@@ -28,7 +29,7 @@ from ccsr.service.fetch import (
     make_client,
     open_pinned,
 )
-from ccsr.service.webhooks.outbox import DELIVERED, FAILED, PENDING, WebhookDelivery
+from ccsr.service.webhooks.outbox import DELIVERED, FAILED, PENDING, WebhookDelivery, upgrade_outbox
 from ccsr.service.webhooks.signing import WebhookKeys
 from ccsr.settings import Settings
 
@@ -58,7 +59,8 @@ class WebhookSender:
         poll_interval: float = 2.0,
         timeout: float = 15.0,
         batch: int = 50,
-        concurrency: int = 8,
+        concurrency: Optional[int] = None,
+        per_host: Optional[int] = None,
     ):
         self._session = session_factory
         self.keys = keys
@@ -70,12 +72,19 @@ class WebhookSender:
         self.timeout = timeout
         self.batch = batch
         self.max_attempts = max(1, settings.webhook_max_attempts)
-        self._sem = asyncio.Semaphore(concurrency)
+        self.concurrency = max(1, concurrency or settings.webhook_concurrency)
+        self.per_host = max(1, per_host or settings.webhook_per_host_concurrency)
+        # Sends in flight per receiver host: a host at its cap gets no new claims,
+        # so a receiver that never answers holds at most per_host slots.
+        self._inflight: dict[str, int] = {}
+        self._tasks: set[asyncio.Task] = set()
         self._wake: Optional[asyncio.Event] = None
         self._task: Optional[asyncio.Task] = None
 
     # --- claiming and recording (blocking DB work, run in a thread) -----------------
-    def _claim(self, now: float) -> list[dict]:
+    def _claim(self, now: float, room: Optional[int] = None, busy: Optional[dict[str, int]] = None) -> list[dict]:
+        room = self.concurrency if room is None else room
+        counts = dict(busy or {})
         with self._session() as s:
             rows = s.execute(
                 select(WebhookDelivery)
@@ -85,6 +94,11 @@ class WebhookSender:
             ).scalars().all()
             claimed = []
             for row in rows:
+                if room <= 0:
+                    break
+                host = _host_of(row.url)
+                if counts.get(host, 0) >= self.per_host:
+                    continue  # that host is at its cap: the row waits for a later pass
                 # Compare-and-set on next_attempt_at: only one sender wins a row.
                 res = s.execute(
                     update(WebhookDelivery)
@@ -96,9 +110,12 @@ class WebhookSender:
                     .values(next_attempt_at=now + self.lease)
                 )
                 if res.rowcount == 1:
+                    room -= 1
+                    counts[host] = counts.get(host, 0) + 1
                     claimed.append(
                         {"id": row.id, "request_id": row.request_id, "user_id": row.user_id, "url": row.url,
-                         "body": row.body, "attempts": row.attempts}
+                         "body": row.body, "attempts": row.attempts,
+                         "delivery_id": row.delivery_id or f"{row.request_id}.{row.id}", "host": host}
                     )
             s.commit()
             return claimed
@@ -136,6 +153,8 @@ class WebhookSender:
         headers = {
             "Content-Type": "application/json",
             "X-Fal-Webhook-Request-Id": item["request_id"],
+            # Stable over every retry and redelivery of this webhook: receivers deduplicate on it.
+            "X-Fal-Webhook-Delivery-Id": item["delivery_id"],
             "X-Fal-Webhook-User-Id": item["user_id"],
             "X-Fal-Webhook-Timestamp": timestamp,
             "X-Fal-Webhook-Signature": self.keys.sign(item["request_id"], item["user_id"], timestamp, body),
@@ -149,19 +168,44 @@ class WebhookSender:
             return False, None, f"{type(exc).__name__}: {exc}"[:500], False
         if 200 <= response.status_code < 300:
             return True, response.status_code, None, False
-        return False, response.status_code, f"receiver answered HTTP {response.status_code}", False
+        # 410 Gone: the receiver says the endpoint is gone for good; retrying only adds load.
+        permanent = response.status_code == 410
+        return False, response.status_code, f"receiver answered HTTP {response.status_code}", permanent
 
     async def _handle(self, item: dict) -> None:
-        async with self._sem:
+        try:
             ok, status, error, permanent = await self._deliver(item)
-        await asyncio.to_thread(self._record, item, ok, status, error, permanent)
+            await asyncio.to_thread(self._record, item, ok, status, error, permanent)
+        finally:
+            host = item["host"]
+            self._inflight[host] -= 1
+            if not self._inflight[host]:
+                del self._inflight[host]
+            self.notify()  # a slot is free: claim more now
+
+    async def dispatch(self) -> list[asyncio.Task]:
+        """Claim due rows for the free slots and start their sends without
+        waiting for them: a slow receiver never holds up the next claim."""
+        room = self.concurrency - len(self._tasks)
+        if room <= 0:
+            return []
+        items = await asyncio.to_thread(self._claim, self.clock(), room, dict(self._inflight))
+        started = []
+        for item in items:
+            self._inflight[item["host"]] = self._inflight.get(item["host"], 0) + 1
+            task = asyncio.create_task(self._handle(item))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+            started.append(task)
+        return started
 
     async def run_once(self) -> int:
-        """Deliver every row due now; returns how many were attempted."""
-        items = await asyncio.to_thread(self._claim, self.clock())
-        if items:
-            await asyncio.gather(*(self._handle(i) for i in items))
-        return len(items)
+        """Deliver the rows due now that fit the caps and wait for them;
+        returns how many were attempted."""
+        started = await self.dispatch()
+        if started:
+            await asyncio.gather(*started)
+        return len(started)
 
     def prune(self, older_than: float = PRUNE_AFTER) -> int:
         """Delete delivered/failed rows older than ``older_than`` seconds."""
@@ -186,8 +230,7 @@ class WebhookSender:
         last_prune = 0.0
         while True:
             try:
-                while await self.run_once():
-                    pass
+                await self.dispatch()
                 if self.clock() - last_prune > 3600:
                     last_prune = self.clock()
                     await asyncio.to_thread(self.prune)
@@ -206,6 +249,8 @@ class WebhookSender:
         return self._task
 
     async def stop(self) -> None:
+        for task in list(self._tasks):  # rows keep their lease and are resent after it
+            task.cancel()
         if self._task is not None:
             self._task.cancel()
             try:
@@ -213,6 +258,14 @@ class WebhookSender:
             except asyncio.CancelledError:
                 pass
             self._task = None
+
+
+def _host_of(url: str) -> str:
+    """The per-host cap's key: the URL's host name, lower-case."""
+    try:
+        return (urlsplit(url).hostname or "").lower()
+    except ValueError:
+        return ""
 
 
 # --- wiring into the app (called by ccsr.service.app) ----------------------------------
@@ -225,6 +278,7 @@ async def start_for_app(app: Any) -> WebhookSender:
     """
     settings: Settings = app.state.settings
     store = app.state.store
+    await asyncio.to_thread(upgrade_outbox, store.engine)
     keys = getattr(app.state, "webhook_keys", None) or WebhookKeys.load_or_create(Path(settings.data_dir))
     sender = WebhookSender(store.session, keys, settings)
     app.state.webhook_keys = keys
