@@ -128,7 +128,7 @@ def test_cancel_a_running_upscale(server):
     assert client.get(running["response_url"]).status_code == 400
 
 
-def test_python_client_subscribe_submit_cancel_webhook(server, monkeypatch):
+def test_python_client_subscribe_submit_cancel(server, monkeypatch):
     import fal_client
     import fal_client.client as C
 
@@ -170,7 +170,7 @@ def test_js_client_subscribe_and_cancel(server):
     out = _node(base, "subscribe", _png(_photo(32)), MODE="streaming", CCSR_INPUT=json.dumps({"tile": 32}))
     assert out["data"]["image"]["width"] == 64 and out["data"]["image"]["content_type"] == "image/png"
     assert "COMPLETED" in out["statuses"] and out["sawLogs"]
-    out = _node(base, "cancel", _png(_photo(256)), CCSR_INPUT=json.dumps({"tile": 32}))
+    out = _node(base, "cancel", _png(_photo(128)), CCSR_INPUT=json.dumps({"tile": 32}))
     assert out["queuedFinal"]["status"] == "COMPLETED" and out["queuedFinal"]["error"]
     assert out["runningFinal"]["status"] == "COMPLETED" and out["runningStoppedWithin"] < 5000
     assert out["resultErrorStatus"] >= 400
