@@ -174,3 +174,28 @@ def test_js_client_subscribe_and_cancel(server):
     assert out["queuedFinal"]["status"] == "COMPLETED" and out["queuedFinal"]["error"]
     assert out["runningFinal"]["status"] == "COMPLETED" and out["runningStoppedWithin"] < 5000
     assert out["resultErrorStatus"] >= 400
+
+
+def test_serve_without_ccsr_weights_still_serves_esrgan(tmp_path):
+    """Both apps on their default worker pools, no CCSR checkpoint anywhere
+    (an empty Hugging Face cache): fal-ai/esrgan runs; fal-ai/ccsr keeps its
+    behaviour for missing weights (its worker retries the load; requests wait)."""
+    env = {"HF_HOME": str(tmp_path / "hf"), "HF_HUB_OFFLINE": "1"}
+    old = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    try:
+        app = create_app(Settings(data_dir=tmp_path / "data", device="cpu", esrgan_weights_dir=tmp_path / "no-pth"))
+        with serve_app(app) as base, httpx.Client(base_url=base, timeout=60) as client:
+            ccsr = client.post("/queue/fal-ai/ccsr", json={"image_url": _uri(_photo(32))}).json()
+            sub = client.post(Q, json={"image_url": _uri(_photo(32)), "tile": 32}).json()
+            done = wait_status(client, sub["status_url"], "COMPLETED", timeout=120)
+            assert "error" not in done, done
+            assert client.get(sub["response_url"]).json()["image"]["width"] == 64
+            # CCSR as before: its worker keeps retrying the load, the request waits in the queue.
+            assert client.get(ccsr["status_url"]).json()["status"] == "IN_QUEUE"
+    finally:
+        for k, v in old.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
