@@ -39,7 +39,7 @@ def test_the_page_offers_every_app_and_runs_the_chosen_one(page, two_apps, tmp_p
     page.goto(two_apps + "/")
     page.wait_for_selector(READY)
     options = page.locator("#app-select option").evaluate_all("els => els.map(e => e.value)")
-    assert options == ["fal-ai/ccsr", MIRROR]
+    assert options == ["fal-ai/ccsr", "fal-ai/esrgan", MIRROR]
     assert page.inner_text("#app-id") == "fal-ai/ccsr"
     assert page.locator("[name=tile_vae]").count() == 1 and page.locator("[name=axis]").count() == 0
 
