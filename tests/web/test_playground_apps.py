@@ -66,8 +66,18 @@ def test_the_page_offers_every_app_and_runs_the_chosen_one(page, two_apps, tmp_p
     assert page.inner_text("#app-id") == MIRROR and page.locator("[name=axis]").count() == 1
 
 
-def test_a_single_app_server_shows_no_choice(page, web_server):
-    page.goto(web_server + "/")
+def test_a_single_app_server_shows_no_choice(page, tmp_path):
+    from ccsr.apps.ccsr import CCSRApp
+    from ccsr.apps.registry import Registry
+
+    app = create_app(Settings(data_dir=tmp_path), registry=Registry([CCSRApp()]),
+                     executors={"fal-ai/ccsr": ThreadExecutor(FakeEngine(0.0))})
+    with serve_app(app) as base:
+        _single_app_page(page, base)
+
+
+def _single_app_page(page, base):
+    page.goto(base + "/")
     page.wait_for_selector(READY)
     assert page.locator("#app-select").is_hidden()
     assert page.inner_text("#app-id") == "fal-ai/ccsr"
