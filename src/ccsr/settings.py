@@ -9,7 +9,7 @@ worker processes read configuration the same way.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
+from typing import Literal, Optional
 
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -52,6 +52,22 @@ class Settings(BaseSettings):
     result_ttl: float = Field(7 * 24 * 3600, description="Seconds results and their files are kept (a request may ask for less or more with x-fal-object-lifecycle-preference).")
     max_attempts: int = Field(2, description="Runs a request gets when its worker crashes (1 retry).")
     webhook_max_attempts: int = Field(10, description="Webhook deliveries tried before giving up.")
+
+    # --- scale-out (docs/scale-out.md) ----------------------------------------
+    executor: Literal["local", "ray"] = Field("local", description="Where the model runs: local (worker processes on this machine) or ray (one Ray actor per GPU of a Ray cluster; needs ccsr[ray]).")
+    ray_address: Optional[str] = Field(None, description="Ray cluster to join with executor=ray: auto, host:6379 (the head's GCS) or ray://host:10001; default: start a private single-machine Ray.")
+    ray_workers: Optional[int] = Field(None, ge=1, description="Model actors with executor=ray; default: as many as the cluster's resources hold (its GPU count), growing when nodes join.")
+    ray_actor_options: dict = Field(default_factory=dict, description='Ray actor options as JSON, merged over {"num_gpus": 1}; e.g. {"num_gpus":0,"num_cpus":1,"resources":{"ccsr_worker":1}} for CPU nodes.')
+
+    @field_validator("ray_actor_options")
+    @classmethod
+    def _check_actor_options(cls, v: dict) -> dict:
+        # The check lives beside the executor (without importing ray) so a bad
+        # key fails at start-up with the field's name, not at the first request.
+        from ccsr.jobs.ray_options import check_actor_options
+
+        check_actor_options(v)
+        return v
 
     @field_validator("api_keys", mode="before")
     @classmethod

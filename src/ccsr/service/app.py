@@ -68,11 +68,19 @@ def create_app(
     webhooks = _optional("ccsr.service.webhooks")
     metrics = ServiceMetrics()
     if executor is None:
-        from ccsr.jobs.pool import WorkerPool
         from ccsr.jobs.worker import DEFAULT_ENGINE_FACTORY
 
         wsettings = {k: (str(v) if isinstance(v, Path) else v) for k, v in settings.model_dump().items() if k in WORKER_SETTINGS}
-        executor = WorkerPool(wsettings, worker_devices(settings), factory=worker_factory or DEFAULT_ENGINE_FACTORY)
+        if settings.executor == "ray":  # ray is imported only here
+            from ccsr.jobs.ray_executor import RayExecutor
+
+            executor = RayExecutor(wsettings, address=settings.ray_address, workers=settings.ray_workers,
+                                   actor_options=settings.ray_actor_options,
+                                   factory=worker_factory or DEFAULT_ENGINE_FACTORY)
+        else:
+            from ccsr.jobs.pool import WorkerPool
+
+            executor = WorkerPool(wsettings, worker_devices(settings), factory=worker_factory or DEFAULT_ENGINE_FACTORY)
     scheduler = Scheduler(
         store,
         executor,
