@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import os
-from typing import Iterator
+from typing import Iterator, Optional
 
 # Ray reads these when it is first imported: keep every address on loopback
 # (otherwise Ray swaps 127.0.0.1 for the machine's external address) and
@@ -31,22 +31,51 @@ TEST_ACTOR_OPTIONS = {"num_gpus": 0, "num_cpus": 0, "resources": {WORKER_RESOURC
 class LocalCluster:
     """Head (no worker resource) plus ``nodes`` worker nodes on loopback."""
 
-    def __init__(self, nodes: int = 2, *, health_check_period_ms: int = 500, object_store_mb: int = 80):
+    def __init__(
+        self,
+        nodes: int = 2,
+        *,
+        env: Optional[dict] = None,
+        health_check_period_ms: int = 500,
+        object_store_mb: int = 80,
+    ):
         from ray.cluster_utils import Cluster
 
         self._store = object_store_mb * 1024 * 1024
-        self.cluster = Cluster(
-            initialize_head=True,
-            head_node_args={
-                "num_cpus": 1,
-                "node_ip_address": "127.0.0.1",
-                "object_store_memory": self._store,
-                "include_dashboard": False,
-                # Node loss becomes visible within a few seconds, not 30+.
-                "_system_config": {"health_check_period_ms": health_check_period_ms, "health_check_failure_threshold": 3},
-            },
-        )
-        self.workers = [self.add_node() for _ in range(nodes)]
+        # Actor processes inherit their raylet's environment, not the driver's:
+        # ``env`` (e.g. CCSR_FAKE_STEP_SECONDS) is set while the nodes start.
+        self.env = {k: str(v) for k, v in (env or {}).items()}
+        with self._environment():
+            self.cluster = Cluster(
+                initialize_head=True,
+                head_node_args={
+                    "num_cpus": 1,
+                    "node_ip_address": "127.0.0.1",
+                    "object_store_memory": self._store,
+                    "include_dashboard": False,
+                    # Node loss becomes visible within a few seconds, not 30+.
+                    "_system_config": {
+                        "health_check_period_ms": health_check_period_ms,
+                        "health_check_failure_threshold": 3,
+                    },
+                },
+            )
+        self.workers: list = []
+        for _ in range(nodes):
+            self.add_node()
+
+    @contextlib.contextmanager
+    def _environment(self) -> Iterator[None]:
+        old = {k: os.environ.get(k) for k in self.env}
+        os.environ.update(self.env)
+        try:
+            yield
+        finally:
+            for k, v in old.items():
+                if v is None:
+                    os.environ.pop(k, None)
+                else:
+                    os.environ[k] = v
 
     @property
     def address(self) -> str:
@@ -54,13 +83,20 @@ class LocalCluster:
         return self.cluster.address
 
     def add_node(self):  # noqa: ANN201 - ray's Node
-        node = self.cluster.add_node(
-            num_cpus=1,
-            node_ip_address="127.0.0.1",
-            object_store_memory=self._store,
-            resources={WORKER_RESOURCE: 1},
-        )
+        """Start one more worker node (one unit of :data:`WORKER_RESOURCE`)."""
+        with self._environment():
+            node = self.cluster.add_node(
+                num_cpus=1,
+                node_ip_address="127.0.0.1",
+                object_store_memory=self._store,
+                resources={WORKER_RESOURCE: 1},
+            )
+        self.workers.append(node)
         return node
+
+    def node_by_id(self, node_id: str):  # noqa: ANN201
+        """The worker node whose Ray node id is ``node_id``."""
+        return next(n for n in self.workers if n.node_id == node_id)
 
     def remove_node(self, node, allow_graceful: bool = False) -> None:  # noqa: ANN001
         self.cluster.remove_node(node, allow_graceful=allow_graceful)
