@@ -229,3 +229,59 @@ def test_model_that_fails_to_load_shows_on_readyz(server, tmp_path):
         assert body["status"] == "loading"
         assert body["workers"][0]["state"] == "failed"
         assert "missing.safetensors" in body["workers"][0]["error"]
+
+
+def test_tiny_model_in_an_actor_matches_the_in_process_run(server, tiny_checkpoint, tiny_config_path, fixtures_dir, tmp_path):
+    """The real engine (random tiny checkpoint) loaded once in a Ray actor gives
+    the picture the same engine gives in this process: bytes in, bytes out."""
+    import asyncio
+    import io
+    import threading
+
+    import numpy as np
+    from PIL import Image
+
+    from ccsr.jobs.executor import Done, Failed, Progress, Task
+    from ccsr.jobs.ray_executor import RayExecutor
+    from ccsr.jobs.worker import load_upscaler, run_task
+
+    _, _, cluster = server
+    photo = sorted((fixtures_dir / "images").glob("*.png"))[0]
+    Image.open(photo).convert("RGB").resize((32, 32)).save(tmp_path / "in.png")
+    wsettings = {"weights": str(tiny_checkpoint), "config": str(tiny_config_path), "device": "cpu", "dtype": "fp32"}
+    params = {"steps": 6, "scale": 2, "seed": 7, "tile_diffusion": "gaussian", "tile_diffusion_size": 64,
+              "tile_diffusion_stride": 64}
+
+    async def on_ray() -> list:
+        events: list = []
+        ex = RayExecutor(wsettings, address=cluster.address, workers=1,
+                         actor_options={"num_gpus": 0, "num_cpus": 0})  # any node: the ccsr_worker units are taken
+        await ex.start(events.append)
+        try:
+            deadline = time.time() + 120
+            while ex.idle_slots() == 0:
+                assert time.time() < deadline, ex.describe()
+                await asyncio.sleep(0.1)
+            ex.submit(Task("tiny", str(tmp_path / "in.png"), params, str(tmp_path / "ray.png")))
+            while not any(isinstance(e, (Done, Failed)) for e in events):
+                assert time.time() < deadline, events
+                await asyncio.sleep(0.05)
+        finally:
+            await ex.close()
+        return events
+
+    ray_events = asyncio.run(on_ray())
+    done = [e for e in ray_events if isinstance(e, (Done, Failed))]
+    assert len(done) == 1 and isinstance(done[0], Done), done
+    assert (done[0].width, done[0].height, done[0].seed) == (64, 64, 7)
+    assert any(isinstance(e, Progress) for e in ray_events)
+    local: list = []
+    run_task(load_upscaler(wsettings, "cpu"), Task("tiny", str(tmp_path / "in.png"), params, str(tmp_path / "local.png")),
+             threading.Event(), local.append)
+    assert isinstance(local[-1], Done), local[-1]
+    a = np.asarray(Image.open(tmp_path / "ray.png"), dtype=np.int16)
+    b = np.asarray(Image.open(tmp_path / "local.png"), dtype=np.int16)
+    assert a.shape == b.shape == (64, 64, 3)
+    # Same weights, seed and noise; only the CPU thread count may differ (float sums).
+    assert np.abs(a - b).max() <= 2, np.abs(a - b).max()
+    assert done[0].file_size == (tmp_path / "ray.png").stat().st_size
