@@ -55,7 +55,7 @@ class Settings(BaseSettings):
 
     # --- scale-out (docs/scale-out.md) ----------------------------------------
     executor: Literal["local", "ray"] = Field("local", description="Where the model runs: local (worker processes on this machine) or ray (one Ray actor per GPU of a Ray cluster; needs ccsr[ray]).")
-    ray_address: Optional[str] = Field(None, description="Ray cluster to join with executor=ray: auto, host:6379 (the head's GCS) or ray://host:10001; default: start a private single-machine Ray.")
+    ray_address: Optional[str] = Field(None, description="Ray cluster to join with executor=ray: auto (the cluster this machine belongs to) or host:6379 (the head's GCS address); default: start a private single-machine Ray. See docs/scale-out.md.")
     ray_workers: Optional[int] = Field(None, ge=1, description="Model actors with executor=ray; default: as many as the cluster's resources hold (its GPU count), growing when nodes join.")
     ray_actor_options: dict = Field(default_factory=dict, description='Ray actor options as JSON, merged over {"num_gpus": 1}; e.g. {"num_gpus":0,"num_cpus":1,"resources":{"ccsr_worker":1}} for CPU nodes.')
 

@@ -26,7 +26,7 @@ def serve(
     allow_private_urls: Optional[bool] = typer.Option(None, "--allow-private-urls/--no-allow-private-urls", help="Let image_url and webhooks reach loopback/private addresses (CCSR_ALLOW_PRIVATE_URLS; for tests and private networks)."),
     api_keys_file: Optional[Path] = typer.Option(None, "--api-keys-file", help="File with one API key per line (CCSR_API_KEYS_FILE; CCSR_API_KEYS for a comma-separated list)."),
     executor: Optional[str] = typer.Option(None, "--executor", help="local (worker processes here) or ray (actors on a Ray cluster; CCSR_EXECUTOR). See docs/scale-out.md."),
-    ray_address: Optional[str] = typer.Option(None, "--ray-address", help="Ray cluster for --executor ray: auto, host:6379 or ray://host:10001 (CCSR_RAY_ADDRESS)."),
+    ray_address: Optional[str] = typer.Option(None, "--ray-address", help="Ray cluster for --executor ray: auto or the head's host:6379 (CCSR_RAY_ADDRESS; default: a private local Ray)."),
     ray_workers: Optional[int] = typer.Option(None, "--ray-workers", help="Model actors for --executor ray (default: the cluster's GPU count; CCSR_RAY_WORKERS)."),
     ray_actor_options: Optional[str] = typer.Option(None, "--ray-actor-options", help='Ray actor options as JSON, e.g. \'{"num_gpus":0,"num_cpus":1}\' (CCSR_RAY_ACTOR_OPTIONS).'),
     log_level: str = typer.Option("info", "--log-level", help="debug, info, warning or error."),
