@@ -59,6 +59,18 @@ class Settings(BaseSettings):
     ray_workers: Optional[int] = Field(None, ge=1, description="Model actors with executor=ray; default: as many as the cluster's resources hold (its GPU count), growing when nodes join.")
     ray_actor_options: dict = Field(default_factory=dict, description='Ray actor options as JSON, merged over {"num_gpus": 1}; e.g. {"num_gpus":0,"num_cpus":1,"resources":{"ccsr_worker":1}} for CPU nodes.')
 
+    @field_validator("ray_address")
+    @classmethod
+    def _check_ray_address(cls, v: Optional[str]) -> Optional[str]:
+        # Ray Client (ray://) needs ray[client] and proxies every object through
+        # the head; the executor is built and tested as a cluster member.
+        if v is not None and v.strip().lower().startswith("ray://"):
+            raise ValueError(
+                "ray:// (Ray Client) is not supported: run ccsr serve on a machine that can reach every node "
+                "and give the head's GCS address (host:6379) or auto"
+            )
+        return v
+
     @field_validator("ray_actor_options")
     @classmethod
     def _check_actor_options(cls, v: dict) -> dict:

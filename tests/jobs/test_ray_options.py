@@ -58,6 +58,7 @@ def test_settings_from_the_environment(monkeypatch):
         (["--ray-actor-options", json.dumps({"max_task_retries": 2})], ["ray_actor_options", "max_task_retries"]),
         (["--ray-workers", "0"], ["ray_workers"]),
         (["--executor", "slurm"], ["executor"]),
+        (["--ray-address", "ray://10.0.0.1:10001"], ["ray_address", "not supported", "host:6379"]),
     ],
 )
 def test_serve_refuses_bad_flags_before_starting(tmp_path, args, words):

@@ -117,7 +117,11 @@ class RayExecutor(Executor):
             kwargs: dict = {"namespace": "ccsr", "log_to_driver": False}
             if self.address is None:
                 kwargs["include_dashboard"] = False  # a private single-machine Ray
-            ray.init(address=self.address, **kwargs)
+            try:
+                ray.init(address=self.address, **kwargs)
+            except Exception as exc:  # noqa: BLE001 - say which setting to look at
+                where = f"the Ray cluster at {self.address}" if self.address else "a local Ray"
+                raise RuntimeError(f"ray_address: could not start or join {where}: {exc}") from exc
             self._owns_ray = True
         self._cls = actor_class()
         self._grow(await asyncio.to_thread(self._target_count))
