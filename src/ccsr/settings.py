@@ -11,7 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal, Optional
 
-from pydantic import Field, field_validator
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 from typing_extensions import Annotated
 
@@ -80,6 +80,16 @@ class Settings(BaseSettings):
 
         check_actor_options(v)
         return v
+    # --- blob store (inputs, results, uploads) ----------------------------
+    blob_store: Literal["local", "s3"] = Field("local", description="Where inputs, results and uploaded files live: local (a directory under data_dir/blobs) or s3 (an S3-compatible bucket, shared by several nodes and remote workers; needs `pip install 'ccsr[s3]'`).")
+    s3_endpoint_url: Optional[str] = Field(None, description="S3 API endpoint, e.g. http://127.0.0.1:8333 for SeaweedFS or MinIO; default: AWS S3 for the region.")
+    s3_bucket: Optional[str] = Field(None, description="Bucket holding the blobs (required when blob_store is s3).")
+    s3_region: Optional[str] = Field(None, description="Region of the bucket; default: boto3's (AWS_DEFAULT_REGION, ~/.aws/config).")
+    s3_access_key_id: Optional[str] = Field(None, description="Access key id; default: boto3's credential chain (AWS_ACCESS_KEY_ID, ~/.aws, instance role).")
+    s3_secret_access_key: Optional[SecretStr] = Field(None, description="Secret access key paired with s3_access_key_id (never logged).")
+    s3_prefix: str = Field("", description="Key prefix inside the bucket, e.g. ccsr/ to share a bucket with other data.")
+    s3_presign_urls: bool = Field(False, description="Answer file URLs with a redirect to a presigned GET URL on the bucket (clients download from S3 directly) instead of streaming through the server.")
+    s3_presign_expires: int = Field(3600, ge=60, le=7 * 24 * 3600, description="Seconds a presigned URL stays valid.")
 
     @field_validator("api_keys", mode="before")
     @classmethod

@@ -241,16 +241,23 @@ def test_tiny_model_in_an_actor_matches_the_in_process_run(server, tiny_checkpoi
     import numpy as np
     from PIL import Image
 
+    from ccsr.apps.ccsr import CCSRApp
+    from ccsr.blobs.local import LocalBlobStore
     from ccsr.jobs.executor import Done, Failed, Progress, Task
     from ccsr.jobs.ray_executor import RayExecutor
-    from ccsr.jobs.worker import load_upscaler, run_task
+    from ccsr.jobs.worker import run_task
 
     _, _, cluster = server
     photo = sorted((fixtures_dir / "images").glob("*.png"))[0]
     Image.open(photo).convert("RGB").resize((32, 32)).save(tmp_path / "in.png")
     wsettings = {"weights": str(tiny_checkpoint), "config": str(tiny_config_path), "device": "cpu", "dtype": "fp32"}
-    params = {"steps": 6, "scale": 2, "seed": 7, "tile_diffusion": "gaussian", "tile_diffusion_size": 64,
-              "tile_diffusion_stride": 64}
+    app = CCSRApp()
+    params = app.Params(steps=6, scale=2, seed=7, tile_diffusion="gaussian", tile_diffusion_size=64,
+                        tile_diffusion_stride=64)
+    # A local store the actor's node does not share: the input travels as bytes
+    # and the result comes back into this store at output_key.
+    store = LocalBlobStore(tmp_path / "blobs")
+    store.put("in.png", (tmp_path / "in.png").read_bytes())
 
     async def on_ray() -> list:
         events: list = []
@@ -262,7 +269,7 @@ def test_tiny_model_in_an_actor_matches_the_in_process_run(server, tiny_checkpoi
             while ex.idle_slots() == 0:
                 assert time.time() < deadline, ex.describe()
                 await asyncio.sleep(0.1)
-            ex.submit(Task("tiny", str(tmp_path / "in.png"), params, str(tmp_path / "ray.png")))
+            ex.submit(Task("tiny", app.app_id, params, "in.png", "ray.png", store.spec()))
             while not any(isinstance(e, (Done, Failed)) for e in events):
                 assert time.time() < deadline, events
                 await asyncio.sleep(0.05)
@@ -273,15 +280,15 @@ def test_tiny_model_in_an_actor_matches_the_in_process_run(server, tiny_checkpoi
     ray_events = asyncio.run(on_ray())
     done = [e for e in ray_events if isinstance(e, (Done, Failed))]
     assert len(done) == 1 and isinstance(done[0], Done), done
-    assert (done[0].width, done[0].height, done[0].seed) == (64, 64, 7)
+    assert (done[0].fields["width"], done[0].fields["height"], done[0].fields["seed"]) == (64, 64, 7)
     assert any(isinstance(e, Progress) for e in ray_events)
     local: list = []
-    run_task(load_upscaler(wsettings, "cpu"), Task("tiny", str(tmp_path / "in.png"), params, str(tmp_path / "local.png")),
+    run_task(app, app.load_engine(wsettings, "cpu"), Task("tiny", app.app_id, params, "in.png", "local.png", store.spec()),
              threading.Event(), local.append)
     assert isinstance(local[-1], Done), local[-1]
-    a = np.asarray(Image.open(tmp_path / "ray.png"), dtype=np.int16)
-    b = np.asarray(Image.open(tmp_path / "local.png"), dtype=np.int16)
+    a = np.asarray(Image.open(io.BytesIO(store.read("ray.png"))), dtype=np.int16)
+    b = np.asarray(Image.open(io.BytesIO(store.read("local.png"))), dtype=np.int16)
     assert a.shape == b.shape == (64, 64, 3)
     # Same weights, seed and noise; only the CPU thread count may differ (float sums).
     assert np.abs(a - b).max() <= 2, np.abs(a - b).max()
-    assert done[0].file_size == (tmp_path / "ray.png").stat().st_size
+    assert done[0].file_size == len(store.read("ray.png"))

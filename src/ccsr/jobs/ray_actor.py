@@ -21,6 +21,7 @@ This module imports ``ray``; only the Ray executor imports it.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import queue
 import shutil
@@ -31,48 +32,40 @@ from typing import Any, Iterator, Optional
 import ray
 
 from ccsr.jobs.executor import Done, Failed, Task
-from ccsr.jobs.worker import resolve_factory, run_task
+from ccsr.apps.base import load_app
+from ccsr.blobs.local import LocalBlobStore
+from ccsr.jobs.worker import blob_store, resolve_factory, run_task
 
 #: Concurrency group of the calls that must answer during a run.
 CONTROL = "control"
 
 
-def task_from_payload(payload: dict, work_dir: str) -> Task:
-    """Materialize a driver payload as a local :class:`Task` for :func:`run_task`.
-
-    The input bytes are written to a private temporary directory on this
-    node; the output goes next to it and is read back by :func:`result_bytes`.
-    (When tasks carry blob keys, this is where the input is read from the
-    blob store instead.)
-    """
-    rid = payload["request_id"]
-    input_path = os.path.join(work_dir, "input")
-    with open(input_path, "wb") as f:
-        f.write(payload["input"])
-    return Task(
-        request_id=rid,
-        input_path=input_path,
-        params=payload["params"],
-        output_path=os.path.join(work_dir, "output.png"),
-        attempt=payload.get("attempt", 1),
-        max_output_pixels=payload.get("max_output_pixels", 4096 * 4096),
-    )
+def task_here(payload: dict, scratch: str) -> Task:
+    """The task to run on this node: as sent when its blob store is shared;
+    else the input bytes go into a private local store under ``scratch`` and
+    the result is read back from there by :func:`result_of`."""
+    task: Task = payload["task"]
+    if payload.get("input") is None:
+        return task
+    store = LocalBlobStore(scratch)
+    store.put(task.input_key, payload["input"])
+    return dataclasses.replace(task, blob_store=store.spec())
 
 
-def result_bytes(task: Task) -> bytes:
-    """The encoded result a finished :func:`run_task` wrote."""
-    with open(task.output_path, "rb") as f:
-        return f.read()
+def result_of(task: Task, done: Done) -> tuple[bytes, str]:
+    """The result bytes (and content type) a finished :func:`run_task` stored."""
+    return blob_store(task.blob_store).read(task.output_key), done.content_type
 
 
 class ModelActor:
     """Loads the engine once; runs one task at a time (the driver never sends two)."""
 
-    def __init__(self, factory_spec: str, settings: dict, device: str):
+    def __init__(self, app_ref: str, factory_spec: Optional[str], settings: dict, device: str):
         self.pid = os.getpid()
         self.engine: Any = None
         self.error = ""
         self.device = device
+        self.app: Any = None
         self._cancels: dict[str, threading.Event] = {}
         self._cancelled_early: set[str] = set()
         self._lock = threading.Lock()
@@ -80,7 +73,10 @@ class ModelActor:
         if device in ("", "auto") and ray.get_gpu_ids():
             self.device = "cuda"  # Ray set CUDA_VISIBLE_DEVICES to this actor's GPU
         try:
-            self.engine = resolve_factory(factory_spec)(settings, self.device)
+            # The app is rebuilt from its ref, as a local worker process does.
+            self.app = load_app(app_ref)
+            factory = resolve_factory(factory_spec) if factory_spec else self.app.load_engine
+            self.engine = factory(settings, self.device)
             self.device = str(getattr(self.engine, "device", self.device))
         except BaseException as exc:  # noqa: BLE001 - reported through info(), shown on /readyz
             self.error = f"{type(exc).__name__}: {exc}"
@@ -117,7 +113,7 @@ class ModelActor:
     def run(self, payload: dict) -> Iterator[tuple]:
         """Yield ``("events", [Event, ...])`` batches, then, for a success,
         ``("result", png_bytes)`` just before the batch holding ``Done``."""
-        rid = payload["request_id"]
+        rid = payload["task"].request_id
         if self.engine is None:
             yield ("events", [Failed(rid, "error", f"the model is not loaded: {self.error}")])
             return
@@ -130,7 +126,7 @@ class ModelActor:
         work_dir = tempfile.mkdtemp(prefix="ccsr-ray-")
         events: "queue.Queue[Optional[Any]]" = queue.Queue()
         try:
-            task = task_from_payload(payload, work_dir)
+            task = task_here(payload, work_dir)
             runner = threading.Thread(
                 target=self._run_one, args=(task, cancel, events), daemon=True, name=f"ccsr-run-{rid}"
             )
@@ -146,8 +142,9 @@ class ModelActor:
                 if batch[-1] is None:
                     batch.pop()
                     finished = True
-                if any(isinstance(e, Done) for e in batch):
-                    yield ("result", result_bytes(task))
+                done = next((e for e in batch if isinstance(e, Done)), None)
+                if done is not None and payload.get("input") is not None:  # the driver stores it
+                    yield ("result", result_of(task, done))
                 if batch:
                     yield ("events", batch)
             runner.join()
@@ -158,7 +155,7 @@ class ModelActor:
 
     def _run_one(self, task: Task, cancel: threading.Event, events: "queue.Queue") -> None:
         try:
-            run_task(self.engine, task, cancel, events.put)
+            run_task(self.app, self.engine, task, cancel, events.put)
         finally:
             events.put(None)
 

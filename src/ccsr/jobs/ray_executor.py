@@ -34,34 +34,31 @@ from ray.exceptions import RayActorError, RayError, RayTaskError
 from ccsr.jobs.executor import Done, Emit, Event, Executor, Failed, Task, WorkerLost, WorkerState
 from ccsr.jobs.ray_actor import actor_class
 from ccsr.jobs.ray_options import check_actor_options
-from ccsr.jobs.worker import DEFAULT_ENGINE_FACTORY
+from ccsr.apps.registry import BUILTIN
+from ccsr.jobs.worker import blob_store
 
 log = logging.getLogger("ccsr.jobs.ray")
 
-def task_payload(task: Task) -> dict:
-    """What crosses to the actor for ``task``: parameters and the input's bytes.
+def shares_blobs(task: Task) -> bool:
+    """Whether the actor's node can reach the task's blob store itself.
 
-    The one driver-side place that reads a task's input; tasks that carry
-    blob keys will send the key (and the store's spec) instead.
+    A local store is a directory on the driver's machine that other nodes do
+    not share; an S3-compatible store is reachable from every node.
     """
-    with open(task.input_path, "rb") as f:
-        data = f.read()
-    return {
-        "request_id": task.request_id,
-        "params": task.params,
-        "attempt": task.attempt,
-        "max_output_pixels": task.max_output_pixels,
-        "input": data,
-    }
+    return task.blob_store.get("kind") != "local"
 
 
-def deliver_result(task: Task, data: bytes) -> None:
-    """Write the result bytes an actor sent where the scheduler expects them."""
-    os.makedirs(os.path.dirname(task.output_path) or ".", exist_ok=True)
-    tmp = task.output_path + ".part"
-    with open(tmp, "wb") as f:
-        f.write(data)
-    os.replace(tmp, task.output_path)
+def task_payload(task: Task) -> dict:
+    """What crosses to the actor for ``task``: the task as is (blob keys and the
+    store's spec) when the store is shared, plus the input's bytes when not."""
+    if shares_blobs(task):
+        return {"task": task, "input": None}
+    return {"task": task, "input": blob_store(task.blob_store).read(task.input_key)}
+
+
+def deliver_result(task: Task, data: bytes, content_type: str) -> None:
+    """Put the result bytes an actor sent into the driver's store at ``output_key``."""
+    blob_store(task.blob_store).put(task.output_key, data, content_type=content_type)
 
 
 class _Slot:
@@ -88,7 +85,8 @@ class RayExecutor(Executor):
         address: Optional[str] = None,
         workers: Optional[int] = None,
         actor_options: Optional[dict] = None,
-        factory: str = DEFAULT_ENGINE_FACTORY,
+        app_ref: str = BUILTIN[0],
+        factory: Optional[str] = None,
         restart_delay: float = 1.0,
         rescan_interval: float = 2.0,
         watch_interval: float = 5.0,
@@ -97,7 +95,8 @@ class RayExecutor(Executor):
         self.address = address
         self.workers = workers
         self.actor_options = check_actor_options(dict(actor_options or {}))
-        self.factory = factory
+        self.app_ref = app_ref  # the app whose engine the actors build (one executor per app)
+        self.factory = factory  # "module:function" replacing the app's engine (tests, benchmarks)
         self.restart_delay = restart_delay
         self.rescan_interval = rescan_interval
         self.watch_interval = watch_interval
@@ -234,7 +233,7 @@ class RayExecutor(Executor):
         s.generation += 1
         s.ready, s.task, s.info = False, None, {}
         options = {**self.actor_options, "max_restarts": 0, "max_task_retries": 0}
-        s.handle = self._cls.options(**options).remote(self.factory, self.settings, str(self.settings.get("device") or "auto"))
+        s.handle = self._cls.options(**options).remote(self.app_ref, self.factory, self.settings, str(self.settings.get("device") or "auto"))
         threading.Thread(
             target=self._watch, args=(s, s.generation, s.handle), daemon=True, name=f"ccsr-{s.name}-watch"
         ).start()
@@ -275,8 +274,8 @@ class RayExecutor(Executor):
                 kind, value = ray.get(ref)
                 if kind == "result":
                     try:
-                        deliver_result(task, value)
-                    except OSError as exc:
+                        deliver_result(task, *value)
+                    except Exception as exc:  # noqa: BLE001 - disk or S3 error
                         broken = f"Could not write the result: {exc}"
                     continue
                 for ev in value:
@@ -293,7 +292,7 @@ class RayExecutor(Executor):
             self._post(self._on_event, s, gen, Failed(rid, "error", f"the model actor failed: {exc.cause or exc}"))
         except RayError as exc:  # the stream's objects were lost with their node
             self._post(self._on_dead, s, gen, _describe_death(exc))
-        except OSError as exc:  # the prepared input could not be read
+        except (OSError, KeyError) as exc:  # the prepared input could not be read
             self._post(self._on_event, s, gen, Failed(rid, "error", f"Could not read the prepared input: {exc}"))
 
     def _post(self, fn, *args) -> None:  # noqa: ANN001

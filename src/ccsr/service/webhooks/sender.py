@@ -1,0 +1,243 @@
+"""The webhook sender: claims due outbox rows, POSTs them signed, records
+the outcome.
+
+A claim is a lease (compare-and-set on ``next_attempt_at``), so two senders
+never double-send and a crash mid-send only delays. Retries back off
+exponentially (15 s doubling: 10 attempts span about 2 hours). Every delivery
+re-checks the URL with the same SSRF rules as image downloads and connects to
+the checked address.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+from sqlalchemy import delete, select, update
+from sqlalchemy.orm import Session, sessionmaker
+
+from ccsr.service.fetch import (
+    BlockedAddress,
+    InputError,
+    check_outbound_url,
+    check_url_syntax,
+    make_client,
+    open_pinned,
+)
+from ccsr.service.webhooks.outbox import DELIVERED, FAILED, PENDING, WebhookDelivery
+from ccsr.service.webhooks.signing import WebhookKeys
+from ccsr.settings import Settings
+
+log = logging.getLogger("ccsr.webhooks")
+
+BASE_DELAY = 15.0
+PRUNE_AFTER = 7 * 24 * 3600.0  # finished deliveries are kept a week for inspection
+
+
+def default_backoff(attempt: int) -> float:
+    """Seconds before retry number ``attempt`` (1-based): 15 s doubling, +-10 % jitter."""
+    return BASE_DELAY * 2 ** (attempt - 1) * random.uniform(0.9, 1.1)
+
+
+class WebhookSender:
+    """Delivers due outbox rows; state lives in the database only."""
+
+    def __init__(
+        self,
+        session_factory: Callable[[], Session],
+        keys: WebhookKeys,
+        settings: Settings,
+        *,
+        clock: Callable[[], float] = time.time,
+        backoff: Callable[[int], float] = default_backoff,
+        lease: float = 120.0,
+        poll_interval: float = 2.0,
+        timeout: float = 15.0,
+        batch: int = 50,
+        concurrency: int = 8,
+    ):
+        self._session = session_factory
+        self.keys = keys
+        self.settings = settings
+        self.clock = clock
+        self.backoff = backoff
+        self.lease = lease
+        self.poll_interval = poll_interval
+        self.timeout = timeout
+        self.batch = batch
+        self.max_attempts = max(1, settings.webhook_max_attempts)
+        self._sem = asyncio.Semaphore(concurrency)
+        self._wake: Optional[asyncio.Event] = None
+        self._task: Optional[asyncio.Task] = None
+
+    # --- claiming and recording (blocking DB work, run in a thread) -----------------
+    def _claim(self, now: float) -> list[dict]:
+        with self._session() as s:
+            rows = s.execute(
+                select(WebhookDelivery)
+                .where(WebhookDelivery.status == PENDING, WebhookDelivery.next_attempt_at <= now)
+                .order_by(WebhookDelivery.next_attempt_at)
+                .limit(self.batch)
+            ).scalars().all()
+            claimed = []
+            for row in rows:
+                # Compare-and-set on next_attempt_at: only one sender wins a row.
+                res = s.execute(
+                    update(WebhookDelivery)
+                    .where(
+                        WebhookDelivery.id == row.id,
+                        WebhookDelivery.status == PENDING,
+                        WebhookDelivery.next_attempt_at == row.next_attempt_at,
+                    )
+                    .values(next_attempt_at=now + self.lease)
+                )
+                if res.rowcount == 1:
+                    claimed.append(
+                        {"id": row.id, "request_id": row.request_id, "user_id": row.user_id, "url": row.url,
+                         "body": row.body, "attempts": row.attempts}
+                    )
+            s.commit()
+            return claimed
+
+    def _record(self, item: dict, ok: bool, status: Optional[int], error: Optional[str], permanent: bool) -> None:
+        now = self.clock()
+        attempts = item["attempts"] + 1
+        values: dict[str, Any] = {"attempts": attempts, "last_status": status, "last_error": error}
+        if ok:
+            values.update(status=DELIVERED, delivered_at=now)
+        elif permanent or attempts >= self.max_attempts:
+            values.update(status=FAILED)
+            log.warning("webhook for %s failed for good after %d attempts: %s", item["request_id"], attempts, error)
+        else:
+            values.update(next_attempt_at=now + self.backoff(attempts))
+        with self._session() as s:
+            s.execute(update(WebhookDelivery).where(WebhookDelivery.id == item["id"]).values(**values))
+            s.commit()
+
+    # --- sending ---------------------------------------------------------------------
+    async def _deliver(self, item: dict) -> tuple[bool, Optional[int], Optional[str], bool]:
+        """(delivered, HTTP status, error, permanent failure)."""
+        body = item["body"].encode()
+        try:
+            check_url_syntax(item["url"], field="fal_webhook")
+        except InputError as exc:
+            return False, None, exc.message, True
+        try:
+            target = await check_outbound_url(item["url"], self.settings, field="fal_webhook")
+        except BlockedAddress as exc:
+            return False, None, exc.message, True
+        except InputError as exc:  # e.g. DNS failure: may be temporary
+            return False, None, exc.message, False
+        timestamp = str(int(self.clock()))
+        headers = {
+            "Content-Type": "application/json",
+            "X-Fal-Webhook-Request-Id": item["request_id"],
+            "X-Fal-Webhook-User-Id": item["user_id"],
+            "X-Fal-Webhook-Timestamp": timestamp,
+            "X-Fal-Webhook-Signature": self.keys.sign(item["request_id"], item["user_id"], timestamp, body),
+        }
+        try:
+            async with asyncio.timeout(self.timeout):
+                async with make_client(self.timeout) as client:
+                    response = await open_pinned(client, "POST", target, headers=headers, content=body)
+                    await response.aclose()
+        except Exception as exc:  # noqa: BLE001 - any transport failure (timeouts included) is retried
+            return False, None, f"{type(exc).__name__}: {exc}"[:500], False
+        if 200 <= response.status_code < 300:
+            return True, response.status_code, None, False
+        return False, response.status_code, f"receiver answered HTTP {response.status_code}", False
+
+    async def _handle(self, item: dict) -> None:
+        async with self._sem:
+            ok, status, error, permanent = await self._deliver(item)
+        await asyncio.to_thread(self._record, item, ok, status, error, permanent)
+
+    async def run_once(self) -> int:
+        """Deliver every row due now; returns how many were attempted."""
+        items = await asyncio.to_thread(self._claim, self.clock())
+        if items:
+            await asyncio.gather(*(self._handle(i) for i in items))
+        return len(items)
+
+    def prune(self, older_than: float = PRUNE_AFTER) -> int:
+        """Delete delivered/failed rows older than ``older_than`` seconds."""
+        cutoff = self.clock() - older_than
+        with self._session() as s:
+            res = s.execute(
+                delete(WebhookDelivery).where(
+                    WebhookDelivery.status.in_((DELIVERED, FAILED)), WebhookDelivery.created_at < cutoff
+                )
+            )
+            s.commit()
+            return res.rowcount or 0
+
+    def notify(self) -> None:
+        """Wake the loop now (a delivery was just enqueued)."""
+        if self._wake is not None:
+            self._wake.set()
+
+    async def run(self) -> None:
+        """Loop forever: deliver due rows, then sleep until woken or the next poll."""
+        self._wake = asyncio.Event()
+        last_prune = 0.0
+        while True:
+            try:
+                while await self.run_once():
+                    pass
+                if self.clock() - last_prune > 3600:
+                    last_prune = self.clock()
+                    await asyncio.to_thread(self.prune)
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # noqa: BLE001 - a DB hiccup must not kill the loop
+                log.exception("webhook sender pass failed")
+            try:
+                await asyncio.wait_for(self._wake.wait(), self.poll_interval)
+            except TimeoutError:
+                pass
+            self._wake.clear()
+
+    def start(self) -> asyncio.Task:
+        self._task = asyncio.create_task(self.run(), name="ccsr-webhook-sender")
+        return self._task
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            try:
+                await self._task
+            except asyncio.CancelledError:
+                pass
+            self._task = None
+
+
+# --- wiring into the app (called by ccsr.service.app) ----------------------------------
+
+
+async def start_for_app(app: Any) -> WebhookSender:
+    """Start the sender for an app and return it (``notify()`` wakes it).
+
+    Expects ``app.state.settings`` and ``app.state.store`` (with ``session()``).
+    """
+    settings: Settings = app.state.settings
+    store = app.state.store
+    keys = getattr(app.state, "webhook_keys", None) or WebhookKeys.load_or_create(Path(settings.data_dir))
+    sender = WebhookSender(store.session, keys, settings)
+    app.state.webhook_keys = keys
+    app.state.webhook_sender = sender
+    sender.start()
+    return sender
+
+
+async def stop_for_app(app: Any) -> None:
+    sender: Optional[WebhookSender] = getattr(app.state, "webhook_sender", None)
+    if sender is not None:
+        await sender.stop()
+
+
+def make_session_factory(engine: Any) -> Callable[[], Session]:
+    return sessionmaker(engine, expire_on_commit=False)
