@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import io
 import json
 import statistics
 import sys
@@ -41,6 +42,7 @@ from ccsr.jobs import ray_testing  # noqa: E402  (sets Ray's environment before 
 from machine_info import machine  # noqa: E402
 
 FAKE = "ccsr.jobs.testing:fake_engine_factory"
+APP_ID = "fal-ai/ccsr"
 
 
 def fake_steps(job_seconds: float, step_seconds: float) -> int:
@@ -48,7 +50,7 @@ def fake_steps(job_seconds: float, step_seconds: float) -> int:
     return max(3, round(3 * job_seconds / step_seconds))
 
 
-async def run_jobs(ex, events: asyncio.Queue, n: int, params: dict, src: str, out_dir: str, concurrent: bool) -> dict:
+async def run_jobs(ex, events: asyncio.Queue, n: int, params, src: dict, out_dir: str, concurrent: bool) -> dict:
     """Submit ``n`` jobs (as slots free up, or one at a time) and time them."""
     from ccsr.jobs.executor import Done, Failed, Task
 
@@ -59,7 +61,9 @@ async def run_jobs(ex, events: asyncio.Queue, n: int, params: dict, src: str, ou
         while submitted < n and ex.idle_slots() > 0 and (concurrent or submitted == finished):
             rid = f"job-{submitted}"
             started[rid] = time.perf_counter()
-            ex.submit(Task(rid, src, params, f"{out_dir}/{rid}.png"))
+            # src: a local blob store spec holding the input at "in.png" (the
+            # driver sends its bytes, as for any store the nodes don't share).
+            ex.submit(Task(rid, APP_ID, params, "in.png", f"out/{rid}.png", src))
             submitted += 1
         ev = await events.get()
         if isinstance(ev, Failed):
@@ -87,12 +91,14 @@ async def with_executor(ex, ready: int, body):
         await ex.close()
 
 
-async def bench(args, cluster, src: str, out_dir: str) -> dict:
+async def bench(args, cluster, src: dict, out_dir: str) -> dict:
+    from ccsr.apps.ccsr import CCSRApp
     from ccsr.jobs.pool import WorkerPool
     from ccsr.jobs.ray_executor import RayExecutor
 
-    params = {"steps": fake_steps(args.job_seconds, args.step_seconds), "scale": 2}
-    short = {"steps": fake_steps(args.step_seconds * 2, args.step_seconds), "scale": 2}
+    app = CCSRApp()
+    params = app.Params(steps=fake_steps(args.job_seconds, args.step_seconds), scale=2)
+    short = app.Params(steps=fake_steps(args.step_seconds * 2, args.step_seconds), scale=2)
     out: dict = {"throughput": {}, "overhead": {}}
 
     def ray_executor(n: int) -> RayExecutor:
@@ -117,7 +123,7 @@ async def bench(args, cluster, src: str, out_dir: str) -> dict:
 
     ex = ray_executor(1)
     out["overhead"]["ray"] = await with_executor(ex, 1, lambda ev: seq(ev, [ex]))
-    pool = WorkerPool({}, ["cpu"], factory=FAKE)
+    pool = WorkerPool({}, ["cpu"], app_ref=app.ref, factory=FAKE)
     out["overhead"]["local_pool"] = await with_executor(pool, 1, lambda ev: seq(ev, [pool]))
     r, p = out["overhead"]["ray"]["overhead_median_ms"], out["overhead"]["local_pool"]["overhead_median_ms"]
     out["overhead"]["ray_minus_pool_ms"] = r - p
@@ -146,9 +152,13 @@ def main() -> None:
         import ray
 
         ray.init(address=cluster.address, log_to_driver=False)
-        src = f"{tmp}/in.png"
-        Image.new("RGB", (64, 64), (120, 80, 40)).save(src)
-        result = asyncio.run(bench(args, cluster, src, tmp))
+        from ccsr.blobs.local import LocalBlobStore
+
+        store = LocalBlobStore(f"{tmp}/blobs")
+        buf = io.BytesIO()
+        Image.new("RGB", (64, 64), (120, 80, 40)).save(buf, format="PNG")
+        store.put("in.png", buf.getvalue())
+        result = asyncio.run(bench(args, cluster, store.spec(), tmp))
     result = {
         "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "machine": machine(),

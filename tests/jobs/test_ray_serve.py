@@ -17,7 +17,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from ccsr.client.testing import serve
+from serve_helpers import serve
 from ccsr.jobs.ray_testing import TEST_ACTOR_OPTIONS
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "service"))
