@@ -56,6 +56,33 @@ class Settings(BaseSettings):
     webhook_concurrency: int = Field(32, ge=1, description="Webhook sends in flight at once (all receivers together).")
     webhook_per_host_concurrency: int = Field(4, ge=1, description="Webhook sends in flight at once to one receiver host, so a receiver that hangs cannot delay the others.")
 
+    # --- scale-out (docs/scale-out.md) ----------------------------------------
+    executor: Literal["local", "ray"] = Field("local", description="Where the model runs: local (worker processes on this machine) or ray (one Ray actor per GPU of a Ray cluster; needs ccsr[ray]).")
+    ray_address: Optional[str] = Field(None, description="Ray cluster to join with executor=ray: auto (the cluster this machine belongs to) or host:6379 (the head's GCS address); default: start a private single-machine Ray. See docs/scale-out.md.")
+    ray_workers: Optional[int] = Field(None, ge=1, description="Model actors with executor=ray; default: as many as the cluster's resources hold (its GPU count), growing when nodes join.")
+    ray_actor_options: dict = Field(default_factory=dict, description='Ray actor options as JSON, merged over {"num_gpus": 1}; e.g. {"num_gpus":0,"num_cpus":1,"resources":{"ccsr_worker":1}} for CPU nodes.')
+
+    @field_validator("ray_address")
+    @classmethod
+    def _check_ray_address(cls, v: Optional[str]) -> Optional[str]:
+        # Ray Client (ray://) needs ray[client] and proxies every object through
+        # the head; the executor is built and tested as a cluster member.
+        if v is not None and v.strip().lower().startswith("ray://"):
+            raise ValueError(
+                "ray:// (Ray Client) is not supported: run ccsr serve on a machine that can reach every node "
+                "and give the head's GCS address (host:6379) or auto"
+            )
+        return v
+
+    @field_validator("ray_actor_options")
+    @classmethod
+    def _check_actor_options(cls, v: dict) -> dict:
+        # The check lives beside the executor (without importing ray) so a bad
+        # key fails at start-up with the field's name, not at the first request.
+        from ccsr.jobs.ray_options import check_actor_options
+
+        check_actor_options(v)
+        return v
     # --- blob store (inputs, results, uploads) ----------------------------
     blob_store: Literal["local", "s3"] = Field("local", description="Where inputs, results and uploaded files live: local (a directory under data_dir/blobs) or s3 (an S3-compatible bucket, shared by several nodes and remote workers; needs `pip install 'ccsr[s3]'`).")
     s3_endpoint_url: Optional[str] = Field(None, description="S3 API endpoint, e.g. http://127.0.0.1:8333 for SeaweedFS or MinIO; default: AWS S3 for the region.")

@@ -46,11 +46,17 @@ def worker_devices(settings: Settings) -> list[str]:
 
 
 def worker_pool(app: App, settings: Settings, factory: Optional[str] = None) -> Executor:
-    """The default executor of an app: its model worker processes, one per device."""
-    from ccsr.jobs.pool import WorkerPool
-
+    """The default executor of an app: its model worker processes, one per
+    device, or with executor=ray its Ray actors (one RayExecutor per app)."""
     wsettings = {k: (str(v) if isinstance(v, Path) else v) for k, v in settings.model_dump().items()
                  if k in app.worker_settings}
+    if settings.executor == "ray":  # ray is imported only here
+        from ccsr.jobs.ray_executor import RayExecutor
+
+        return RayExecutor(wsettings, address=settings.ray_address, workers=settings.ray_workers,
+                           actor_options=settings.ray_actor_options, app_ref=app.ref, factory=factory)
+    from ccsr.jobs.pool import WorkerPool
+
     return WorkerPool(wsettings, worker_devices(settings), app_ref=app.ref, factory=factory)
 
 
