@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import statistics
 import subprocess
 import sys
@@ -26,7 +25,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
 CACHE = ROOT / "benchmarks" / ".cache"
-SHARED = Path(os.environ.get("CCSR_SHARED", ROOT.parent / "shared"))
+FIXTURES = ROOT / "tests" / "fixtures"  # in the repository: nothing beside it is needed
 
 from machine_info import machine  # noqa: E402  (benchmarks/ is on sys.path when run as a script)
 
@@ -46,10 +45,10 @@ GPU_CASES = ["gpu-default-512to1024", "gpu-tiled-1080p-to-4k"]
 
 
 def load_config(name: str):
-    """CCSRConfig of the named architecture: "v1" (full size) or "tiny" (shared/fixtures)."""
+    """CCSRConfig of the named architecture: "v1" (full size) or "tiny" (tests/fixtures)."""
     from ccsr.model.config import CCSRConfig
 
-    return CCSRConfig.v1() if name == "v1" else CCSRConfig.from_yaml(SHARED / "fixtures" / "ccsr-tiny.yaml")
+    return CCSRConfig.v1() if name == "v1" else CCSRConfig.from_yaml(FIXTURES / "ccsr-tiny.yaml")
 
 
 def checkpoint(config: str, dtype: str) -> Path:
@@ -94,7 +93,7 @@ def run_case(name: str, device: str, dtype: str) -> dict:
     text_s = time.perf_counter() - t0
     del sd
     up = CCSRUpscaler(model, tile_batch_size=tile_batch)
-    with Image.open(SHARED / "fixtures" / "images" / "astronaut.png") as im:
+    with Image.open(FIXTURES / "images" / "astronaut.png") as im:
         image = im.convert("RGB").resize(size, Image.BICUBIC)
     if dev.type == "cuda":
         torch.cuda.reset_peak_memory_stats()

@@ -43,7 +43,7 @@ import httpx
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
-SHARED = (REPO / ".." / "shared").resolve()
+FIXTURES = REPO / "tests" / "fixtures"  # in the repository: nothing beside it is needed
 Q = "/queue/fal-ai/ccsr"
 
 
@@ -93,7 +93,7 @@ def start_server(args, data_dir: Path, db_url: str | None) -> tuple[subprocess.P
         from ccsr.model.config import CCSRConfig
         from ccsr.model.random import write_random_checkpoint
 
-        cfg = SHARED / "fixtures" / "ccsr-tiny.yaml"
+        cfg = FIXTURES / "ccsr-tiny.yaml"
         ckpt = write_random_checkpoint(CCSRConfig.from_yaml(cfg), data_dir / "tiny.safetensors", seed=0)
         cmd += ["--weights", str(ckpt), "--config", str(cfg)]
     if db_url:

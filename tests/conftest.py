@@ -12,6 +12,10 @@ from pathlib import Path
 
 import pytest
 
+# Sets the environment Ray reads when first imported (loopback only, no usage
+# stats); it must come before any test module imports ray.
+from ccsr.jobs import ray_testing
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
 FIXTURES_DIR = REPO_ROOT / "tests" / "fixtures"
 
@@ -50,3 +54,22 @@ def tiny_model(tiny_checkpoint: Path, tiny_config):
     from ccsr.model.ccsr_model import CCSRModel
 
     return CCSRModel.from_file(tiny_checkpoint, tiny_config)
+
+
+#: Seconds per step of the fake engine inside the Ray test cluster's actors.
+RAY_FAKE_STEP_SECONDS = 0.05
+
+
+@pytest.fixture(scope="module")
+def ray_cluster():
+    """A local Ray cluster on loopback: a head and two worker nodes, each offering
+    one ``ccsr_worker`` (standing in for a GPU; see ccsr.jobs.ray_testing).
+
+    One per test module (it costs about 1.3 GB and 10-20 s to start); its
+    actors run the fake engine at ``RAY_FAKE_STEP_SECONDS`` per step.
+    """
+    cluster = ray_testing.LocalCluster(2, env={"CCSR_FAKE_STEP_SECONDS": RAY_FAKE_STEP_SECONDS})
+    try:
+        yield cluster
+    finally:
+        cluster.shutdown()

@@ -3,28 +3,17 @@ themselves here, so this file stays an index."""
 
 from __future__ import annotations
 
-import importlib
-
 import typer
+
+from ccsr.client import cli as client_cli
+from ccsr.commands import esrgan, upscale, weights
+from ccsr.service import cli as service_cli
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, help="CCSR super-resolution: upscale images, manage weights, run the service.")
 
-# Each module exposes register(app: typer.Typer). Missing optional pieces are skipped.
-_COMMAND_MODULES = (
-    "ccsr.commands.upscale",
-    "ccsr.commands.weights",
-    "ccsr.service.cli",
-    "ccsr.client.cli",
-)
-
-for _name in _COMMAND_MODULES:
-    try:
-        _mod = importlib.import_module(_name)
-    except ModuleNotFoundError as exc:  # a piece not built yet; never hide other errors
-        if exc.name and _name.startswith(exc.name):
-            continue
-        raise
-    _mod.register(app)
+# Each module exposes register(app: typer.Typer).
+for _module in (upscale, weights, esrgan, service_cli, client_cli):
+    _module.register(app)
 
 
 def main() -> None:

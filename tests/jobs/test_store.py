@@ -6,6 +6,7 @@ from __future__ import annotations
 import threading
 
 from ccsr.jobs.models import CANCELLED, COMPLETED, FAILED, QUEUED, RUNNING
+from ccsr.jobs.outcome import Outcome
 from ccsr.jobs.store import JobStore
 
 
@@ -68,8 +69,8 @@ def test_claim_by_id_refuses_cancelled_and_running(store):
 def test_finish_only_once(store):
     _add(store, "a")
     store.claim("a")
-    assert store.finish("a", COMPLETED, result={"seed": 1}, inference_time=1.5, expires_at=10.0, files=["r/x.png"])
-    assert not store.finish("a", FAILED, error="late")
+    assert store.finish("a", Outcome.completed({"seed": 1}, 1.5, ["r/x.png"]), expires_at=10.0)
+    assert not store.finish("a", Outcome.failed("late"))
     rec = store.get("a")
     assert rec.status == COMPLETED and rec.result == {"seed": 1} and rec.inference_time == 1.5
     assert rec.files == ["r/x.png"] and rec.finished
@@ -77,12 +78,13 @@ def test_finish_only_once(store):
     assert store.get("a").cancel_requested is False
 
 
-def test_failure_keeps_status_and_body(store):
+def test_failure_keeps_its_outcome(store):
     _add(store, "a")
-    store.finish("a", FAILED, error="bad", error_type="validation", error_status=422,
-                 error_body={"detail": [{"loc": ["body", "image_url"], "msg": "bad", "type": "value_error"}]})
+    outcome = Outcome.invalid("image_url", "not an image")
+    store.finish("a", outcome)
     rec = store.get("a")
-    assert rec.error_status == 422 and rec.error_body["detail"][0]["loc"][-1] == "image_url"
+    assert rec.status == FAILED and rec.outcome == outcome
+    assert rec.outcome.field == "image_url" and rec.outcome.message == "not an image"
 
 
 def test_recover_puts_running_back_in_place(store):
@@ -103,15 +105,15 @@ def test_logs_and_counts(store):
     assert [l.message for l in store.logs("a")] == ["step 1/4", "step 2/4"]
     assert store.logs("b") == []
     store.request_cancel("b")
-    store.finish("b", CANCELLED, error="cancelled")
+    store.finish("b", Outcome.cancelled("cancelled"))
     assert store.count_by_status() == {QUEUED: 1, CANCELLED: 1}
 
 
 def test_expiry_and_delete(store):
     _add(store, "old")
     _add(store, "new")
-    store.finish("old", COMPLETED, result={}, expires_at=100.0)
-    store.finish("new", COMPLETED, result={}, expires_at=1e12)
+    store.finish("old", Outcome.completed({}, None), expires_at=100.0)
+    store.finish("new", Outcome.completed({}, None), expires_at=1e12)
     store.add_logs("old", [(1.0, "INFO", "x")])
     assert [r.request_id for r in store.expired(now=200.0)] == ["old"]
     store.delete("old")
@@ -129,18 +131,18 @@ def test_finish_runs_the_outbox_write_in_its_transaction(store):
     _add(store, "a")
     _add(store, "b")
     seen = []
-    assert store.finish("a", COMPLETED, result={}, in_transaction=lambda s: seen.append(s.get(Job, 1).status))
+    assert store.finish("a", Outcome.completed({}, None), in_transaction=lambda s: seen.append(s.get(Job, 1).status))
     assert seen == [COMPLETED]  # it sees the job already ended, inside the transaction
 
     def boom(_s):
         raise RuntimeError("outbox write failed")
 
     try:
-        store.finish("b", COMPLETED, result={}, in_transaction=boom)
+        store.finish("b", Outcome.completed({}, None), in_transaction=boom)
     except RuntimeError:
         pass
     assert store.get("b").status == QUEUED  # all or nothing
-    assert not store.finish("a", FAILED, in_transaction=boom)  # not called when the job had ended
+    assert not store.finish("a", Outcome.failed("x"), in_transaction=boom)  # not called when the job had ended
 
 
 def test_release_requeues_without_counting_the_attempt(store):

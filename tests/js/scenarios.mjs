@@ -3,7 +3,8 @@
 //
 //   node scenarios.mjs <scenario>
 //   env: CCSR_BASE (server base URL), CCSR_KEY (API key), PNG_B64 (a small PNG),
-//        MODE (subscribe: polling|streaming), LONG_STEPS (cancel)
+//        MODE (subscribe: polling|streaming), LONG_STEPS (cancel),
+//        CCSR_APP (app id, default fal-ai/ccsr), CCSR_INPUT (JSON merged into every input)
 //
 // Each scenario prints one JSON line with what it observed; the Python test
 // asserts on it. The client is pointed at the server the documented way:
@@ -15,7 +16,8 @@ import http from "node:http";
 import falPkg from "@fal-ai/client";
 
 const { createFalClient } = falPkg;
-const APP = "fal-ai/ccsr";
+const APP = process.env.CCSR_APP || "fal-ai/ccsr";
+const BASE_INPUT = JSON.parse(process.env.CCSR_INPUT || "{}");
 const BASE = process.env.CCSR_BASE;
 const KEY = process.env.CCSR_KEY;
 const PNG_B64 = process.env.PNG_B64;
@@ -44,7 +46,7 @@ function client(credentials = KEY) {
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
 function input(extra = {}) {
-  return { image_url: `data:image/png;base64,${PNG_B64}`, scale: 2, steps: 6, ...extra };
+  return { image_url: `data:image/png;base64,${PNG_B64}`, scale: 2, steps: 6, ...BASE_INPUT, ...extra };
 }
 
 async function waitStatus(fal, requestId, want, timeoutMs = 20000) {

@@ -34,7 +34,7 @@ def test_dtype_auto_and_names():
     assert pick_dtype(None, torch.device("cuda")) is torch.float16
     assert pick_dtype("auto", torch.device("mps")) is torch.float16
     assert pick_dtype("bf16", torch.device("cpu")) is torch.bfloat16
-    assert pick_dtype(torch.float16, torch.device("cpu")) is torch.float16
+    assert pick_dtype(torch.float32, torch.device("cpu")) is torch.float32
     with pytest.raises(InvalidParameter, match="dtype"):
         pick_dtype("int8", torch.device("cpu"))
 
@@ -47,3 +47,44 @@ def test_unknown_or_absent_device_names_are_clear_errors(monkeypatch):
     assert pick_device("cuda:0") == torch.device("cuda:0")
     with pytest.raises(InvalidParameter, match="cuda:3 does not exist"):
         pick_device("cuda:3")
+
+
+def test_auto_never_picks_half_precision_on_a_cpu(monkeypatch):
+    import ccsr.pipeline.device as device
+
+    for flags in (frozenset(), frozenset({"avx512_fp16", "amx_bf16"})):  # with and without native half
+        monkeypatch.setattr(device, "cpu_flags", lambda flags=flags: flags)
+        for name in ("auto", None, ""):
+            assert pick_dtype(name, torch.device("cpu")) is torch.float32
+
+
+def test_native_half_support_follows_the_cpu_flags():
+    from ccsr.pipeline.device import native_half_support
+
+    assert not native_half_support(torch.float16, flags={"avx2", "avx512f", "avx512_bf16"}, machine="x86_64")
+    assert native_half_support(torch.float16, flags={"avx512_fp16"}, machine="x86_64")
+    assert native_half_support(torch.bfloat16, flags={"avx512_bf16"}, machine="x86_64")
+    assert native_half_support(torch.bfloat16, flags={"amx_bf16"}, machine="x86_64")
+    assert not native_half_support(torch.bfloat16, flags={"avx2"}, machine="x86_64")
+    assert native_half_support(torch.float16, flags={"fp", "asimd", "asimdhp"}, machine="aarch64")
+    assert native_half_support(torch.float32, flags=set())
+
+
+def test_explicit_half_on_an_emulating_cpu_warns_and_elsewhere_not(monkeypatch):
+    import warnings
+
+    import ccsr.pipeline.device as device
+    from ccsr.pipeline.device import SlowHalfPrecisionWarning
+
+    monkeypatch.setattr(device.platform, "system", lambda: "Linux")
+    monkeypatch.setattr(device, "cpu_flags", lambda: frozenset({"avx2"}))
+    for name, dt in (("fp16", torch.float16), ("bf16", torch.bfloat16)):
+        with pytest.warns(SlowHalfPrecisionWarning, match=f"no native {name} arithmetic"):
+            assert pick_dtype(name, torch.device("cpu")) is dt
+    monkeypatch.setattr(device, "cpu_flags", lambda: frozenset({"avx512_fp16", "avx512_bf16"}))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", SlowHalfPrecisionWarning)
+        assert pick_dtype("fp16", torch.device("cpu")) is torch.float16
+        assert pick_dtype("bf16", torch.device("cpu")) is torch.bfloat16
+        monkeypatch.setattr(device, "cpu_flags", lambda: frozenset())
+        assert pick_dtype("fp16", torch.device("cuda")) is torch.float16  # not a CPU: no warning

@@ -1,7 +1,8 @@
 """End-to-end behaviour of CCSRUpscaler on the tiny random checkpoint.
 
-Steps are kept low (steps=4 -> 3 network evaluations at a 64x64 latent) so the
-file runs in well under a minute on two CPU cores.
+Steps are kept low (steps=4 -> 3 network evaluations), and tests whose
+subject does not depend on the image size run at a 128 px diffusion image
+(``small_diffusion``) instead of the native 512 px.
 """
 
 from __future__ import annotations
@@ -28,11 +29,22 @@ def photo(fixtures_dir) -> Image.Image:
         return im.convert("RGB").resize((64, 48), Image.BICUBIC)
 
 
+@pytest.fixture()
+def small_diffusion(monkeypatch) -> None:
+    """A 128 px diffusion image instead of the native 512 px (about 16 times
+    fewer latent pixels). What the tests that use it check (seeds, progress,
+    cancel, error handling, output size) does not depend on that size; the
+    tests of colour, tiled VAE and tiled diffusion keep the native size."""
+    import ccsr.pipeline.upscaler as upscaler_mod
+
+    monkeypatch.setattr(upscaler_mod, "NATIVE_SIZE", 128)
+
+
 def _arr(img: Image.Image) -> np.ndarray:
     return np.asarray(img, dtype=np.int16)
 
 
-def test_same_seed_same_image_and_seed_is_reported(upscaler, photo):
+def test_same_seed_same_image_and_seed_is_reported(small_diffusion, upscaler, photo):
     a = upscaler(photo, seed=7, **FAST)
     b = upscaler(photo, seed=7, **FAST)
     assert a.seed == b.seed == 7
@@ -42,14 +54,14 @@ def test_same_seed_same_image_and_seed_is_reported(upscaler, photo):
     assert not np.array_equal(_arr(a.image), _arr(c.image))
 
 
-def test_random_seed_is_reported_and_reproducible(upscaler, photo):
+def test_random_seed_is_reported_and_reproducible(small_diffusion, upscaler, photo):
     a = upscaler(photo, **FAST)
     assert isinstance(a.seed, int) and a.seed >= 0
     b = upscaler(photo, seed=a.seed, **FAST)
     assert np.array_equal(_arr(a.image), _arr(b.image))
 
 
-def test_progress_log_and_evaluation_count(upscaler, photo):
+def test_progress_log_and_evaluation_count(small_diffusion, upscaler, photo):
     steps, logs = [], []
     r = upscaler(photo, seed=1, progress=lambda s, t: steps.append((s, t)), log=logs.append, **FAST)
     assert steps == [(1, 3), (2, 3), (3, 3)]
@@ -59,7 +71,7 @@ def test_progress_log_and_evaluation_count(upscaler, photo):
     assert {"condition_encode", "sampling", "decode", "color_fix"} <= set(r.timings)
 
 
-def test_cancel_stops_between_evaluations(upscaler, photo):
+def test_cancel_stops_between_evaluations(small_diffusion, upscaler, photo):
     calls = []
     seen = []
 
@@ -72,7 +84,7 @@ def test_cancel_stops_between_evaluations(upscaler, photo):
     assert seen == [1]
 
 
-def test_cancel_accepts_an_event(upscaler, photo):
+def test_cancel_accepts_an_event(small_diffusion, upscaler, photo):
     import threading
 
     ev = threading.Event()
@@ -108,7 +120,7 @@ def test_output_pixel_limit_is_configurable(tiny_model, photo):
     assert exc.value.field == "scale" and "10000" in str(exc.value)
 
 
-def test_t_min_zero_runs_down_to_index_zero(upscaler, photo):
+def test_t_min_zero_runs_down_to_index_zero(small_diffusion, upscaler, photo):
     steps = []
     r = upscaler(photo, seed=3, steps=4, t_min=0.0, progress=lambda s, t: steps.append(t))
     assert steps[-1] == 4  # 1 + round(4*0.6667) - 0
@@ -148,17 +160,23 @@ def test_tiled_vae_close_to_untiled(upscaler, photo):
 
 
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
-def test_half_precision_runs(tiny_checkpoint, tiny_config, photo, dtype):
+def test_half_precision_runs(tiny_checkpoint, tiny_config, photo, dtype, monkeypatch):
+    """Tiny shapes (a 64 px diffusion image instead of the native 512 px): a CPU
+    without native half precision emulates it tens of times slower than fp32,
+    and this must stay quick on any CPU."""
+    import ccsr.pipeline.upscaler as upscaler_mod
     from ccsr.model.ccsr_model import CCSRModel
 
+    monkeypatch.setattr(upscaler_mod, "NATIVE_SIZE", 64)
     model = CCSRModel.from_file(tiny_checkpoint, tiny_config, dtype=dtype)
     up = CCSRUpscaler(model)
     assert up.dtype == dtype
     r = up(photo, seed=1, **FAST)
     assert r.image.size == (128, 96)
+    assert r.evaluations == 3 and np.isfinite(_arr(r.image)).all() and _arr(r.image).std() > 0
 
 
-def test_out_of_memory_in_sampling_names_the_settings(tiny_model, photo, monkeypatch):
+def test_out_of_memory_in_sampling_names_the_settings(small_diffusion, tiny_model, photo, monkeypatch):
     def boom(*a, **k):
         raise torch.OutOfMemoryError("CUDA out of memory")
 
@@ -168,7 +186,7 @@ def test_out_of_memory_in_sampling_names_the_settings(tiny_model, photo, monkeyp
     assert "tile_diffusion" in str(exc.value) and "tile_vae" in str(exc.value)
 
 
-def test_out_of_memory_in_decode_retries_with_tiled_vae(tiny_model, photo, monkeypatch):
+def test_out_of_memory_in_decode_retries_with_tiled_vae(small_diffusion, tiny_model, photo, monkeypatch):
     def boom(*a, **k):
         raise torch.OutOfMemoryError("CUDA out of memory")
 
@@ -185,7 +203,7 @@ def test_diffusion_size_follows_the_reference():
     assert diffusion_size(100, 1000, 1, 512) == (512, 5120)
 
 
-def test_mps_style_out_of_memory_runtime_error_is_recognised(tiny_model, photo, monkeypatch):
+def test_mps_style_out_of_memory_runtime_error_is_recognised(small_diffusion, tiny_model, photo, monkeypatch):
     def boom(*a, **k):
         raise RuntimeError("MPS backend out of memory (MPS allocated: 17.00 GB, other allocations: 1.2 GB)")
 
@@ -194,7 +212,7 @@ def test_mps_style_out_of_memory_runtime_error_is_recognised(tiny_model, photo, 
         CCSRUpscaler(tiny_model)(photo, **FAST)
 
 
-def test_other_runtime_errors_are_not_taken_for_out_of_memory(tiny_model, photo, monkeypatch):
+def test_other_runtime_errors_are_not_taken_for_out_of_memory(small_diffusion, tiny_model, photo, monkeypatch):
     def boom(*a, **k):
         raise RuntimeError("shape mismatch")
 

@@ -13,7 +13,7 @@ import httpx
 import pytest
 from PIL import Image
 
-from ccsr.client.testing import serve
+from serve_helpers import serve
 from ccsr.service.webhooks import verify_webhook
 
 from svc_helpers import Receiver

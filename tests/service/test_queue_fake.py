@@ -284,10 +284,10 @@ def test_a_recovered_request_keeps_its_earlier_log_lines(fake_server):
     sub = _submit(client)
     wait_status(client, sub["status_url"], "COMPLETED", timeout=30)
     scheduler = app.state.scheduler
-    scheduler._flush_logs_now()
+    scheduler.logs.flush_now()
     earlier = [r.message for r in app.state.store.logs(sub["request_id"])]
     assert earlier
     view = scheduler.cached(sub["request_id"])
     view.logs = None  # as after a restart: not loaded from the database yet
-    scheduler._add_log(view, "INFO", "request started (attempt 2)")
+    scheduler.logs.add(view, "INFO", "request started (attempt 2)")
     assert [r.message for r in view.logs] == earlier + ["request started (attempt 2)"]

@@ -10,7 +10,7 @@ import threading
 import httpx
 from PIL import Image
 
-from ccsr.client.testing import serve
+from serve_helpers import serve
 
 
 class _ImageHandler(http.server.BaseHTTPRequestHandler):

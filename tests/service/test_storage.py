@@ -1,6 +1,7 @@
 """FileStore and the storage routes, including the official Python client's
 upload paths (single, multipart and the initiate/PUT fallback) against a live
-server."""
+server, on the local blob store and on S3 (a real SeaweedFS server on
+127.0.0.1, started once for the session)."""
 
 from __future__ import annotations
 
@@ -21,6 +22,7 @@ from fastapi.testclient import TestClient
 from ccsr.service.auth import KeyRing
 from ccsr.service.storage import (
     FileStore,
+    NotFound,
     TooLarge,
     clean_content_type,
     clean_file_name,
@@ -28,13 +30,14 @@ from ccsr.service.storage import (
     storage_router,
 )
 from ccsr.settings import Settings
+from s3_server import s3_server  # noqa: F401 - the session fixture
 
 KEY = "test-key-123"
 
 
-def make_app(tmp_path: Path, keys=(KEY,), **overrides) -> tuple[FastAPI, FileStore]:
+def make_app(tmp_path: Path, keys=(KEY,), blobs=None, **overrides) -> tuple[FastAPI, FileStore]:
     settings = Settings(data_dir=tmp_path, api_keys=list(keys), **overrides)
-    files = FileStore(tmp_path / "files")
+    files = FileStore(blobs if blobs is not None else tmp_path / "files", scratch_dir=tmp_path / "scratch")
     app = FastAPI()
     app.include_router(storage_router(files, settings=settings, keyring=KeyRing(keys)))
     return app, files
@@ -119,7 +122,7 @@ def test_save_limit_and_streams(tmp_path):
 def test_upload_secret_is_private(tmp_path):
     store = FileStore(tmp_path)
     store.upload_tokens()
-    mode = stat.S_IMODE(os.stat(tmp_path / "upload-token.secret").st_mode)
+    mode = stat.S_IMODE(os.stat(store.blobs.local_path("secrets/upload-token")).st_mode)
     assert mode == 0o600
 
 
@@ -202,7 +205,7 @@ def test_upload_limit_answers_413(tmp_path):
 
     r = client.post("/cdn/files/upload", content=gen(), headers={"Content-Type": "image/png"})
     assert r.status_code == 413
-    assert list((tmp_path / "files" / "objects").rglob("*.json")) == []
+    assert list(files.blobs.keys("files/")) == []
 
 
 def test_initiate_then_put_both_storage_types(tmp_path):
@@ -276,9 +279,10 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.fixture
-def live_storage(tmp_path):
-    app, files = make_app(tmp_path)
+@pytest.fixture(params=["local", "s3"])
+def live_storage(request, tmp_path):
+    blobs = request.getfixturevalue("s3_server").store() if request.param == "s3" else None
+    app, files = make_app(tmp_path, blobs=blobs)
     port = _free_port()
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
     thread = threading.Thread(target=server.run, daemon=True)
@@ -346,6 +350,23 @@ def test_adopt_moves_a_written_file_in(tmp_path):
         store.adopt(src, key="../../x")
 
 
+def test_register_makes_bytes_at_the_blob_key_a_file(tmp_path):
+    """A worker can put a result straight at ``blob_key(key)``; registering it
+    writes only the metadata (the bytes are not copied)."""
+    store = FileStore(tmp_path)
+    key = store.new_key()
+    store.blobs.put(FileStore.blob_key(key), b"\x89PNG out", content_type="image/png")
+    before = store.blobs.local_path(FileStore.blob_key(key)).stat().st_ino
+    assert store.get(key) is None
+    stored = store.register(key, content_type="image/png", file_name="out.png", owner="o", ttl=60)
+    assert stored.size == 8 and stored.path.stat().st_ino == before
+    assert store.url_for(key, "http://h") == f"http://h/files/{key}/out.png"
+    with pytest.raises(FileNotFoundError):
+        store.register(store.new_key())  # nothing there to register
+    with pytest.raises(NotFound):
+        store.register("../../etc/passwd")
+
+
 def test_uploads_trigger_a_sweep_of_expired_files(tmp_path):
     app, files = make_app(tmp_path, keys=())
     old = files.save(b"old", ttl=-1)  # already expired
@@ -356,3 +377,134 @@ def test_uploads_trigger_a_sweep_of_expired_files(tmp_path):
         while old.path.exists() and time.monotonic() < deadline:
             time.sleep(0.02)
     assert not old.path.exists() and keep.path.exists()
+
+
+# --- on the S3 blob store -------------------------------------------------------
+
+
+@pytest.fixture
+def s3_files(s3_server, tmp_path):
+    """A FileStore on a fresh prefix of the session's S3 bucket."""
+    return FileStore(s3_server.store(), scratch_dir=tmp_path / "scratch")
+
+
+def test_file_store_on_s3(s3_files, tmp_path):
+    store = s3_files
+    stored = store.save(b"hello", "text/plain", "greeting.txt", owner="o1", ttl=60)
+    assert stored.path is None and stored.blob_key == f"files/{stored.key[:2]}/{stored.key}"
+    assert store.get(stored.key).file_name == "greeting.txt" and store.read(stored.key) == b"hello"
+    assert store.blobs.read(stored.blob_key) == b"hello"  # the bytes are in the bucket
+    with pytest.raises(FileNotFoundError):
+        store.path(stored.key)  # no local file behind an S3 blob
+    # register: bytes put at the blob key by someone else (a worker) become a file, no copy.
+    key = store.new_key()
+    store.blobs.put(FileStore.blob_key(key), b"\x89PNG result", content_type="image/png")
+    assert store.get(key) is None  # not visible before it is registered
+    reg = store.register(key, content_type="image/png", file_name="out.png", owner="o", ttl=60)
+    assert reg.size == 11 and store.read(key) == b"\x89PNG result"
+    # adopt uploads a local file and removes it.
+    src = tmp_path / "result.png"
+    src.write_bytes(b"local result")
+    adopted = store.adopt(src, content_type="image/png", file_name="r.png")
+    assert not src.exists() and store.read(adopted.key) == b"local result"
+    # expiry and purge remove the bytes and the metadata from the bucket.
+    assert store.purge_expired(now=time.time() + 61) == 2
+    assert store.get(stored.key) is None and store.get(key) is None
+    assert sorted(store.blobs.keys("files/")) == sorted([adopted.blob_key, adopted.blob_key + ".json"])
+    assert store.delete(adopted.key) and list(store.blobs.keys("files/")) == []
+    assert not store.delete(adopted.key)
+
+
+def test_routes_on_s3_stream_files_from_the_bucket(s3_files, tmp_path):
+    app, files = make_app(tmp_path, keys=(), blobs=s3_files.blobs, max_upload_bytes=1000)
+    client = TestClient(app)
+    r = client.post("/cdn/files/upload", content=b"\x89PNGdata", headers={"Content-Type": "image/png", "X-Fal-File-Name": "a.png"})
+    assert r.status_code == 200, r.text
+    url = r.json()["access_url"]
+    key = FileStore.key_from_url(url)
+    assert files.blobs.read(FileStore.blob_key(key)) == b"\x89PNGdata"
+    got = client.get(url)
+    assert got.status_code == 200 and got.content == b"\x89PNGdata"
+    assert got.headers["content-type"] == "image/png" and got.headers["x-content-type-options"] == "nosniff"
+    assert got.headers["content-length"] == "8" and got.headers["content-disposition"].startswith("inline")
+    head = client.head(url)
+    assert head.status_code == 200 and head.headers["content-length"] == "8" and head.content == b""
+    html = client.post("/cdn/files/upload", content=b"<script>x</script>", headers={"Content-Type": "text/html"})
+    got = client.get(html.json()["access_url"])
+    assert got.headers["content-type"] == "application/octet-stream"
+    assert got.headers["content-disposition"].startswith("attachment")
+    assert client.get(url.replace(key, "A" * 32)).status_code == 404
+    # The JS client's initiate + multipart, and the single PUT.
+    init = client.post("/rest/storage/upload/initiate-multipart", json={"file_name": "big.bin"}).json()
+    parts = [client.put(f"{init['upload_url']}/{n}", content=c).json() for n, c in ((1, b"a" * 300), (2, b"b" * 200))]
+    assert client.post(f"{init['upload_url']}/complete", json={"parts": parts}).status_code == 200
+    assert client.get(init["file_url"]).content == b"a" * 300 + b"b" * 200
+    assert list(files.blobs.keys("uploads/")) == []  # the parts are gone once joined
+    single = client.post("/rest/storage/upload/initiate", json={"file_name": "c.jpg", "content_type": "image/jpeg"}).json()
+    assert client.put(single["upload_url"], content=b"jpeg").status_code == 200
+    assert client.get(single["file_url"]).content == b"jpeg"
+    # Too large: 413 and nothing left in the bucket.
+    before = sorted(files.blobs.keys("files/"))
+    assert client.post("/cdn/files/upload", content=b"x" * 1001).status_code == 413
+    assert sorted(files.blobs.keys("files/")) == before
+
+
+def test_presigned_redirect_on_s3(s3_server, tmp_path):
+    store = s3_server.store(presign=True, presign_expires=300)
+    app, files = make_app(tmp_path, keys=(), blobs=store)
+    client = TestClient(app)
+    url = client.post("/cdn/files/upload", content=b"\x89PNGdata", headers={"Content-Type": "image/png", "X-Fal-File-Name": "a b.png"}).json()["access_url"]
+    r = client.get(url, follow_redirects=False)
+    assert r.status_code == 307
+    direct = r.headers["location"]
+    assert direct.startswith(s3_server.endpoint_url + "/") and "X-Amz-Signature=" in direct
+    got = httpx.get(direct)  # straight from the bucket, no server in between
+    assert got.status_code == 200 and got.content == b"\x89PNGdata"
+    assert got.headers["content-type"] == "image/png"
+    assert got.headers["content-disposition"] == "inline; filename*=UTF-8''a_b.png"
+    html = client.post("/cdn/files/upload", content=b"<script>x</script>", headers={"Content-Type": "text/html"}).json()
+    got = httpx.get(client.get(html["access_url"], follow_redirects=False).headers["location"])
+    assert got.headers["content-type"] == "application/octet-stream"
+    assert got.headers["content-disposition"].startswith("attachment")
+
+
+def test_upload_url_download_and_retention_on_s3(s3_server, tmp_path):
+    """The whole queue protocol with blob_store=s3: upload the input, run,
+    download the result through its file URL, and see retention delete the
+    result from the bucket."""
+    from ccsr.blobs import from_settings
+    from ccsr.jobs.local import ThreadExecutor
+    from ccsr.jobs.testing import FakeEngine
+    from ccsr.service.app import create_app
+    from PIL import Image
+    from svc_helpers import png_data_uri, serve_app, wait_status
+    import base64
+    import io
+
+    settings = Settings(data_dir=tmp_path, result_ttl=2.0, **s3_server.settings())
+    bucket = from_settings(settings)
+    app = create_app(settings, executor=ThreadExecutor(FakeEngine(0.01)), sweep_interval=0.2)
+    png = base64.b64decode(png_data_uri(24, 16).split(",", 1)[1])
+    with serve_app(app) as base, httpx.Client(base_url=base) as client:
+        up = client.post("/cdn/files/upload", content=png, headers={"Content-Type": "image/png", "X-Fal-File-Name": "in.png"})
+        assert up.status_code == 200, up.text
+        input_url = up.json()["access_url"]
+        assert bucket.read(FileStore.blob_key(FileStore.key_from_url(input_url))) == png
+        sub = client.post("/queue/fal-ai/ccsr", json={"image_url": input_url, "steps": 4, "scale": 2}).json()
+        wait_status(client, sub["status_url"], "COMPLETED")
+        image = client.get(sub["response_url"]).json()["image"]
+        result_key = FileStore.key_from_url(image["url"])
+        assert bucket.stat(FileStore.blob_key(result_key)).size == image["file_size"]  # the result is in the bucket
+        got = client.get(image["url"])
+        assert got.status_code == 200 and got.headers["content-type"] == "image/png"
+        assert Image.open(io.BytesIO(got.content)).size == (48, 32) == (image["width"], image["height"])
+        assert not (tmp_path / "blobs").exists()  # nothing went to the local blob dir
+        deadline = time.time() + 15
+        while client.get(image["url"]).status_code != 404:
+            assert time.time() < deadline, "the result was not deleted"
+            time.sleep(0.1)
+        # The metadata goes first (the URL is dead at once), the bytes right after.
+        while bucket.stat(FileStore.blob_key(result_key)) is not None:
+            assert time.time() < deadline, "the result bytes stayed in the bucket"
+            time.sleep(0.05)
+        assert bucket.stat(FileStore.blob_key(result_key) + ".json") is None

@@ -327,3 +327,154 @@ async def test_prune_removes_only_old_finished_rows(tmp_path, receiver):
     await sender.run_once()
     assert sender.prune() == 1
     assert {r.request_id for r in rows(factory)} == {"still-pending", "new"}
+
+
+@pytest.mark.asyncio
+async def test_gone_410_is_not_retried(tmp_path):
+    receiver = Receiver(statuses=[410, 200])
+    try:
+        settings, _, factory, keys = setup(tmp_path)
+        clock = Clock()
+        sender = sender_for(settings, factory, keys, clock)
+        enqueue(factory, receiver.url, now=clock.t)
+        assert await sender.run_once() == 1
+        clock.t += 10_000
+        assert await sender.run_once() == 0
+        (row,) = rows(factory)
+        assert row.status == FAILED and row.attempts == 1 and row.last_status == 410
+        assert len(receiver.got) == 1
+    finally:
+        receiver.close()
+
+
+@pytest.mark.asyncio
+async def test_delivery_id_is_stable_across_retries_and_a_killed_send(tmp_path):
+    """The same X-Fal-Webhook-Delivery-Id on a retry after a 500 and on the
+    resend after a sender died mid-send (its lease expired); distinct webhooks
+    get distinct ids."""
+    receiver = Receiver(statuses=[500, 200])
+    try:
+        settings, _, factory, keys = setup(tmp_path)
+        clock = Clock()
+        enqueue(factory, receiver.url, now=clock.t, request_id="a")
+        enqueue(factory, receiver.url, now=clock.t, request_id="b")
+        sender = sender_for(settings, factory, keys, clock, lease=60)
+        (claimed_b,) = [i for i in sender._claim(clock.t) if i["request_id"] == "b"]  # 'a' and 'b' claimed
+        # 'b' was claimed by a sender that then died; 'a' is sent and fails once.
+        clock.t += 61
+        await sender.run_once()  # both due again: the lease of both expired
+        clock.t += 10_000
+        await sender.run_once()
+        ids = {}
+        for headers, body in receiver.got:
+            ids.setdefault(json.loads(body)["request_id"], set()).add(headers["x-fal-webhook-delivery-id"])
+        assert len(ids["a"]) == 1 and len(ids["b"]) == 1 and ids["a"] != ids["b"]
+        assert ids["b"] == {claimed_b["delivery_id"]}
+        assert {r.request_id: r.status for r in rows(factory)} == {"a": DELIVERED, "b": DELIVERED}
+    finally:
+        receiver.close()
+
+
+class HangingReceiver:
+    """Accepts connections on 127.0.0.1 and never answers; close() ends them."""
+
+    def __init__(self):
+        import socket
+        import threading
+
+        self.sock = socket.create_server(("127.0.0.1", 0))
+        self.url = f"http://127.0.0.1:{self.sock.getsockname()[1]}/hook"
+        self.conns = []
+        self._stop = threading.Event()
+
+        def accept():
+            self.sock.settimeout(0.1)
+            while not self._stop.is_set():
+                try:
+                    self.conns.append(self.sock.accept()[0])
+                except OSError:
+                    continue
+
+        self.thread = threading.Thread(target=accept, daemon=True)
+        self.thread.start()
+
+    def close(self):
+        self._stop.set()
+        self.thread.join(5)
+        for c in self.conns:
+            c.close()
+        self.sock.close()
+
+
+@pytest.mark.asyncio
+async def test_hanging_receiver_does_not_delay_another_host(tmp_path):
+    """40 webhooks to a receiver that never answers (127.0.0.1) hold at most
+    the per-host cap; a webhook to another host ([::1]) is delivered within
+    seconds while those are still stuck."""
+    import http.server
+    import socket
+    import threading
+
+    class V6Server(http.server.ThreadingHTTPServer):
+        address_family = socket.AF_INET6
+
+    got = []
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_POST(self):  # noqa: N802
+            got.append(self.rfile.read(int(self.headers.get("Content-Length", 0))))
+            self.send_response(200)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def log_message(self, *a):
+            pass
+
+    hanging = HangingReceiver()
+    normal = V6Server(("::1", 0), Handler)
+    threading.Thread(target=normal.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
+    settings, _, factory, keys = setup(tmp_path, webhook_concurrency=8, webhook_per_host_concurrency=3)
+    sender = WebhookSender(factory, keys, settings, timeout=60, poll_interval=0.2)
+    try:
+        now = __import__("time").time()
+        for i in range(40):
+            enqueue(factory, hanging.url, now=now - 10, request_id=f"hang{i}")  # older: first in line
+        sender.start()
+        await asyncio.sleep(0.5)
+        enqueue(factory, f"http://[::1]:{normal.server_address[1]}/hook", now=now, request_id="normal")
+        sender.notify()
+        t0 = __import__("time").monotonic()
+        while not got and __import__("time").monotonic() - t0 < 5:
+            await asyncio.sleep(0.05)
+        assert got and json.loads(got[0])["request_id"] == "normal"
+        assert len(hanging.conns) == 3  # the per-host cap, still hanging
+        statuses = {r.request_id: r.status for r in rows(factory)}
+        assert len(got) == 1
+        assert all(statuses[f"hang{i}"] == PENDING for i in range(40))
+    finally:
+        await sender.stop()
+        hanging.close()
+        normal.shutdown()
+        normal.server_close()
+
+
+@pytest.mark.asyncio
+async def test_outbox_made_before_delivery_ids_is_upgraded(tmp_path, receiver):
+    from sqlalchemy import text
+
+    store = JobStore(f"sqlite:///{tmp_path / 'jobs.db'}")
+    store.create_all()
+    with store.engine.begin() as conn:  # the table as older versions made it
+        conn.execute(text("ALTER TABLE ccsr_webhook_outbox DROP COLUMN delivery_id"))
+    app = types.SimpleNamespace(state=types.SimpleNamespace(settings=Settings(data_dir=tmp_path, allow_private_urls=True), store=store))
+    sender = await start_for_app(app)
+    try:
+        with store.session() as s:
+            enqueue_webhook(s, "r1", "u", receiver.url, webhook_body("r1", ok=True, payload={}))
+            s.commit()
+        sender.notify()
+        assert await asyncio.to_thread(receiver.event.wait, 10)
+        assert receiver.got[0][0]["x-fal-webhook-delivery-id"]
+    finally:
+        await stop_for_app(app)
+        store.close()

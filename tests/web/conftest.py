@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from ccsr.client.testing import serve, small_photo
+from serve_helpers import serve, small_photo
 
 WEB_KEY = "web-test-key"
 

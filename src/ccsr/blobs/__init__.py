@@ -9,5 +9,6 @@ another machine rebuilds the same store from :meth:`BlobStore.spec` with
 
 from ccsr.blobs.base import BlobInfo, BlobNotFound, BlobStore, open_blob_store
 from ccsr.blobs.local import LocalBlobStore
+from ccsr.blobs.settings import from_settings
 
-__all__ = ["BlobInfo", "BlobNotFound", "BlobStore", "LocalBlobStore", "open_blob_store"]
+__all__ = ["BlobInfo", "BlobNotFound", "BlobStore", "LocalBlobStore", "from_settings", "open_blob_store"]

@@ -8,6 +8,7 @@ them against :data:`KEY_RE` so a key can't escape its root or bucket prefix.
 from __future__ import annotations
 
 import abc
+import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,6 +17,8 @@ from typing import BinaryIO, Iterable, Iterator, Optional, Union
 KEY_RE = re.compile(r"^[A-Za-z0-9_-][A-Za-z0-9_.-]{0,127}(?:/[A-Za-z0-9_-][A-Za-z0-9_.-]{0,127}){0,3}$")
 
 Data = Union[bytes, bytearray, memoryview, BinaryIO, Iterable[bytes]]
+
+_CHUNK = 1024 * 1024
 
 
 class BlobNotFound(KeyError):
@@ -27,6 +30,19 @@ class BlobInfo:
     key: str
     size: int
     content_type: str
+
+
+def iter_chunks(data: Data) -> Iterator[bytes]:
+    """The bytes of ``data`` as chunks: one for a bytes-like object, 1 MiB
+    reads for a binary file, the items of an iterable as they come."""
+    if isinstance(data, (bytes, bytearray, memoryview)):
+        yield bytes(data)
+    elif hasattr(data, "read"):
+        yield from iter(lambda: data.read(_CHUNK), b"")  # type: ignore[union-attr]
+    else:
+        for chunk in data:  # type: ignore[union-attr]
+            if chunk:
+                yield bytes(chunk)
 
 
 def check_key(key: str) -> str:
@@ -66,9 +82,24 @@ class BlobStore(abc.ABC):
     def keys(self, prefix: str = "") -> Iterator[str]:
         """Every stored key that starts with ``prefix``."""
 
-    def url(self, key: str, *, expires_in: int = 3600, file_name: Optional[str] = None) -> Optional[str]:
+    def put_file(self, key: str, path: Union[str, Path], *, content_type: str = "application/octet-stream",
+                 move: bool = False) -> BlobInfo:
+        """Store the file at ``path``; with ``move`` the file is gone afterwards
+        (the local store renames it into place when it can: no copy)."""
+        with open(path, "rb") as f:
+            info = self.put(key, f, content_type=content_type)
+        if move:
+            os.unlink(path)
+        return info
+
+    def url(self, key: str, *, expires_in: Optional[int] = None, file_name: Optional[str] = None,
+            content_type: Optional[str] = None, attachment: bool = False) -> Optional[str]:
         """A URL a client can fetch the blob from directly (e.g. presigned),
-        or None when the server has to serve the bytes itself."""
+        or None when the server has to serve the bytes itself. ``expires_in``
+        defaults to the store's own setting.
+
+        ``file_name``, ``content_type`` and ``attachment`` set the
+        Content-Disposition and Content-Type that download answers with."""
         return None
 
     def local_path(self, key: str) -> Optional[Path]:

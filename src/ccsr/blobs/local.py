@@ -7,19 +7,9 @@ import tempfile
 from pathlib import Path
 from typing import BinaryIO, Iterator, Optional, Union
 
-from ccsr.blobs.base import BlobInfo, BlobNotFound, BlobStore, Data, check_key
+from ccsr.blobs.base import BlobInfo, BlobNotFound, BlobStore, check_key, iter_chunks
 
-_CHUNK = 1024 * 1024
 _TYPE_SUFFIX = ".ctype"  # the content type lives beside the bytes
-
-
-def _chunks(data: Data):
-    if isinstance(data, (bytes, bytearray, memoryview)):
-        yield bytes(data)
-    elif hasattr(data, "read"):
-        yield from iter(lambda: data.read(_CHUNK), b"")  # type: ignore[union-attr]
-    else:
-        yield from data  # type: ignore[misc]
 
 
 class LocalBlobStore(BlobStore):
@@ -41,7 +31,7 @@ class LocalBlobStore(BlobStore):
         size = 0
         try:
             with os.fdopen(fd, "wb") as out:
-                for chunk in _chunks(data):
+                for chunk in iter_chunks(data):
                     size += len(chunk)
                     if max_bytes is not None and size > max_bytes:
                         raise OverflowError(f"blob larger than {max_bytes} bytes")
@@ -80,8 +70,24 @@ class LocalBlobStore(BlobStore):
         except FileNotFoundError:
             return False
 
+    def put_file(self, key, path, *, content_type="application/octet-stream", move=False) -> BlobInfo:
+        if not move:
+            return super().put_file(key, path, content_type=content_type)
+        dest = self._path(key)
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        Path(str(dest) + _TYPE_SUFFIX).write_text(content_type)
+        try:
+            os.replace(path, dest)  # same filesystem: a rename, no copy
+        except OSError:  # another filesystem: copy, then remove the source
+            return super().put_file(key, path, content_type=content_type, move=True)
+        return BlobInfo(key, dest.stat().st_size, content_type)
+
     def keys(self, prefix: str = "") -> Iterator[str]:
-        for p in sorted(self.root.rglob("*")):
+        # Walk only the directory the prefix names (not the whole root).
+        start = self.root / prefix.rpartition("/")[0] if "/" in prefix else self.root
+        if not start.is_dir() or not start.resolve().is_relative_to(self.root):
+            return
+        for p in sorted(start.rglob("*")):
             if p.is_file() and not p.name.endswith(_TYPE_SUFFIX) and not p.name.startswith(".part-"):
                 key = p.relative_to(self.root).as_posix()
                 if key.startswith(prefix):

@@ -9,6 +9,9 @@ import typer
 
 from ccsr.errors import CCSRError
 
+#: The reduced architecture of the tests and the demo, shipped inside the package.
+TINY_CONFIG = Path(__file__).resolve().parents[1] / "configs" / "ccsr-tiny.yaml"
+
 weights_app = typer.Typer(no_args_is_help=True, help="Get the official weights, or write random ones for tests and demos.")
 
 
@@ -16,12 +19,20 @@ weights_app = typer.Typer(no_args_is_help=True, help="Get the official weights, 
 def download_cmd(
     force: bool = typer.Option(False, "--force", help="Download again even if cached."),
     cache_dir: Optional[Path] = typer.Option(None, help="Hugging Face cache directory (default: HF_HUB_CACHE or ~/.cache/huggingface/hub)."),
+    timeout: float = typer.Option(10.0, "--timeout", min=0.1, help="Seconds to wait for the hub to answer before giving up."),
+    model: Optional[str] = typer.Option(None, "--model", help="A Real-ESRGAN model instead of CCSR (e.g. realesrgan-x4plus, RealESRGAN_x4plus); see `ccsr esrgan models`."),
+    url: Optional[str] = typer.Option(None, "--url", help="With --model: fetch from this mirror URL instead of the GitHub release (same size and hash checks)."),
 ) -> None:
-    """Fetch real-world_ccsr-fp16.safetensors (3.44 GB) from Kijai/ccsr-safetensors."""
+    """Fetch real-world_ccsr-fp16.safetensors (3.44 GB) from Kijai/ccsr-safetensors, or with --model a Real-ESRGAN .pth."""
     from ccsr import weights
 
+    if model is not None:
+        from ccsr.commands.esrgan import download_esrgan
+
+        download_esrgan(model, dest_dir=cache_dir, force=force, url=url)
+        return
     try:
-        path = weights.download(cache_dir=cache_dir, force=force)
+        path = weights.download(cache_dir=cache_dir, force=force, timeout=timeout)
     except CCSRError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(1)
@@ -42,12 +53,15 @@ def path_cmd(weights_path: Optional[Path] = typer.Option(None, "--weights", help
 
 @weights_app.command("random")
 def random_cmd(
-    config: Path = typer.Option(..., "--config", exists=True, dir_okay=False, help="Official-format model YAML (e.g. ccsr-tiny.yaml)."),
+    config: Optional[Path] = typer.Option(None, "--config", exists=True, dir_okay=False, help="Official-format model YAML. Default: the tiny test architecture that ships with the package."),
     output: Path = typer.Option(..., "-o", "--output", help="File to write (.safetensors or .ckpt)."),
     seed: int = typer.Option(0, "--seed", help="Seed of the random weights."),
     dtype: str = typer.Option("fp32", "--dtype", help="fp32, fp16 or bf16."),
 ) -> None:
-    """Write a random checkpoint of that architecture in the official key layout."""
+    """Write a random checkpoint of that architecture in the official key layout.
+
+    The file's metadata marks it as random weights; everything that loads it
+    (``ccsr upscale``, ``ccsr serve``, the playground) says so."""
     import torch
 
     from ccsr.model.config import CCSRConfig
@@ -61,7 +75,7 @@ def random_cmd(
         typer.echo("error: -o/--output must end in .safetensors", err=True)
         raise typer.Exit(2)
     try:
-        cfg = CCSRConfig.from_yaml(config)
+        cfg = CCSRConfig.from_yaml(config or TINY_CONFIG)
     except CCSRError as exc:
         typer.echo(f"error: --config: {exc}", err=True)
         raise typer.Exit(2)

@@ -1,7 +1,7 @@
 """The narrow seam between the scheduler and whatever runs the model.
 
-The scheduler hands an :class:`Executor` a :class:`Task` (a prepared input file,
-the parameters, where to write the output) and receives :data:`Event` objects
+The scheduler hands an :class:`Executor` a :class:`Task` (blob keys of the
+prepared input and of the output, the typed parameters) and receives :data:`Event` objects
 back: progress, log lines, and exactly one ending per task (``Done``,
 ``Failed`` or ``WorkerLost``). Cancellation is a request; the ending says what
 happened. Nothing here imports torch, so the HTTP process stays light, and a
@@ -13,19 +13,26 @@ from __future__ import annotations
 
 import abc
 import dataclasses
-from typing import Callable, Optional, Union
+from typing import Any, Callable, Optional, Union
 
 
 @dataclasses.dataclass
 class Task:
-    """One run of the model over one prepared input."""
+    """One run of one app over one prepared input.
+
+    Everything here crosses a process (or machine) boundary, so it names blobs,
+    never files: the worker rebuilds the blob store from ``blob_store`` (its
+    :meth:`ccsr.blobs.BlobStore.spec`), reads the input from ``input_key`` and
+    writes the result to ``output_key``.
+    """
 
     request_id: str
-    input_path: str  # image file written by the scheduler (already fetched and checked)
-    params: dict  # UpscaleParams fields
-    output_path: str  # where the worker writes the PNG result
+    app_id: str
+    params: Any  # the app's typed parameters (a pydantic model, already checked)
+    input_key: str  # the prepared input image (PNG), put there by the scheduler
+    output_key: str  # where the worker puts the result
+    blob_store: dict  # spec of the store holding both keys
     attempt: int = 1
-    max_output_pixels: int = 4096 * 4096
 
 
 @dataclasses.dataclass
@@ -46,11 +53,15 @@ class Log:
 
 @dataclasses.dataclass
 class Done:
+    """The run made a result: the blob at ``output_key`` and the app's ``fields``
+    (seed, width, height...) from which the app renders the output JSON."""
+
     request_id: str
-    seed: int
-    width: int
-    height: int
+    output_key: str
+    content_type: str
+    extension: str
     file_size: int
+    fields: dict
     inference_time: float
     timings: dict
 

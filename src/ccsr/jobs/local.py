@@ -11,12 +11,17 @@ import asyncio
 import threading
 from typing import Any, Optional
 
+from ccsr.apps.base import App
 from ccsr.jobs.executor import Done, Emit, Event, Executor, Failed, Task
 from ccsr.jobs.worker import run_task
 
 
 class ThreadExecutor(Executor):
-    def __init__(self, engine: Any, slots: int = 1):
+    """Runs ``engine`` in threads, ``slots`` at a time, for ``app`` (default:
+    the built-in app the task names)."""
+
+    def __init__(self, engine: Any, slots: int = 1, app: Optional[App] = None):
+        self.app = app
         self.engine = engine
         self.slots = slots
         self._running: dict[str, threading.Event] = {}
@@ -40,7 +45,12 @@ class ThreadExecutor(Executor):
             except RuntimeError:  # the loop closed during shutdown
                 pass
 
-        threading.Thread(target=run_task, args=(self.engine, task, ev, post), daemon=True).start()
+        app = self.app
+        if app is None:
+            from ccsr.apps.registry import default_registry
+
+            app = self.app = default_registry()[task.app_id]
+        threading.Thread(target=run_task, args=(app, self.engine, task, ev, post), daemon=True).start()
 
     def _deliver(self, e: Event) -> None:
         if isinstance(e, (Done, Failed)):

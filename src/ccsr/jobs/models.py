@@ -51,7 +51,9 @@ class Job(Base):
     cancel_requested: Mapped[bool] = mapped_column(Boolean, default=False)
     # Output JSON with file URLs stored relative ("/files/..."), made absolute per response.
     result_json: Mapped[Optional[str]] = mapped_column(Text, nullable=True)
-    # Failure: message, type, HTTP status and body the result route answers with.
+    # Failure (an Outcome, ccsr.jobs.outcome): message, type, and error_body = JSON of
+    # its extras ({"field": ...}). error_status is only set on rows written before
+    # outcomes were typed (they stored the HTTP status and body themselves).
     error: Mapped[Optional[str]] = mapped_column(Text, nullable=True)
     error_type: Mapped[Optional[str]] = mapped_column(String(64), nullable=True)
     error_status: Mapped[Optional[int]] = mapped_column(Integer, nullable=True)

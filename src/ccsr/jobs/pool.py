@@ -1,4 +1,4 @@
-"""WorkerPool: the local :class:`Executor`, one spawned model process per device.
+"""WorkerPool: the local :class:`Executor` of one app, one spawned model process per device.
 
 Each worker runs one task at a time, so two requests never share a device and
 no device ever holds the model twice. A worker that dies is noticed through its
@@ -17,7 +17,7 @@ import time
 from typing import Any, Optional
 
 from ccsr.jobs.executor import Done, Emit, Executor, Failed, Task, WorkerLost, WorkerState
-from ccsr.jobs.worker import DEFAULT_ENGINE_FACTORY, worker_main
+from ccsr.jobs.worker import worker_main
 
 log = logging.getLogger("ccsr.jobs.pool")
 
@@ -37,16 +37,20 @@ class _Worker:
 
 
 class WorkerPool(Executor):
-    """Model worker processes, one per device in ``devices``."""
+    """Model worker processes of the app ``app_ref`` ("module:Class", see
+    :attr:`ccsr.apps.App.ref`), one per device in ``devices``. ``factory``
+    ("module:function") replaces the app's own engine factory."""
 
     def __init__(
         self,
         settings: dict,
         devices: list[str],
-        factory: str = DEFAULT_ENGINE_FACTORY,
+        app_ref: str,
+        factory: Optional[str] = None,
         restart_delay: float = 0.5,
     ):
         self.settings = settings
+        self.app_ref = app_ref
         self.factory = factory
         self.restart_delay = restart_delay
         self.workers = [_Worker(f"worker-{i}", d) for i, d in enumerate(devices)]
@@ -137,7 +141,7 @@ class WorkerPool(Executor):
         parent, child = self._ctx.Pipe()
         proc = self._ctx.Process(
             target=worker_main,
-            args=(child, self.settings, w.device, self.factory),
+            args=(child, self.settings, w.device, self.app_ref, self.factory),
             name=f"ccsr-{w.name}",
             daemon=True,
         )

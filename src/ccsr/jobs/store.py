@@ -12,13 +12,14 @@ from __future__ import annotations
 import dataclasses
 import json
 import time
-from typing import Any, Callable, Iterable, Optional, Sequence
+from typing import Any, Callable, Iterable, Optional
 
 from sqlalchemy import delete, func, select, update
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
 from ccsr.jobs.db import Base, make_engine
+from ccsr.jobs.outcome import Outcome
 from ccsr.jobs.models import (
     CANCELLED,
     FINAL_STATES,
@@ -64,6 +65,34 @@ class JobRecord:
     def finished(self) -> bool:
         return self.status in FINAL_STATES
 
+    @property
+    def error_field(self) -> Optional[str]:
+        """The input field at fault of an invalid request."""
+        body = self.error_body or {}
+        if "field" in body:
+            return body["field"]
+        detail = body.get("detail")  # rows written before Outcome: FastAPI's 422 body
+        if isinstance(detail, list) and detail and isinstance(detail[0], dict):
+            loc = detail[0].get("loc") or []
+            return str(loc[-1]) if len(loc) > 1 else None
+        return None
+
+    @property
+    def outcome(self) -> Optional[Outcome]:
+        """How the request ended (None while it runs)."""
+        if not self.finished:
+            return None
+        return Outcome(self.status, self.result, self.error, self.error_type, self.error_field,
+                       self.inference_time, tuple(self.files))
+
+    def ended(self, outcome: Outcome, now: float, expires_at: Optional[float]) -> "JobRecord":
+        """A copy of this record as :meth:`JobStore.finish` stores ``outcome``."""
+        return dataclasses.replace(
+            self, status=outcome.status, finished_at=now, result=outcome.result, error=outcome.error,
+            error_type=outcome.error_type, error_status=None, error_body=_error_body(outcome),
+            inference_time=outcome.inference_time, expires_at=expires_at, files=list(outcome.files),
+        )
+
     @classmethod
     def from_row(cls, r: Job) -> "JobRecord":
         return cls(
@@ -94,6 +123,12 @@ class JobRecord:
             delivered_at=r.delivered_at,
             files=json.loads(r.files_json) if r.files_json else [],
         )
+
+
+def _error_body(outcome: Outcome) -> Optional[dict]:
+    # The error_body column keeps what an outcome adds to its message (the
+    # field at fault); how an error looks over HTTP is the service's business.
+    return {"field": outcome.field} if outcome.field else None
 
 
 @dataclasses.dataclass
@@ -247,37 +282,30 @@ class JobStore:
     def finish(
         self,
         request_id: str,
-        status: str,
+        outcome: Outcome,
         *,
-        result: Optional[dict] = None,
-        error: Optional[str] = None,
-        error_type: Optional[str] = None,
-        error_status: Optional[int] = None,
-        error_body: Optional[dict] = None,
-        inference_time: Optional[float] = None,
         expires_at: Optional[float] = None,
-        files: Optional[Sequence[str]] = None,
         now: Optional[float] = None,
         in_transaction: Optional[Callable[[Session], None]] = None,
     ) -> bool:
-        """Record the end of a job; False when it had already ended.
+        """Record how a job ended; False when it had already ended.
 
         ``in_transaction(session)`` runs in the same transaction when the job
         did end here (the webhook outbox row: written together or not at all)."""
-        assert status in FINAL_STATES
+        assert outcome.status in FINAL_STATES
+        body = _error_body(outcome)
         values: dict[str, Any] = dict(
-            status=status,
+            status=outcome.status,
             finished_at=time.time() if now is None else now,
-            result_json=json.dumps(result) if result is not None else None,
-            error=error,
-            error_type=error_type,
-            error_status=error_status,
-            error_body=json.dumps(error_body) if error_body is not None else None,
-            inference_time=inference_time,
+            result_json=json.dumps(outcome.result) if outcome.result is not None else None,
+            error=outcome.error,
+            error_type=outcome.error_type,
+            error_status=None,
+            error_body=json.dumps(body) if body is not None else None,
+            inference_time=outcome.inference_time,
             expires_at=expires_at,
+            files_json=json.dumps(list(outcome.files)),
         )
-        if files is not None:
-            values["files_json"] = json.dumps(list(files))
         with self.session() as s, s.begin():
             res = s.execute(
                 update(Job).where(Job.request_id == request_id, Job.status.in_((QUEUED, RUNNING))).values(**values)

@@ -70,6 +70,10 @@ class FakeEngine:
         seed = params.seed if params.seed is not None else random.randrange(2**31)
         return FakeResult(image.resize(target_size(image.width, image.height, params.scale)), seed, {"total": 0.0})
 
+    def run(self, image, params, *, progress=None, cancel=None, log=None):  # noqa: ANN001
+        """CCSRUpscaler.run's signature (the worker's entry point); the same as calling it."""
+        return self(image, params, progress=progress, cancel=cancel, log=log)
+
 
 def fake_engine_factory(settings: dict, device: str) -> FakeEngine:
     """Worker factory ("ccsr.jobs.testing:fake_engine_factory") for pool tests;

@@ -1,4 +1,4 @@
-"""The model worker: one process per device holding the model once.
+"""The model worker: one process per device holding one app's engine once.
 
 It speaks a tiny message protocol over a ``multiprocessing`` pipe:
 
@@ -8,7 +8,8 @@ It speaks a tiny message protocol over a ``multiprocessing`` pipe:
 Tasks run one after another on the main thread; a reader thread keeps
 listening so a cancel arrives while a task runs and sets that task's
 ``threading.Event``, which the engine checks before each network evaluation.
-The worker writes the result image itself, so only small messages cross the pipe.
+The worker reads its input from the blob store and writes the result there
+itself, so only small messages (blob keys) cross the pipe.
 
 :func:`run_task` is the whole job of a worker for one task, shared with the
 in-process :class:`ccsr.jobs.local.ThreadExecutor` used by quick tests.
@@ -16,7 +17,7 @@ in-process :class:`ccsr.jobs.local.ThreadExecutor` used by quick tests.
 
 from __future__ import annotations
 
-import importlib
+import io
 import os
 import queue
 import threading
@@ -24,48 +25,34 @@ import time
 import traceback
 from typing import Any, Callable, Optional
 
+from ccsr.apps.base import App, load_app, resolve
+from ccsr.blobs import BlobStore, open_blob_store
 from ccsr.jobs.executor import Done, Emit, Failed, Log, Progress, Task
 
-#: Builds the engine in the worker: "module:function" called as f(settings_dict, device).
-DEFAULT_ENGINE_FACTORY = "ccsr.jobs.worker:load_upscaler"
+_stores: dict[str, BlobStore] = {}
+_stores_lock = threading.Lock()
 
 
-def load_upscaler(settings: dict, device: str) -> Any:
-    """The real engine: CCSRUpscaler from the configured checkpoint."""
-    from ccsr.pipeline.upscaler import CCSRUpscaler
-
-    dtype = settings.get("dtype")
-    return CCSRUpscaler.from_checkpoint(
-        settings.get("weights"),
-        config=settings.get("config"),
-        device=device,
-        dtype=None if dtype in (None, "auto") else dtype,
-        tile_batch_size=int(settings.get("tile_batch_size") or 4),
-        max_output_pixels=int(settings.get("max_output_pixels") or 4096 * 4096),
-    )
+def blob_store(spec: dict) -> BlobStore:
+    """The store of a task, rebuilt from its spec once per process."""
+    key = repr(sorted(spec.items()))
+    with _stores_lock:
+        store = _stores.get(key)
+        if store is None:
+            store = _stores[key] = open_blob_store(spec)
+        return store
 
 
 def resolve_factory(spec: str) -> Callable[[dict, str], Any]:
-    module, _, name = spec.partition(":")
-    return getattr(importlib.import_module(module), name)
+    """An engine factory named "module:function", called as f(settings, device)."""
+    return resolve(spec)
 
 
-def _oom_message(params: Any, detail: str) -> str:
-    return (
-        f"The device ran out of memory ({detail}). Lower the memory need: set tile_vae=true "
-        f"(with smaller tile_vae_decoder_size/tile_vae_encoder_size, now {params.tile_vae_decoder_size}/"
-        f"{params.tile_vae_encoder_size}), use tile_diffusion='mix' or 'gaussian' with a smaller "
-        f"tile_diffusion_size (now {params.tile_diffusion_size}), lower scale (now {params.scale}) "
-        f"or send a smaller image; on the server, lower tile_batch_size or use dtype fp16."
-    )
-
-
-def run_task(engine: Any, task: Task, cancel: threading.Event, emit: Emit) -> None:
+def run_task(app: App, engine: Any, task: Task, cancel: threading.Event, emit: Emit) -> None:
     """Run one task and emit its progress, logs and exactly one ending."""
     from PIL import Image
 
     from ccsr.errors import CCSRError, Cancelled, InvalidParameter, OutOfMemory
-    from ccsr.params import UpscaleParams, check_request
 
     rid = task.request_id
 
@@ -76,64 +63,35 @@ def run_task(engine: Any, task: Task, cancel: threading.Event, emit: Emit) -> No
         emit(Progress(rid, int(step), int(total), time.time()))
 
     try:
-        params = UpscaleParams(**task.params)
-        with Image.open(task.input_path) as im:
+        store = blob_store(task.blob_store)
+        with Image.open(io.BytesIO(store.read(task.input_key))) as im:
             image = im.convert("RGB")
-        check_request(params, image.width, image.height, task.max_output_pixels)
         if cancel.is_set():
             raise Cancelled("cancelled before start")
         t0 = time.perf_counter()
-        try:
-            result = engine(image, params, progress=progress, cancel=cancel, log=log)
-        except OutOfMemory as exc:
-            if params.tile_vae:
-                raise
-            # Decoding the full image at once is the usual culprit: tiled VAE may fit.
-            log(f"out of memory ({exc}); retrying with tile_vae=true", "WARN")
-            params = params.model_copy(update={"tile_vae": True})
-            result = engine(image, params, progress=progress, cancel=cancel, log=log)
+        out = app.run(engine, image, task.params, progress=progress, cancel=cancel, log=log)
         elapsed = time.perf_counter() - t0
-        out = result.image
-        tmp = task.output_path + ".part"
-        os.makedirs(os.path.dirname(task.output_path), exist_ok=True)
-        try:
-            from ccsr.pipeline.preprocess import encode_image
-
-            data = encode_image(out, "png")
-            with open(tmp, "wb") as f:
-                f.write(data)
-        except ImportError:  # pragma: no cover - engine without the fast encoder
-            out.save(tmp, format="PNG", compress_level=1)
-        os.replace(tmp, task.output_path)
-        emit(
-            Done(
-                rid,
-                seed=int(result.seed),
-                width=out.width,
-                height=out.height,
-                file_size=os.path.getsize(task.output_path),
-                inference_time=elapsed,
-                timings=dict(getattr(result, "timings", {}) or {}),
-            )
-        )
+        info = store.put(task.output_key, out.data, content_type=out.content_type)
+        emit(Done(rid, task.output_key, out.content_type, out.extension, info.size, out.fields, elapsed, out.timings))
     except Cancelled:
         emit(Failed(rid, "cancelled", "Request was cancelled."))
     except InvalidParameter as exc:
         emit(Failed(rid, "invalid", exc.message, field=exc.field))
     except OutOfMemory as exc:
-        emit(Failed(rid, "oom", _oom_message(params, str(exc))))
+        emit(Failed(rid, "oom", app.oom_advice(task.params, str(exc))))
     except CCSRError as exc:
         emit(Failed(rid, "error", str(exc)))
     except Exception as exc:  # noqa: BLE001 - a failure of one request must not end the worker
         if type(exc).__name__ == "OutOfMemoryError":  # torch.cuda.OutOfMemoryError not wrapped by the engine
-            emit(Failed(rid, "oom", _oom_message(params, str(exc).splitlines()[0])))
+            emit(Failed(rid, "oom", app.oom_advice(task.params, str(exc).splitlines()[0])))
         else:
             emit(Failed(rid, "error", f"{type(exc).__name__}: {exc}"))
             traceback.print_exc()
 
 
-def worker_main(conn: Any, settings: dict, device: str, factory_spec: str) -> None:
-    """Entry point of a spawned worker process."""
+def worker_main(conn: Any, settings: dict, device: str, app_ref: str, factory_spec: Optional[str] = None) -> None:
+    """Entry point of a spawned worker process: build the app from its ref, its
+    engine (``factory_spec`` replaces the app's own factory: tests, benchmarks)."""
     send_lock = threading.Lock()
 
     def send(msg: tuple) -> None:
@@ -141,7 +99,9 @@ def worker_main(conn: Any, settings: dict, device: str, factory_spec: str) -> No
             conn.send(msg)
 
     try:
-        engine = resolve_factory(factory_spec)(settings, device)
+        app = load_app(app_ref)
+        factory = resolve_factory(factory_spec) if factory_spec else app.load_engine
+        engine = factory(settings, device)
     except BaseException as exc:  # noqa: BLE001 - report, then exit
         send(("load_failed", f"{type(exc).__name__}: {exc}"))
         return
@@ -188,7 +148,7 @@ def worker_main(conn: Any, settings: dict, device: str, factory_spec: str) -> No
                 cancelled_early.discard(task.request_id)
                 ev.set()
         try:
-            run_task(engine, task, ev, lambda e: send(("event", e)))
+            run_task(app, engine, task, ev, lambda e: send(("event", e)))
         finally:
             with lock:
                 current.pop(task.request_id, None)

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import logging
 import os
-from typing import Mapping
+from contextlib import contextmanager
+from typing import Iterator, Mapping
 
 import torch
 import torch.nn.functional as F
@@ -31,6 +32,50 @@ class GroupNorm32(nn.GroupNorm):
         w = None if self.weight is None else self.weight.float()
         b = None if self.bias is None else self.bias.float()
         return F.group_norm(x.float(), self.num_groups, w, b, self.eps).to(x.dtype)
+
+
+@contextmanager
+def on_meta() -> Iterator[None]:
+    """Build modules whose parameters and buffers live on the meta device.
+
+    ``with torch.device("meta")`` does the same through a torch function mode,
+    which makes the first weight initialiser import torch's Python reference
+    kernels (seconds on a small CPU, paid by every process that loads a model).
+    Moving each tensor to meta as it is registered keeps the initialisers on
+    the plain meta kernels. The CPU tensors made first are never written, so
+    they cost address space, not memory. Not thread-safe: it patches
+    ``nn.Module`` while the block runs (model loading is single-threaded).
+    """
+    reg_param, reg_buffer = nn.Module.register_parameter, nn.Module.register_buffer
+
+    def param(self, name, p):
+        if p is not None and not p.is_meta:
+            p = nn.Parameter(p.to("meta"), requires_grad=p.requires_grad)
+        reg_param(self, name, p)
+
+    def buffer(self, name, b, persistent=True):
+        reg_buffer(self, name, None if b is None else b.to("meta"), persistent)
+
+    # Initialising meta tensors is pointless (the checkpoint replaces every
+    # one) and runs Python meta kernels: skip the initialisers altogether.
+    inits = {n: getattr(nn.init, n) for n in _INITS if hasattr(nn.init, n)}
+    nn.Module.register_parameter, nn.Module.register_buffer = param, buffer
+    for n in inits:
+        setattr(nn.init, n, _keep)
+    try:
+        yield
+    finally:
+        nn.Module.register_parameter, nn.Module.register_buffer = reg_param, reg_buffer
+        for n, f in inits.items():
+            setattr(nn.init, n, f)
+
+
+_INITS = ("uniform_", "normal_", "trunc_normal_", "constant_", "ones_", "zeros_", "eye_", "dirac_",
+          "xavier_uniform_", "xavier_normal_", "kaiming_uniform_", "kaiming_normal_", "orthogonal_", "sparse_")
+
+
+def _keep(tensor, *args, **kwargs):
+    return tensor
 
 
 def _upcast_group_norms(module: nn.Module) -> None:
@@ -175,7 +220,7 @@ class CCSRModel(nn.Module):
 
         context = _text_context(sd, config, device).to(dtype)
 
-        with torch.device("meta"):
+        with on_meta():
             unet = build_unet(config.unet)
             controlnet = build_controlnet(config.unet)
             vae = build_vae(config.vae, config.scale_factor)
@@ -271,7 +316,7 @@ def _out_dtype(t: torch.Tensor) -> torch.dtype:
 @torch.no_grad()
 def _text_context(sd: Mapping[str, torch.Tensor], config: CCSRConfig, device: torch.device) -> torch.Tensor:
     """Run the text tower once (float32) for the empty prompt, then let it go."""
-    with torch.device("meta"):
+    with on_meta():
         tower = TextTower(config.text)
     weights = convert_state_dict(sd, config, device, torch.float32, modules=("text",))["text"]
     _load_into(tower, weights, "text tower")

@@ -116,7 +116,7 @@ class CCSRConfig:
 
     @classmethod
     def tiny(cls) -> "CCSRConfig":
-        """The packaged tiny test architecture (same as shared/fixtures/ccsr-tiny.yaml)."""
+        """The packaged tiny test architecture (same as tests/fixtures/ccsr-tiny.yaml)."""
         return cls.from_yaml(Path(__file__).resolve().parents[1] / "configs" / "ccsr-tiny.yaml")
 
     def replace(self, **changes: Any) -> "CCSRConfig":

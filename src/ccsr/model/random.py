@@ -19,6 +19,7 @@ import numpy as np
 import torch
 
 from ccsr.model import keymap
+from ccsr.model.betas import train_betas
 from ccsr.model.config import CCSRConfig
 from ccsr.model.keymap import Entry
 
@@ -54,8 +55,6 @@ def random_tensor(entry: Entry, seed: int = 0, dtype: torch.dtype = torch.float3
 
 def schedule_buffers(cfg: CCSRConfig) -> dict[str, torch.Tensor]:
     """The noise-schedule buffers an official LatentDiffusion checkpoint carries (float32)."""
-    from ccsr.pipeline.schedule import train_betas
-
     betas = train_betas(cfg.timesteps, cfg.linear_start, cfg.linear_end)
     alphas = 1.0 - betas
     ac = np.cumprod(alphas)
@@ -108,11 +107,16 @@ def write_random_checkpoint(
 ) -> Path:
     """Write a random official-layout .safetensors file, one tensor in memory at a time.
 
-    Suitable for the full v1 size (6.9 GB fp32 / 3.4 GB fp16 on disk).
+    Suitable for the full v1 size (6.9 GB fp32 / 3.4 GB fp16 on disk). The
+    file's metadata marks it as random (:func:`ccsr.weights.is_random`), so
+    the CLI, the server and the playground can say so.
     """
     from ccsr.model.checkpoint import write_safetensors_stream
+    from ccsr.weights import random_marker
 
     shapes: list[tuple[str, tuple[int, ...], torch.dtype]] = [(e.key, e.shape, dtype) for e in keymap.entries(config)]
     sched = schedule_buffers(config) if include_schedule else {}
     shapes += [(k, tuple(v.shape), v.dtype) for k, v in sched.items()]
-    return write_safetensors_stream(Path(path), shapes, iter_random_tensors(config, seed, dtype, include_schedule))
+    return write_safetensors_stream(
+        Path(path), shapes, iter_random_tensors(config, seed, dtype, include_schedule), metadata=random_marker(seed)
+    )

@@ -13,17 +13,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from ccsr.errors import InvalidParameter
-
-NUM_TRAIN_TIMESTEPS = 1000
-LINEAR_START = 0.00085
-LINEAR_END = 0.012
-
-
-def train_betas(
-    num_timesteps: int = NUM_TRAIN_TIMESTEPS, linear_start: float = LINEAR_START, linear_end: float = LINEAR_END
-) -> np.ndarray:
-    """SD's "linear" schedule: linear in sqrt(beta), squared (float64)."""
-    return np.linspace(linear_start**0.5, linear_end**0.5, num_timesteps, dtype=np.float64) ** 2
+# The training schedule is the model's; re-exported for the sampler's callers.
+from ccsr.model.betas import LINEAR_END, LINEAR_START, NUM_TRAIN_TIMESTEPS, train_betas  # noqa: F401
 
 
 def space_timesteps(num_timesteps: int, count: int) -> list[int]:

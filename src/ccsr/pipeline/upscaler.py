@@ -11,7 +11,6 @@ per loaded checkpoint), never per tile or per step.
 from __future__ import annotations
 
 import logging
-import math
 import os
 import secrets
 import time
@@ -25,15 +24,14 @@ from PIL import Image
 from pydantic import ValidationError
 
 from ccsr.errors import InvalidParameter, OutOfMemory
-from ccsr.params import UpscaleParams, check_request, target_size
+from ccsr.params import NATIVE_SIZE, UpscaleParams, check_request, diffusion_size, min_short_side  # noqa: F401 (re-exported)
 from ccsr.pipeline import color_fix, preprocess, sampler, schedule, tiled_vae, tiling
+from ccsr.pipeline.device import warn_if_emulated_half
 
 log = logging.getLogger(__name__)
 
 DTYPES = {"fp32": torch.float32, "float32": torch.float32, "fp16": torch.float16, "float16": torch.float16,
           "bf16": torch.bfloat16, "bfloat16": torch.bfloat16}
-#: Short side of the diffusion image when tiled diffusion is off (the model's native 512 px).
-NATIVE_SIZE = 512
 #: Padding of tiled VAE: 32 pixels around encoder tiles, 11 latent pixels around decoder tiles.
 ENCODER_PAD, DECODER_PAD = 32, 11
 
@@ -73,25 +71,17 @@ def pick_device(device: str = "auto") -> torch.device:
 
 
 def pick_dtype(dtype: Union[str, torch.dtype, None], device: torch.device) -> torch.dtype:
-    """auto: fp16 on CUDA and MPS, fp32 on CPU (CPU half precision is slow and lossy)."""
-    if isinstance(dtype, torch.dtype):
-        return dtype
+    """auto: fp16 on CUDA and MPS, never half precision on a CPU; an explicit
+    fp16/bf16 on a CPU that only emulates it warns (see pipeline/device.py)."""
     if dtype in (None, "", "auto"):
         return torch.float32 if device.type == "cpu" else torch.float16
-    try:
-        return DTYPES[dtype]
-    except KeyError:
-        raise InvalidParameter("dtype", f"expected auto, fp32, fp16 or bf16, got {dtype!r}") from None
-
-
-def diffusion_size(width: int, height: int, scale: float, min_short: int) -> tuple[int, int]:
-    """Size of the diffusion image, computed without resizing anything (for limits)."""
-    w, h = target_size(width, height, scale)
-    short = min(w, h)
-    if short < min_short:
-        r = min_short / short
-        w, h = math.ceil(w * r), math.ceil(h * r)
-    return w // 64 * 64, h // 64 * 64
+    if not isinstance(dtype, torch.dtype):
+        try:
+            dtype = DTYPES[dtype]
+        except KeyError:
+            raise InvalidParameter("dtype", f"expected auto, fp32, fp16 or bf16, got {dtype!r}") from None
+    warn_if_emulated_half(device, dtype)
+    return dtype
 
 
 def _as_cancel(cancel: Any) -> Optional[Callable[[], bool]]:
@@ -171,19 +161,7 @@ class CCSRUpscaler:
             err = exc.errors()[0]
             raise InvalidParameter(str(err["loc"][0]) if err["loc"] else "params", err["msg"]) from None
         check_request(p, width, height, self.max_output_pixels)
-        dw, dh = diffusion_size(width, height, p.scale, self._min_short(p))
-        if dw * dh > self.max_output_pixels:
-            raise InvalidParameter(
-                "scale",
-                f"the diffusion image would be {dw}x{dh} = {dw * dh} pixels (a very thin image is "
-                f"enlarged so its short side reaches {self._min_short(p)} px), over the limit of "
-                f"{self.max_output_pixels} (setting max_output_pixels)",
-            )
         return p
-
-    @staticmethod
-    def _min_short(p: UpscaleParams) -> int:
-        return p.tile_diffusion_size if p.tile_diffusion != "none" else NATIVE_SIZE
 
     def __call__(
         self,
@@ -201,6 +179,22 @@ class CCSRUpscaler:
         lines: ``log`` gets the stage messages); ``cancel`` (an Event or a callable) is checked
         before each evaluation and raises :class:`ccsr.errors.Cancelled`."""
         p = self.validate(params, image.width, image.height, **overrides)
+        return self.run(image, p, progress=progress, cancel=cancel, log=log)
+
+    def run(
+        self,
+        image: Image.Image,
+        p: UpscaleParams,
+        *,
+        progress: Optional[ProgressFn] = None,
+        cancel: Any = None,
+        log: Optional[LogFn] = None,
+    ) -> UpscaleResult:
+        """Upscale with parameters already checked for this image (the service
+        checks them at its two trust boundaries, :func:`ccsr.params.check_params`
+        at submit and :func:`ccsr.params.check_size` once the image is decoded,
+        so the worker does not check a third time). ``__call__`` is the checked
+        entry point for everyone else."""
         seed = p.seed if p.seed is not None else secrets.randbelow(2**32)
         say = log or (lambda msg: None)
         timings: dict[str, float] = {}
@@ -212,7 +206,7 @@ class CCSRUpscaler:
     def _run(self, image, p: UpscaleParams, seed: int, timings: dict, progress, should_stop, say):
         model = self.model
         with _timer(timings, "preprocess", self.device):
-            lr, target = preprocess.prepare(image, p.scale, self._min_short(p))
+            lr, target = preprocess.prepare(image, p.scale, min_short_side(p))
             x01 = preprocess.to_tensor01(lr).to(self.device)
         say(f"input {image.width}x{image.height} -> diffusion {lr.width}x{lr.height} -> output {target[0]}x{target[1]}")
         with _timer(timings, "condition_encode", self.device):

@@ -9,30 +9,36 @@ default), and the routes: queue/run, storage, health, metrics, and the edges
 from __future__ import annotations
 
 import contextlib
-import importlib
 import logging
 from pathlib import Path
-from typing import Any, Optional
+from typing import Optional
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 
+from ccsr import web
+
+from ccsr.apps.base import App
+from ccsr.apps.registry import Registry, default_registry
+from ccsr.blobs import from_settings as blob_store_from_settings
 from ccsr.jobs.executor import Executor
 from ccsr.jobs.scheduler import Scheduler
 from ccsr.jobs.store import JobStore
 from ccsr.service import hardening
+from ccsr.service import docs_page
 from ccsr.service.auth import KeyRing
+from ccsr.service import proxy, webhooks
 from ccsr.service.metrics import ServiceMetrics
 from ccsr.service.ops_access import ops_allowed
+from ccsr.service.outcomes import WebhookView
 from ccsr.service.routes_queue import QueueAPI, queue_router
-from ccsr.service.runtime import ResultFiles, make_prepare
+from ccsr.service.runtime import ServiceEdges
+from ccsr.service.schemas import AppInfo, AppList
 from ccsr.service.storage import FileStore, storage_router
+from ccsr.service.weights_status import announce, weights_status
 from ccsr.settings import Settings
 
 log = logging.getLogger("ccsr.service")
-
-#: Settings a model worker needs (never the API keys).
-WORKER_SETTINGS = ("weights", "config", "device", "dtype", "tile_batch_size", "max_output_pixels")
 
 
 def worker_devices(settings: Settings) -> list[str]:
@@ -41,49 +47,65 @@ def worker_devices(settings: Settings) -> list[str]:
     return [settings.device]
 
 
-def _optional(module: str) -> Optional[Any]:
-    """Import an optional edge module; None only if that module itself is missing."""
-    try:
-        return importlib.import_module(module)
-    except ModuleNotFoundError as exc:
-        if exc.name and module.startswith(exc.name):
-            return None
-        raise
+def worker_pool(app: App, settings: Settings, factory: Optional[str] = None) -> Executor:
+    """The default executor of an app: its model worker processes, one per
+    device, or with executor=ray its Ray actors (one RayExecutor per app)."""
+    wsettings = {k: (str(v) if isinstance(v, Path) else v) for k, v in settings.model_dump().items()
+                 if k in app.worker_settings}
+    if settings.executor == "ray":  # ray is imported only here
+        from ccsr.jobs.ray_executor import RayExecutor
+
+        return RayExecutor(wsettings, address=settings.ray_address, workers=settings.ray_workers,
+                           actor_options=settings.ray_actor_options, app_ref=app.ref, factory=factory)
+    from ccsr.jobs.pool import WorkerPool
+
+    return WorkerPool(wsettings, worker_devices(settings), app_ref=app.ref, factory=factory)
 
 
 def create_app(
     settings: Optional[Settings] = None,
     *,
+    registry: Optional[Registry] = None,
+    executors: Optional[dict[str, Executor]] = None,
     executor: Optional[Executor] = None,
     worker_factory: Optional[str] = None,
     sweep_interval: float = 30.0,
 ) -> FastAPI:
-    """Build the app. ``executor`` replaces the worker pool (tests pass a
-    ThreadExecutor); ``worker_factory`` ("module:function") replaces the engine
-    the worker processes build."""
+    """Build the app serving every app of ``registry`` (default: the built-in
+    apps). ``executors`` maps app ids to executors replacing their worker pools
+    (tests pass ThreadExecutors); ``executor`` is a shorthand for the first
+    app's; ``worker_factory`` ("module:function") replaces the engine the first
+    app's worker processes build. With ``executor`` and no ``registry`` the
+    server serves only the first built-in app: an embedding that supplies one
+    executor gets one app, not extra worker processes it did not ask for."""
     settings = settings or Settings()
+    if registry is None:
+        registry = default_registry()
+        if executor is not None and not executors:
+            registry = Registry([next(iter(registry))])
     data_dir = Path(settings.data_dir)
     data_dir.mkdir(parents=True, exist_ok=True)
     store = JobStore(settings.resolved_database_url())
-    files = FileStore(data_dir / "files")
+    # Inputs, results and uploads: a local directory or an S3 bucket. The
+    # scratch dir only matters for S3 (bodies land there before the upload).
+    blobs = blob_store_from_settings(settings)
+    files = FileStore(blobs, scratch_dir=data_dir / "files")
     keyring = KeyRing.from_settings(settings)
-    webhooks = _optional("ccsr.service.webhooks")
     metrics = ServiceMetrics()
-    if executor is None:
-        from ccsr.jobs.pool import WorkerPool
-        from ccsr.jobs.worker import DEFAULT_ENGINE_FACTORY
-
-        wsettings = {k: (str(v) if isinstance(v, Path) else v) for k, v in settings.model_dump().items() if k in WORKER_SETTINGS}
-        executor = WorkerPool(wsettings, worker_devices(settings), factory=worker_factory or DEFAULT_ENGINE_FACTORY)
+    apps = list(registry)
+    executors = dict(executors or {})
+    if executor is not None:
+        executors.setdefault(apps[0].app_id, executor)
+    for i, app_ in enumerate(apps):
+        if app_.app_id not in executors:
+            executors[app_.app_id] = worker_pool(app_, settings, worker_factory if i == 0 else None)
     scheduler = Scheduler(
         store,
-        executor,
-        ResultFiles(files),
-        prepare_input=make_prepare(settings, files),
-        work_dir=str(data_dir / "work"),
+        executors,
+        ServiceEdges(settings, files, blobs, registry),
+        blobs,
         result_ttl=settings.result_ttl,
         max_attempts=settings.max_attempts,
-        max_output_pixels=settings.max_output_pixels,
         hooks=metrics,
         sweep_interval=sweep_interval,
     )
@@ -94,17 +116,16 @@ def create_app(
         import asyncio
 
         await asyncio.to_thread(store.create_all)
-        if webhooks is not None:
-            sender = await webhooks.start_for_app(app)
-            scheduler.outbox = webhooks.add_to_outbox
-            scheduler.on_outbox = sender.notify
+        announce(app.state.weights_status)
+        sender = await webhooks.start_for_app(app)
+        scheduler.outbox = lambda session, view: webhooks.add_to_outbox(session, WebhookView(view))
+        scheduler.on_outbox = sender.notify
         await scheduler.start()
         try:
             yield
         finally:
             await scheduler.stop()
-            if webhooks is not None:
-                await webhooks.stop_for_app(app)
+            await webhooks.stop_for_app(app)
             store.close()
 
     app = FastAPI(
@@ -112,32 +133,48 @@ def create_app(
         summary="Self-hosted CCSR super-resolution speaking the fal-ai/ccsr queue protocol.",
         version=_version(),
         lifespan=lifespan,
+        docs_url=None, redoc_url=None,  # served from the package by ccsr.service.docs_page (no CDN)
     )
     app.state.settings = settings
     app.state.keyring = keyring
+    app.state.blobs = blobs
     app.state.files = files
     app.state.store = store
     app.state.scheduler = scheduler
-    app.state.executor = executor
+    app.state.registry = registry
+    app.state.blobs = blobs
+    app.state.executors = executors
+    app.state.executor = executors[apps[0].app_id]  # the first app's (tests reach its workers)
     app.state.metrics = metrics
+    app.state.weights_status = weights_status(settings)  # random or official: said in the log, /readyz, the playground
 
-    app.include_router(queue_router(QueueAPI(scheduler, settings)))
+    for app_ in apps:
+        app.include_router(queue_router(QueueAPI(app_, scheduler, settings)))
+
+    @app.get("/api/apps", response_model=AppList, tags=["apps"], summary="The apps this server serves")
+    async def app_list() -> AppList:
+        return AppList(apps=[
+            AppInfo(id=a.app_id, title=a.title, input_schema=a.Input.__name__, output_schema=a.Output.__name__,
+                    queue_url=f"/queue/{a.app_id}", run_url=f"/{a.app_id}")
+            for a in apps
+        ])
+
     app.include_router(storage_router(files, settings=settings, keyring=keyring), tags=["storage"])
-    for name, attr in (("ccsr.service.webhooks", "jwks_router"), ("ccsr.service.proxy", "proxy_router")):
-        mod = _optional(name)
-        if mod is not None and hasattr(mod, attr):
-            app.include_router(getattr(mod, attr)(settings=settings, keyring=keyring))
+    app.include_router(webhooks.jwks_router(settings=settings, keyring=keyring))
+    app.include_router(proxy.proxy_router(settings=settings, keyring=keyring))
 
     @app.get("/healthz", tags=["health"], summary="The HTTP process is alive")
     async def healthz() -> dict:
         return {"status": "ok"}
 
-    @app.get("/readyz", tags=["health"], summary="Ready when a worker holds the loaded model")
+    @app.get("/readyz", tags=["health"], summary="Ready when every app has a worker holding its loaded model")
     async def readyz(request: Request) -> Response:
-        workers = executor.describe() if ops_allowed(request) else "hidden: send an API key"  # PIDs, devices
-        ready = executor.ready and scheduler.started
+        workers = ([{"app": app_id, **w} for app_id, ex in executors.items() for w in ex.describe()]
+                   if ops_allowed(request) else "hidden: send an API key")  # PIDs, devices
+        ready = all(ex.ready for ex in executors.values()) and scheduler.started
         body = {"status": "ready" if ready else "loading", "workers": workers,
-                "queue_depth": scheduler.queue_depth(), "running": scheduler.running_count()}
+                "queue_depth": scheduler.queue_depth(), "running": scheduler.running_count(),
+                "random_weights": app.state.weights_status["random_weights"]}
         return JSONResponse(body, status_code=200 if ready else 503)
 
     @app.get("/metrics", tags=["health"], summary="Prometheus metrics")
@@ -145,7 +182,8 @@ def create_app(
         data, ctype = metrics.render()
         return Response(data, media_type=ctype)
 
-    _optional("ccsr.web").mount(app)  # the browser playground: / and /playground/*
+    docs_page.mount(app)
+    web.mount(app)  # the browser playground: / and /playground/*
     hardening.install(app, settings)  # body limit, strict JSON, JSON errors, private ops routes
     return app
 

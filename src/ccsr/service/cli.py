@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 from pathlib import Path
@@ -24,10 +25,17 @@ def serve(
     dtype: Optional[str] = typer.Option(None, "--dtype", help="fp32, fp16, bf16 or auto (CCSR_DTYPE; auto = fp16 on CUDA/MPS, fp32 on CPU)."),
     allow_private_urls: Optional[bool] = typer.Option(None, "--allow-private-urls/--no-allow-private-urls", help="Let image_url and webhooks reach loopback/private addresses (CCSR_ALLOW_PRIVATE_URLS; for tests and private networks)."),
     api_keys_file: Optional[Path] = typer.Option(None, "--api-keys-file", help="File with one API key per line (CCSR_API_KEYS_FILE; CCSR_API_KEYS for a comma-separated list)."),
+    executor: Optional[str] = typer.Option(None, "--executor", help="local (worker processes here) or ray (actors on a Ray cluster; CCSR_EXECUTOR). See docs/scale-out.md."),
+    ray_address: Optional[str] = typer.Option(None, "--ray-address", help="Ray cluster for --executor ray: auto or the head's host:6379 (CCSR_RAY_ADDRESS; default: a private local Ray)."),
+    ray_workers: Optional[int] = typer.Option(None, "--ray-workers", help="Model actors for --executor ray (default: the cluster's GPU count; CCSR_RAY_WORKERS)."),
+    ray_actor_options: Optional[str] = typer.Option(None, "--ray-actor-options", help='Ray actor options as JSON, e.g. \'{"num_gpus":0,"num_cpus":1}\' (CCSR_RAY_ACTOR_OPTIONS).'),
     log_level: str = typer.Option("info", "--log-level", help="debug, info, warning or error."),
     engine_factory: Optional[str] = typer.Option(None, "--engine-factory", hidden=True, help="module:function building the engine in each worker (tests, benchmarks)."),
 ) -> None:
     """Serve the fal-ai/ccsr API (queue, sync run, storage, webhooks) over HTTP."""
+    from pydantic import ValidationError
+    from pydantic_settings import SettingsError
+
     from ccsr.service.app import create_app
     from ccsr.service.server import build_server
     from ccsr.service.auth import BindNotAllowed, KeyRing, check_bind_allowed
@@ -39,10 +47,25 @@ def serve(
             host=host, port=port, weights=weights, config=config, data_dir=data_dir, database_url=database_url,
             public_url=public_url, device=device, workers=workers, api_keys_file=api_keys_file,
             dtype=dtype, allow_private_urls=allow_private_urls,
+            executor=executor, ray_address=ray_address, ray_workers=ray_workers,
         ).items()
         if v is not None
     }
-    settings = Settings(**overrides)
+    if ray_actor_options is not None:
+        try:
+            overrides["ray_actor_options"] = json.loads(ray_actor_options)
+        except ValueError as exc:
+            typer.echo(f"error: --ray-actor-options: not valid JSON ({exc})", err=True)
+            raise typer.Exit(2)
+    try:
+        settings = Settings(**overrides)
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+        typer.echo(f"error: {problems}", err=True)
+        raise typer.Exit(2)
+    except SettingsError as exc:  # e.g. CCSR_RAY_ACTOR_OPTIONS that is not JSON
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2)
     if api_key:  # flags add to the keys from the environment, never replace them
         settings = settings.model_copy(update={"api_keys": [*settings.api_keys, *api_key]})
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")

@@ -325,9 +325,10 @@ async def load_input_bytes(url: str, *, settings: Settings, files: FileStore, fi
     check_url_syntax(url, field=field)
     key = FileStore.key_from_url(url)
     if key is not None:
-        stored = files.get(key)
-        if stored is not None:
-            return await asyncio.to_thread(stored.path.read_bytes)
+        try:
+            return await asyncio.to_thread(files.read, key)
+        except FileNotFoundError:
+            pass
         if _is_our_host(url, settings):
             raise InputError(field, "refers to an uploaded file that does not exist or has expired.")
     data, _ctype = await download(url, settings, field=field)

@@ -12,7 +12,8 @@ from typing import TYPE_CHECKING, Any, Callable, Optional
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
 from ccsr.jobs.models import CANCELLED, COMPLETED, FAILED
-from ccsr.jobs.scheduler import Hooks, JobView
+from ccsr.jobs.edges import Hooks
+from ccsr.jobs.view import JobView
 
 if TYPE_CHECKING:
     from ccsr.jobs.scheduler import Scheduler
@@ -46,7 +47,7 @@ class ServiceMetrics(Hooks):
     def bind(self, scheduler: "Scheduler") -> None:
         self.queue_depth.set_function(lambda: scheduler.queue_depth())
         self.running.set_function(lambda: scheduler.running_count())
-        self.workers_ready.set_function(lambda: sum(1 for w in scheduler.executor.describe() if w.get("ready")))
+        self.workers_ready.set_function(lambda: sum(1 for ex in scheduler.executors.values() for w in ex.describe() if w.get("ready")))
 
     # --- hooks ------------------------------------------------------------------
     def job_started(self, view: JobView) -> None:

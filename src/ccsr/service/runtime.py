@@ -1,56 +1,80 @@
-"""Glue between the scheduler and the service's edges: where result files go
-(the shared :class:`FileStore`), and how an input is fetched and checked
-before a worker sees it."""
+"""The scheduler's edges in the service: how an input is fetched and checked
+before a worker sees it, and how a result blob becomes a stored file and the
+app's output JSON. This is the one place the scheduler's work meets the
+:class:`FileStore`."""
 
 from __future__ import annotations
 
-import os
-from pathlib import Path
-from typing import Any, Optional
+import asyncio
+from typing import Any
 
+from pydantic import BaseModel, ValidationError
+
+from ccsr.apps.base import FileInfo, random_file_name
+from ccsr.apps.registry import Registry
+from ccsr.blobs import BlobStore
+from ccsr.errors import InvalidParameter
+from ccsr.jobs.edges import Prepared, Published
+from ccsr.jobs.executor import Done
+from ccsr.jobs.view import JobView
 from ccsr.service.storage import FileStore
 from ccsr.settings import Settings
 
 
-class ResultFiles:
-    """Result images live in the FileStore under fresh capability keys.
+class ServiceEdges:
+    """Implements :class:`ccsr.jobs.edges.Edges` for the apps of ``registry``."""
 
-    The worker writes the PNG straight into the store's tmp directory; on
-    success it is moved into place with its metadata (no copy, no bytes over
-    the pipe). URLs are kept server-relative ("/files/<key>/<name>") and made
-    absolute per response.
-    """
+    def __init__(self, settings: Settings, files: FileStore, blobs: BlobStore, registry: Registry):
+        self.settings = settings
+        self.files = files
+        self.blobs = blobs
+        self.registry = registry
 
-    def __init__(self, store: FileStore):
-        self.store = store
+    def params_of(self, view: JobView) -> BaseModel:
+        """The typed parameters: as submitted here, or parsed back from the
+        stored input after a restart (the JSON the accepted model wrote)."""
+        if view.params is not None:
+            return view.params
+        app = self.registry[view.app_id]
+        try:
+            return app.Params.model_validate({k: v for k, v in view.input.items() if k != "image_url"})
+        except ValidationError as exc:
+            err = exc.errors()[0]
+            raise InvalidParameter(str(err["loc"][0]) if err["loc"] else "body", err["msg"]) from None
 
-    def result_target(self, request_id: str, file_name: str) -> tuple[str, str]:
-        key = self.store.new_key()
-        tmp = Path(self.store.root) / "tmp" / f"result-{key}.png"
-        return str(tmp), f"/files/{key}/{file_name}"
+    async def prepare(self, view: JobView) -> Prepared:
+        """Fetch the bytes safely (SSRF-guarded, size-limited), check the request
+        against the size in the image's header (the second trust boundary), then
+        decode the first frame in a bounded child process: the HTTP process never
+        holds decoded pixels (see :mod:`ccsr.service.input_prep`)."""
+        from ccsr.service.input_prep import decode_checked
+        from ccsr.service.fetch import load_input_bytes
 
-    def adopt(self, path: str, url_path: str, *, owner: Optional[str], ttl: Optional[float]) -> None:
-        """Move a finished result file into the store under its URL's key."""
-        key = self.store.key_from_url(url_path)
-        file_name = url_path.rsplit("/", 1)[-1]
-        self.store.adopt(Path(path), content_type="image/png", file_name=file_name, key=key, owner=owner, ttl=ttl)
+        app = self.registry[view.app_id]
+        params = self.params_of(view)
+        data = await load_input_bytes(view.input.get("image_url", ""), settings=self.settings, files=self.files)
+        png = await asyncio.to_thread(decode_checked, data, self.settings,
+                                      lambda w, h: app.check_image(params, w, h, self.settings))
+        return Prepared(png, params)
 
-    def delete(self, url_path: str) -> None:
-        """Remove a result: the stored file, or what a failed run left in tmp."""
-        key = self.store.key_from_url(url_path)
-        if not key:
-            return
-        self.store.delete(key)
-        for suffix in (".png", ".png.part"):
-            try:
-                os.unlink(Path(self.store.root) / "tmp" / f"result-{key}{suffix}")
-            except OSError:
-                pass
+    async def publish(self, view: JobView, done: Done) -> Published:
+        app = self.registry[view.app_id]
+        ttl = view.ttl if view.ttl is not None else self.settings.result_ttl
+        stored = await asyncio.to_thread(self._store_result, done, view.owner, ttl)
+        file = FileInfo(url=stored.url_path, content_type=stored.content_type, file_name=stored.file_name,
+                        file_size=stored.size)
+        return Published(app.render(done.fields, file), [stored.url_path], app.summary(done.fields))
 
+    def _store_result(self, done: Done, owner: Any, ttl: float) -> Any:
+        # LEAD: a copy from the blob store into the FileStore for now; once the
+        # FileStore keeps its bytes in the BlobStore, register the blob in place.
+        data = self.blobs.read(done.output_key)
+        stored = self.files.save(data, done.content_type, random_file_name(done.extension), owner=owner, ttl=ttl)
+        self.blobs.delete(done.output_key)
+        return stored
 
-def make_prepare(settings: Settings, files: Any):
-    """Build ``prepare(view, dest)``: fetch safely, check the header, decode in
-    a bounded child process (see :mod:`ccsr.service.input_prep`)."""
-    from ccsr.service.input_prep import make_prepare as bounded
-
-    return bounded(settings, files)
+    def delete_file(self, ref: str) -> None:
+        """Remove a stored result ("/files/<key>/<name>"); missing files are fine."""
+        key = self.files.key_from_url(ref)
+        if key:
+            self.files.delete(key)

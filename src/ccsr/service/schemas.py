@@ -1,44 +1,14 @@
-"""HTTP schemas of the "fal-ai/ccsr" app: input, output and queue bodies.
+"""HTTP schemas of the queue protocol, shared by every app.
 
-The input is built from :class:`ccsr.params.UpscaleParams` field by field, so
-names, types, defaults and enums cannot drift from the engine and the CLI.
-Unknown fields are ignored, as the hosted API does.
+Each app's own input and output models live in its module under
+``ccsr.apps``; these are the bodies around them (submit, status, cancel).
 """
 
 from __future__ import annotations
 
 from typing import Any, Literal, Optional
 
-from pydantic import BaseModel, ConfigDict, Field, create_model, field_validator
-
-from ccsr.params import UpscaleParams
-
-APP_ID = "fal-ai/ccsr"
-
-_IMAGE_URL_DOC = (
-    "URL of the image to upscale: an http(s) URL, a data: URI (base64), or a URL of this server's "
-    "file storage."
-)
-
-
-def _check_image_url(cls, v: str) -> str:  # noqa: ANN001
-    s = v.strip()
-    head = s[:8].lower()
-    if not (head.startswith("http://") or head.startswith("https://") or head.startswith("data:")):
-        raise ValueError("must be an http(s) URL or a data: URI")
-    return s
-
-
-CCSRInput = create_model(  # type: ignore[call-overload]
-    "CCSRInput",
-    __config__=ConfigDict(extra="ignore", json_schema_extra={
-        "examples": [{"image_url": "https://storage.googleapis.com/falserverless/gallery/blue-bird.jpeg"}]
-    }),
-    __validators__={"image_url_scheme": field_validator("image_url")(_check_image_url)},
-    image_url=(str, Field(..., min_length=1, description=_IMAGE_URL_DOC)),
-    **{name: (f.annotation, f) for name, f in UpscaleParams.model_fields.items()},
-)
-CCSRInput.__doc__ = "Input of fal-ai/ccsr: the image URL and the upscaling parameters."
+from pydantic import BaseModel, ConfigDict, Field
 
 
 def absolute_file_urls(value: Any, base: str) -> Any:
@@ -54,25 +24,6 @@ def absolute_file_urls(value: Any, base: str) -> Any:
     if isinstance(value, list):
         return [absolute_file_urls(v, base) for v in value]
     return value
-
-
-def params_of(inp: BaseModel) -> UpscaleParams:
-    """The engine parameters of a validated input."""
-    return UpscaleParams(**inp.model_dump(exclude={"image_url"}))
-
-
-class Image(BaseModel):
-    url: str = Field(..., description="The URL where the file can be downloaded from.")
-    content_type: Optional[str] = Field(None, description="The mime type of the file.")
-    file_name: Optional[str] = Field(None, description="The name of the file. It will be auto-generated if not provided.")
-    file_size: Optional[int] = Field(None, description="The size of the file in bytes.")
-    width: Optional[int] = Field(None, description="The width of the image in pixels.")
-    height: Optional[int] = Field(None, description="The height of the image in pixels.")
-
-
-class CCSROutput(BaseModel):
-    image: Image = Field(..., description="The generated image file info.")
-    seed: int = Field(..., description="The seed used for the generation.")
 
 
 class QueueLog(BaseModel):
@@ -107,3 +58,18 @@ class SubmitResponse(BaseModel):
 
 class CancelResponse(BaseModel):
     status: Literal["CANCELLATION_REQUESTED", "ALREADY_COMPLETED"]
+
+
+class AppInfo(BaseModel):
+    """One served app, for the playground and other clients (``GET /api/apps``)."""
+
+    id: str = Field(..., description="The app id, as in POST /queue/<id>.")
+    title: str
+    input_schema: str = Field(..., description="Name of the input model in /openapi.json's components.schemas.")
+    output_schema: str = Field(..., description="Name of the output model in /openapi.json's components.schemas.")
+    queue_url: str = Field(..., description="Path of the submit route.")
+    run_url: str = Field(..., description="Path of the sync run route.")
+
+
+class AppList(BaseModel):
+    apps: list[AppInfo]

@@ -12,24 +12,24 @@ and uploaded inputs are checked the same way when they are fetched.
 from __future__ import annotations
 
 import asyncio
-from typing import Any
+from typing import Any, Callable
 
-from ccsr.params import UpscaleParams, check_request
 from ccsr.service.fetch import decode_data_uri
 from ccsr.service.images import ImageHeader, InputError, probe_image
 from ccsr.settings import Settings
 
 
-def check_data_uri(uri: str, params: UpscaleParams, settings: Settings, field: str = "image_url") -> ImageHeader:
+def check_data_uri(uri: str, check_size: Callable[[int, int], None], settings: Settings,
+                   field: str = "image_url") -> ImageHeader:
     """Size, encoding and image header of a data URI, and the output it would
     make; :class:`InputError` (a 422 on ``field``) otherwise."""
     data, _media = decode_data_uri(uri, max_bytes=settings.max_data_uri_bytes, field=field)
     header = probe_image(data, max_pixels=settings.max_input_pixels, field=field)
-    check_request(params, header.width, header.height, settings.max_output_pixels)
+    check_size(header.width, header.height)  # the app's check of the output this size makes
     return header
 
 
-async def check_submitted_input(inp: Any, params: UpscaleParams, settings: Settings) -> None:
+async def check_submitted_input(inp: Any, check_size: Callable[[int, int], None], settings: Settings) -> None:
     """Raise :class:`InvalidParameter` (answered 422 by the app's handler) when
     the input can be refused without fetching anything."""
     url = getattr(inp, "image_url", "")
@@ -40,4 +40,4 @@ async def check_submitted_input(inp: Any, params: UpscaleParams, settings: Setti
                 f"data URI is {len(url)} bytes; the limit is {settings.max_data_uri_bytes} bytes "
                 "(setting max_data_uri_bytes). Upload the file and pass its URL instead.",
             )
-        await asyncio.to_thread(check_data_uri, url, params, settings)
+        await asyncio.to_thread(check_data_uri, url, check_size, settings)

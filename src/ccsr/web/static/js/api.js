@@ -2,8 +2,6 @@
 // Authorization header can be sent; polling as a fallback), result, cancel,
 // and uploads through the storage routes.
 
-export const APP = "fal-ai/ccsr";
-
 /** An HTTP error carrying the server's explanation. */
 export class ApiError extends Error {
   constructor(status, body, url) {
@@ -30,9 +28,17 @@ export class ApiError extends Error {
 }
 
 export class Api {
-  constructor(baseUrl, getKey) {
+  /** ``app``: the app id requests go to (from the server's /api/apps); set before submitting. */
+  constructor(baseUrl, getKey, app = null) {
     this.base = new URL(".", baseUrl);
     this.getKey = getKey;
+    this.app = app;
+  }
+
+  /** The apps the server serves: [{id, title, input_schema, output_schema, queue_url, run_url}]. */
+  async apps() {
+    const { data } = await this.request("GET", "api/apps");
+    return data.apps;
   }
 
   url(path) {
@@ -78,12 +84,12 @@ export class Api {
   }
 
   async submit(input) {
-    const { data } = await this.request("POST", `queue/${APP}`, { body: input });
+    const { data } = await this.request("POST", `queue/${this.app}`, { body: input });
     return data;
   }
 
   statusUrl(id) {
-    return `queue/${APP}/requests/${encodeURIComponent(id)}/status`;
+    return `queue/${this.app}/requests/${encodeURIComponent(id)}/status`;
   }
 
   async status(id, logs = true) {
@@ -92,13 +98,13 @@ export class Api {
   }
 
   async result(id) {
-    const { data } = await this.request("GET", `queue/${APP}/requests/${encodeURIComponent(id)}`);
+    const { data } = await this.request("GET", `queue/${this.app}/requests/${encodeURIComponent(id)}`);
     return data;
   }
 
   async cancel(id) {
     try {
-      const { data } = await this.request("PUT", `queue/${APP}/requests/${encodeURIComponent(id)}/cancel`);
+      const { data } = await this.request("PUT", `queue/${this.app}/requests/${encodeURIComponent(id)}/cancel`);
       return data.status;
     } catch (err) {
       if (err.status === 400 && err.body?.status) return err.body.status;

@@ -27,6 +27,9 @@ const compare = new Compare($("#compare"));
 const publicBase = new URL(".", document.baseURI).toString().replace(/\/$/, "");
 
 let fields = [];
+/** The apps the server serves (GET /api/apps) and the one the form is for. */
+let apps = [];
+let app = null;
 let lang = "curl";
 /** The chosen local image: the File, a blob: URL to show it, and its URL once uploaded. */
 let local = null;
@@ -304,7 +307,7 @@ async function onSubmit(ev) {
     $("#result").hidden = true;
     $("#empty-result").hidden = false;
     current = { id: handle.request_id, seenLogs: new Set(), before: local?.objectUrl || imageUrl, input: body, started: Date.now(), abort: new AbortController() };
-    upsertHistory({ id: current.id, created: new Date().toISOString(), status: "IN_QUEUE", input: storableInput(body) });
+    upsertHistory({ id: current.id, app: api.app, created: new Date().toISOString(), status: "IN_QUEUE", input: storableInput(body) });
     renderHistory();
     showStatus({ status: "IN_QUEUE", request_id: handle.request_id, queue_position: handle.queue_position ?? 0 });
     await followCurrent();
@@ -433,7 +436,8 @@ function renderHistory() {
 }
 
 async function openHistory(item) {
-  // Restore the settings of that request into the form.
+  // Switch to the app that request went to, then restore its settings into the form.
+  if (item.app && item.app !== app?.id && apps.some((a) => a.id === item.app)) await selectApp(item.app);
   resetFields(form, fields);
   for (const [k, v] of Object.entries(item.input || {})) if (k !== "image_url") setField(form, k, v);
   if (/^https?:/.test(item.input?.image_url || "")) setUrl(item.input.image_url);
@@ -469,7 +473,9 @@ function updateSnippet() {
   const pending = local && !local.uploadedUrl;
   const imageUrl = pending ? `<upload of ${local.file.name || "your image"}>` : urlInput.value.trim() || local?.uploadedUrl || "https://example.com/photo.png";
   const body = fields.length ? readBody(form, fields, imageUrl) : { image_url: imageUrl };
-  $("#snippet").textContent = snippet(lang, { base: publicBase, body, localName: local?.file?.name, withKey: !!keyInput.value.trim() });
+  $("#snippet").textContent = snippet(lang, {
+    base: publicBase, app: app?.id ?? "", cliApp: apps[0]?.id, body, localName: local?.file?.name, withKey: !!keyInput.value.trim(),
+  });
 }
 
 for (const tab of document.querySelectorAll("[data-lang]")) {
@@ -512,18 +518,50 @@ function timeAgo(iso) {
 
 // ------------------------------------------------------------------ start
 
+/** Show the form of app ``id`` (its fields from the server's OpenAPI schema). */
+async function selectApp(id) {
+  app = apps.find((a) => a.id === id) || apps[0];
+  api.app = app.id;
+  $("#app-id").textContent = app.id;
+  $("#app-select").value = app.id;
+  document.title = `${app.title || app.id} · playground`;
+  fields = await loadFields(document.baseURI, app);
+  renderFields($("#schema-fields"), fields);
+  updateSnippet();
+}
+
+function renderAppChoice() {
+  const select = $("#app-select");
+  select.textContent = "";
+  for (const a of apps) {
+    const opt = document.createElement("option");
+    opt.value = a.id;
+    opt.textContent = a.title ? `${a.id} — ${a.title}` : a.id;
+    select.append(opt);
+  }
+  select.hidden = apps.length < 2;
+  select.addEventListener("change", async () => {
+    const url = new URL(location.href);
+    url.searchParams.set("app", select.value);
+    history.replaceState(null, "", url);
+    await selectApp(select.value);
+  });
+}
+
 async function start() {
   renderHistory();
   updateSnippet();
   try {
-    fields = await loadFields(document.baseURI);
-    renderFields($("#schema-fields"), fields);
+    apps = await api.apps();
+    if (!apps.length) throw new Error("the server serves no app");
+    renderAppChoice();
+    await selectApp(new URL(location.href).searchParams.get("app") || apps[0].id);
     document.body.dataset.ready = "true";
   } catch (err) {
     $("#schema-fields").textContent = "";
     const p = document.createElement("p");
     p.className = "form-error";
-    p.textContent = `Could not read the input schema: ${err.message}. Is this page served by ccsr serve?`;
+    p.textContent = `Could not read the input schema (or the app list): ${err.message}. Is this page served by ccsr serve?`;
     $("#schema-fields").append(p);
     document.body.dataset.ready = "error";
   }

@@ -1,7 +1,6 @@
 // Reads the request fields out of the server's OpenAPI document, so the form
 // is generated from the same schema the API validates against and never drifts.
-
-const APP_PATHS = ["/queue/fal-ai/ccsr", "/fal-ai/ccsr"];
+// Which apps exist, and the name of each one's input schema, come from /api/apps.
 
 /** Follow a local "#/components/schemas/X" reference. */
 function deref(doc, schema) {
@@ -13,18 +12,19 @@ function deref(doc, schema) {
   return s || {};
 }
 
-/** The JSON schema of the POST body of the app's submit route. */
-export function findInputSchema(doc) {
+/** The JSON schema of an app's input: by name, else from the POST body of its submit route. */
+export function findInputSchema(doc, app) {
+  const named = doc.components?.schemas?.[app.input_schema];
+  if (named) return named;
   const paths = doc.paths || {};
-  const candidates = APP_PATHS.filter((p) => paths[p]?.post)
-    .concat(Object.keys(paths).filter((p) => p.includes("fal-ai/ccsr") && !p.includes("{") && paths[p]?.post));
-  for (const path of candidates) {
+  for (const path of [app.queue_url, app.run_url]) {
+    if (!paths[path]?.post) continue;
     const body = deref(doc, paths[path].post.requestBody);
     const content = body.content || {};
     const media = content["application/json"] || Object.values(content)[0];
     if (media?.schema) return deref(doc, media.schema);
   }
-  throw new Error("the server's OpenAPI document has no POST route for fal-ai/ccsr");
+  throw new Error(`the server's OpenAPI document has no input schema for ${app.id}`);
 }
 
 /** Merge anyOf/allOf variants (Optional[int] is anyOf [integer, null]). */
@@ -100,10 +100,14 @@ function fmt(n) {
   return Math.abs(n) >= 1e9 ? n.toExponential(2) : String(n);
 }
 
-export async function loadFields(baseUrl) {
-  const resp = await fetch(new URL("openapi.json", baseUrl));
-  if (!resp.ok) throw new Error(`GET openapi.json answered ${resp.status}`);
-  const doc = await resp.json();
-  const schema = findInputSchema(doc);
-  return describeFields(doc, schema);
+let openapi = null;
+
+/** The fields of ``app``'s input (the OpenAPI document is fetched once). */
+export async function loadFields(baseUrl, app) {
+  if (!openapi) {
+    const resp = await fetch(new URL("openapi.json", baseUrl));
+    if (!resp.ok) throw new Error(`GET openapi.json answered ${resp.status}`);
+    openapi = await resp.json();
+  }
+  return describeFields(openapi, findInputSchema(openapi, app));
 }

@@ -34,21 +34,21 @@ export function displayBody(body) {
   return out;
 }
 
-export function curl(base, body, withKey) {
+export function curl(base, body, withKey, app) {
   const auth = withKey ? `\n  -H "Authorization: Key $FAL_KEY" \\` : "";
   return [
     `# submit to the queue; the answer has request_id, status_url and response_url`,
-    `curl -s -X POST ${base}/queue/fal-ai/ccsr \\${auth}`,
+    `curl -s -X POST ${base}/queue/${app} \\${auth}`,
     `  -H "Content-Type: application/json" \\`,
     `  -d ${shellQuote(JSON.stringify(body))}`,
     ``,
     `# follow it, then fetch the output`,
-    `curl -s${withKey ? ` -H "Authorization: Key $FAL_KEY"` : ""} "${base}/queue/fal-ai/ccsr/requests/$REQUEST_ID/status?logs=1"`,
-    `curl -s${withKey ? ` -H "Authorization: Key $FAL_KEY"` : ""} "${base}/queue/fal-ai/ccsr/requests/$REQUEST_ID"`,
+    `curl -s${withKey ? ` -H "Authorization: Key $FAL_KEY"` : ""} "${base}/queue/${app}/requests/$REQUEST_ID/status?logs=1"`,
+    `curl -s${withKey ? ` -H "Authorization: Key $FAL_KEY"` : ""} "${base}/queue/${app}/requests/$REQUEST_ID"`,
   ].join("\n");
 }
 
-export function python(base, body) {
+export function python(base, body, app) {
   return [
     `# pip install fal-client   (FAL_KEY must be set; any value on an open server)`,
     `import fal_client`,
@@ -59,16 +59,16 @@ export function python(base, body) {
     `C.REST_URL, C.CDN_URL = B + "/rest", B + "/cdn"`,
     ``,
     `result = fal_client.subscribe(`,
-    `    "fal-ai/ccsr",`,
+    `    ${JSON.stringify(app)},`,
     `    arguments=${indent(pyDict(body), 4)},`,
     `    with_logs=True,`,
     `    on_queue_update=print,`,
     `)`,
-    `print(result["image"]["url"], result["seed"])`,
+    `print(result)`,
   ].join("\n");
 }
 
-export function javascript(base, body) {
+export function javascript(base, body, app) {
   const json = JSON.stringify(body, null, 2);
   return [
     `// npm install @fal-ai/client`,
@@ -85,12 +85,12 @@ export function javascript(base, body) {
     `  },`,
     `});`,
     ``,
-    `const result = await fal.subscribe("fal-ai/ccsr", {`,
+    `const result = await fal.subscribe(${JSON.stringify(app)}, {`,
     `  input: ${indent(json, 2)},`,
     `  logs: true,`,
     `  onQueueUpdate: (u) => u.status === "IN_PROGRESS" && u.logs.forEach((l) => console.log(l.message)),`,
     `});`,
-    `console.log(result.data.image.url, result.data.seed, result.requestId);`,
+    `console.log(result.data, result.requestId);`,
   ].join("\n");
 }
 
@@ -108,10 +108,13 @@ export function cli(base, body, localName, withKey) {
   return `# pip install ccsr   (uploads a local file, shows progress, saves the result)\n${env}${parts.join(" ")}`;
 }
 
-export function snippet(lang, { base, body, localName, withKey }) {
+/** ``app``: the app id (from the server's /api/apps); ``cli`` is our client's
+ * command, which speaks ``cliApp`` (the server's first app) only. */
+export function snippet(lang, { base, app, cliApp, body, localName, withKey }) {
   const shown = displayBody(body);
-  if (lang === "python") return python(base, shown);
-  if (lang === "javascript") return javascript(base, shown);
-  if (lang === "cli") return cli(base, shown, localName, withKey);
-  return curl(base, shown, withKey);
+  if (lang === "python") return python(base, shown, app);
+  if (lang === "javascript") return javascript(base, shown, app);
+  if (lang === "cli" && app === cliApp) return cli(base, shown, localName, withKey);
+  if (lang === "cli") return `# the ccsr command runs ${cliApp}; for ${app} use the curl, Python or JavaScript snippet`;
+  return curl(base, shown, withKey, app);
 }

@@ -1,7 +1,8 @@
-"""Start a real ``ccsr serve`` in a subprocess, for tests, screenshots and demos.
+"""Start a real ``ccsr serve`` in a subprocess for the tests.
 
-Used by the client and browser tests (and scripts that take the README
-screenshots) so they all exercise the same server a user runs, not a fake.
+Used by the client, browser and serve-flag tests so they all exercise the
+same server a user runs, not a fake. (Test-only: it lives under tests/, not
+in the package.)
 """
 
 from __future__ import annotations

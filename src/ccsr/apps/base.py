@@ -1,0 +1,182 @@
+"""What one app is: the seam between the generic queue and one model.
+
+An app (in the spirit of Cog's ``Predictor``) is a small class whose module
+says everything specific to one endpoint: its id (``fal-ai/ccsr``), the input
+and output models, the checks of an input (without the image at submit, with
+its size once decoded), how the engine is built in a worker process and run
+on one image, the out-of-memory advice, and how an engine result becomes the
+output JSON. The service generates queue, sync-run, SSE and OpenAPI routes
+from it, and the scheduler routes each job to its app's executor; neither
+knows any app by name.
+
+Apps are stateless and built with no arguments, so a worker process (or a
+machine elsewhere) rebuilds one from :attr:`App.ref` alone.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib
+import secrets
+import string
+import threading
+from typing import Any, Callable, ClassVar, Optional
+
+from pydantic import BaseModel, ConfigDict, Field, create_model, field_validator
+
+ProgressFn = Callable[[int, int], None]
+#: log(message, level="INFO"): a line for the request's log.
+LogFn = Callable[..., None]
+
+IMAGE_URL_DOC = (
+    "URL of the image to process: an http(s) URL, a data: URI (base64), or a URL of this server's "
+    "file storage."
+)
+
+
+@dataclasses.dataclass
+class Produced:
+    """What a worker made of one task: the encoded output file and the fields
+    the output JSON needs besides the file (seed, width, height...)."""
+
+    data: bytes
+    content_type: str
+    extension: str
+    fields: dict
+    timings: dict = dataclasses.field(default_factory=dict)
+
+
+class FileInfo(BaseModel):
+    """A stored result file as the output JSON describes it (fal's ``File``)."""
+
+    url: str = Field(..., description="The URL where the file can be downloaded from.")
+    content_type: Optional[str] = Field(None, description="The mime type of the file.")
+    file_name: Optional[str] = Field(None, description="The name of the file. It will be auto-generated if not provided.")
+    file_size: Optional[int] = Field(None, description="The size of the file in bytes.")
+
+
+class Image(FileInfo):
+    width: Optional[int] = Field(None, description="The width of the image in pixels.")
+    height: Optional[int] = Field(None, description="The height of the image in pixels.")
+
+
+def _check_image_url(cls, v: str) -> str:  # noqa: ANN001
+    s = v.strip()
+    head = s[:8].lower()
+    if not (head.startswith("http://") or head.startswith("https://") or head.startswith("data:")):
+        raise ValueError("must be an http(s) URL or a data: URI")
+    return s
+
+
+def image_input_model(name: str, params: type[BaseModel], doc: str, example_url: str) -> type[BaseModel]:
+    """The HTTP input of an image app: ``image_url`` plus every field of
+    ``params``, field by field, so names, defaults and enums cannot drift from
+    the engine's own model. Unknown fields are ignored, as the hosted API does."""
+    model = create_model(  # type: ignore[call-overload]
+        name,
+        __config__=ConfigDict(extra="ignore", json_schema_extra={"examples": [{"image_url": example_url}]}),
+        __validators__={"image_url_scheme": field_validator("image_url")(_check_image_url)},
+        image_url=(str, Field(..., min_length=1, description=IMAGE_URL_DOC)),
+        **{n: (f.annotation, f) for n, f in params.model_fields.items()},
+    )
+    model.__doc__ = doc
+    return model
+
+
+def random_file_name(ext: str) -> str:
+    alphabet = string.ascii_letters + string.digits
+    return "".join(secrets.choice(alphabet) for _ in range(12)) + "." + ext
+
+
+class App:
+    """One endpoint. Subclasses set the class attributes and override the
+    methods marked so; everything else has a sensible default."""
+
+    #: The endpoint id, as in ``POST /queue/<app_id>``.
+    app_id: ClassVar[str]
+    #: One line for people (the playground's app list, OpenAPI tags).
+    title: ClassVar[str] = ""
+    #: The engine's parameters (everything but ``image_url``), typed.
+    Params: ClassVar[type[BaseModel]]
+    #: The HTTP body: ``image_url`` plus :attr:`Params` (see :func:`image_input_model`).
+    Input: ClassVar[type[BaseModel]]
+    #: The output JSON's model (documentation and OpenAPI).
+    Output: ClassVar[type[BaseModel]]
+    #: Names of :class:`ccsr.settings.Settings` fields the engine factory reads.
+    worker_settings: ClassVar[tuple[str, ...]] = ()
+
+    @property
+    def ref(self) -> str:
+        """"module:Class", from which a worker process rebuilds this app."""
+        cls = type(self)
+        return f"{cls.__module__}:{cls.__qualname__}"
+
+    # --- the HTTP process (no torch) -----------------------------------------------
+    def params_of(self, inp: BaseModel) -> BaseModel:
+        """The typed engine parameters of a validated input (``image_url`` stripped, once)."""
+        return self.Params.model_validate(inp.model_dump(exclude={"image_url"}))
+
+    def check(self, params: BaseModel) -> None:
+        """First trust boundary, at submit: rules that need no image (cross-field
+        rules). Raise :class:`ccsr.errors.InvalidParameter` naming the field."""
+
+    def check_image(self, params: BaseModel, width: int, height: int, settings: Any) -> None:
+        """Second trust boundary, once the image is decoded: size limits.
+        Raise :class:`ccsr.errors.InvalidParameter` naming the field."""
+
+    def render(self, fields: dict, file: FileInfo) -> dict:
+        """The output JSON of a finished run: ``fields`` as the worker reported
+        them (:attr:`Produced.fields`), ``file`` the stored result file."""
+        return {"image": {**file.model_dump(), **{k: fields[k] for k in ("width", "height") if k in fields}}}
+
+    def summary(self, fields: dict) -> str:
+        """A few words about a result for the request's log ("output 64x64")."""
+        if "width" in fields and "height" in fields:
+            return f"output {fields['width']}x{fields['height']}"
+        return ""
+
+    # --- the worker process ----------------------------------------------------------
+    def load_engine(self, settings: dict, device: str) -> Any:
+        """Build the engine once per worker process (``settings`` holds the
+        :attr:`worker_settings` fields)."""
+        raise NotImplementedError
+
+    def run(self, engine: Any, image: Any, params: BaseModel, *, progress: ProgressFn,
+            cancel: threading.Event, log: LogFn) -> Produced:
+        """Run the engine on one decoded image (PIL, RGB); raise
+        :class:`ccsr.errors.Cancelled` when ``cancel`` is set,
+        :class:`ccsr.errors.OutOfMemory` when the device is full."""
+        raise NotImplementedError
+
+    def oom_advice(self, params: BaseModel, detail: str) -> str:
+        """What a person can change when the device ran out of memory."""
+        return f"The device ran out of memory ({detail}). Send a smaller image."
+
+
+def encode_png(image: Any) -> bytes:
+    """PNG bytes of a PIL image (OpenCV's fast encoder when present)."""
+    try:
+        from ccsr.pipeline.preprocess import encode_image
+
+        return encode_image(image, "png")
+    except ImportError:  # pragma: no cover - engine extras missing
+        import io
+
+        buf = io.BytesIO()
+        image.save(buf, format="PNG", compress_level=1)
+        return buf.getvalue()
+
+
+def resolve(ref: str) -> Any:
+    """The object named by "module:attr" (dotted attributes allowed)."""
+    module, _, name = ref.partition(":")
+    obj: Any = importlib.import_module(module)
+    for part in name.split("."):
+        obj = getattr(obj, part)
+    return obj
+
+
+def load_app(ref: str) -> App:
+    """Rebuild an app from its :attr:`App.ref` (in a worker process)."""
+    obj = resolve(ref)
+    return obj() if isinstance(obj, type) else obj

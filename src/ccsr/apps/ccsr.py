@@ -1,0 +1,81 @@
+"""The ``fal-ai/ccsr`` app: CCSR v1 super-resolution, the hosted API's schema."""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+from pydantic import BaseModel, Field
+
+from ccsr.apps.base import App, FileInfo, Image, LogFn, Produced, ProgressFn, encode_png, image_input_model
+from ccsr.errors import OutOfMemory
+from ccsr.params import UpscaleParams, check_params, check_size
+
+CCSRInput = image_input_model(
+    "CCSRInput", UpscaleParams, "Input of fal-ai/ccsr: the image URL and the upscaling parameters.",
+    "https://storage.googleapis.com/falserverless/gallery/blue-bird.jpeg",
+)
+
+
+class CCSROutput(BaseModel):
+    image: Image = Field(..., description="The generated image file info.")
+    seed: int = Field(..., description="The seed used for the generation.")
+
+
+class CCSRApp(App):
+    app_id = "fal-ai/ccsr"
+    title = "CCSR v1 super-resolution (diffusion upscaler)"
+    Params = UpscaleParams
+    Input = CCSRInput
+    Output = CCSROutput
+    worker_settings = ("weights", "config", "device", "dtype", "tile_batch_size", "max_output_pixels")
+
+    def check(self, params: UpscaleParams) -> None:  # type: ignore[override]
+        check_params(params)
+
+    def check_image(self, params: UpscaleParams, width: int, height: int, settings: Any) -> None:  # type: ignore[override]
+        check_size(params, width, height, settings.max_output_pixels)
+
+    def render(self, fields: dict, file: FileInfo) -> dict:
+        return {"image": {**file.model_dump(), "width": fields["width"], "height": fields["height"]},
+                "seed": fields["seed"]}
+
+    def summary(self, fields: dict) -> str:
+        return f"output {fields['width']}x{fields['height']}, seed {fields['seed']}"
+
+    def load_engine(self, settings: dict, device: str) -> Any:
+        from ccsr.pipeline.upscaler import CCSRUpscaler
+
+        dtype = settings.get("dtype")
+        return CCSRUpscaler.from_checkpoint(
+            settings.get("weights"),
+            config=settings.get("config"),
+            device=device,
+            dtype=None if dtype in (None, "auto") else dtype,
+            tile_batch_size=int(settings.get("tile_batch_size") or 4),
+            max_output_pixels=int(settings.get("max_output_pixels") or 4096 * 4096),
+        )
+
+    def run(self, engine: Any, image: Any, params: UpscaleParams, *, progress: ProgressFn,  # type: ignore[override]
+            cancel: threading.Event, log: LogFn) -> Produced:
+        try:
+            result = engine.run(image, params, progress=progress, cancel=cancel, log=log)
+        except OutOfMemory as exc:
+            if params.tile_vae:
+                raise
+            # Decoding the full image at once is the usual culprit: tiled VAE may fit.
+            log(f"out of memory ({exc}); retrying with tile_vae=true", "WARN")
+            params = params.model_copy(update={"tile_vae": True})
+            result = engine.run(image, params, progress=progress, cancel=cancel, log=log)
+        out = result.image
+        fields = {"seed": int(result.seed), "width": out.width, "height": out.height}
+        return Produced(encode_png(out), "image/png", "png", fields, dict(getattr(result, "timings", {}) or {}))
+
+    def oom_advice(self, params: UpscaleParams, detail: str) -> str:  # type: ignore[override]
+        return (
+            f"The device ran out of memory ({detail}). Lower the memory need: set tile_vae=true "
+            f"(with smaller tile_vae_decoder_size/tile_vae_encoder_size, now {params.tile_vae_decoder_size}/"
+            f"{params.tile_vae_encoder_size}), use tile_diffusion='mix' or 'gaussian' with a smaller "
+            f"tile_diffusion_size (now {params.tile_diffusion_size}), lower scale (now {params.scale}) "
+            f"or send a smaller image; on the server, lower tile_batch_size or use dtype fp16."
+        )

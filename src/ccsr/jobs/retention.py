@@ -1,0 +1,43 @@
+"""Retention: requests whose time has passed are deleted, rows, logs and files."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Callable, Optional
+
+from ccsr.jobs.live import LiveJobs
+from ccsr.jobs.store import JobStore
+
+log = logging.getLogger("ccsr.jobs.retention")
+
+
+class Retention:
+    """Sweeps expired requests every ``interval`` seconds; ``delete_file(ref)``
+    removes one stored file a request owns (missing files are fine)."""
+
+    def __init__(self, store: JobStore, live: LiveJobs, delete_file: Callable[[str], None], interval: float = 30.0):
+        self.store = store
+        self.live = live
+        self.delete_file = delete_file
+        self.interval = interval
+
+    async def sweep(self, now: Optional[float] = None) -> int:
+        expired = await asyncio.to_thread(self.store.expired, now)
+        for rec in expired:
+            for f in rec.files:
+                try:
+                    await asyncio.to_thread(self.delete_file, f)
+                except Exception:  # noqa: BLE001
+                    log.exception("deleting %s failed", f)
+            await asyncio.to_thread(self.store.delete, rec.request_id)
+            self.live.finished.pop(rec.request_id, None)
+        return len(expired)
+
+    async def run(self) -> None:
+        while True:
+            await asyncio.sleep(self.interval)
+            try:
+                await self.sweep()
+            except Exception:  # noqa: BLE001
+                log.exception("retention sweep failed")
