@@ -128,12 +128,12 @@ def _uri(data: bytes) -> str:
 @pytest.mark.parametrize("route", [Q, "/fal-ai/ccsr"])
 def test_data_uris_are_checked_at_submit(server, image_url, words, route):
     client, app = server
-    before = app.state.scheduler.queue_depth() + app.state.scheduler.running_count()
+    before = sum(app.state.store.count_by_status().values())
     r = client.post(route, json={"image_url": image_url, "steps": 4})
     assert r.status_code == 422, r.text[:300]
     detail = r.json()["detail"][0]
     assert detail["loc"] == ["body", "image_url"] and words in detail["msg"], detail
-    assert app.state.scheduler.queue_depth() + app.state.scheduler.running_count() <= before  # nothing was queued
+    assert sum(app.state.store.count_by_status().values()) == before  # no request was created
 
 
 def test_output_size_of_a_data_uri_is_checked_at_submit(server):
