@@ -67,6 +67,7 @@ def server(ray_cluster, tmp_path_factory):
         executor="ray",
         ray_address=ray_cluster.address,
         ray_actor_options=TEST_ACTOR_OPTIONS,
+        apps="fal-ai/ccsr",  # one actor per node: the cluster's two ccsr_worker slots are this app's
     )
     app = create_app(settings, worker_factory=FAKE)
     with serve_app(app) as base, httpx.Client(base_url=base, timeout=30) as client:
@@ -218,6 +219,7 @@ def test_model_that_fails_to_load_shows_on_readyz(server, tmp_path):
         ray_workers=1,
         ray_actor_options={"num_gpus": 0, "num_cpus": 0},  # any node: the ccsr_worker units are taken
         weights=tmp_path / "missing.safetensors",
+        apps="fal-ai/ccsr",
         device="cpu",
     )
     app = create_app(settings)  # the real engine factory

@@ -40,7 +40,7 @@ def ray_server(ray_cluster, tmp_path_factory):
         "--ray-actor-options", json.dumps(TEST_ACTOR_OPTIONS),
         "--allow-private-urls",
     )
-    env = {"CCSR_ENGINE_FACTORY": "ccsr.jobs.testing:fake_engine_factory"}
+    env = {"CCSR_ENGINE_FACTORY": "ccsr.jobs.testing:fake_engine_factory", "CCSR_APPS": "fal-ai/ccsr"}
     with serve(data / "unused.safetensors", data, api_keys=[KEY], extra_env=env, extra_args=args,
                ready_timeout=120) as base:
         # Ready once one actor is up: wait for both (one per worker node).

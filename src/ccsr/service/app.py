@@ -81,7 +81,13 @@ def create_app(
     settings = settings or Settings()
     if registry is None:
         registry = default_registry()
-        if executor is not None and not executors:
+        if settings.apps:  # only the apps the settings name, in their order
+            wanted = [a.strip() for a in settings.apps.split(",") if a.strip()]
+            unknown = [a for a in wanted if registry.get(a) is None]
+            if unknown:
+                raise ValueError(f"apps: unknown app id {unknown[0]!r}; known: {', '.join(registry.ids())}")
+            registry = Registry([registry[a] for a in wanted])
+        elif executor is not None and not executors:
             registry = Registry([next(iter(registry))])
     data_dir = Path(settings.data_dir)
     data_dir.mkdir(parents=True, exist_ok=True)
