@@ -46,7 +46,7 @@ def ray_server(ray_cluster, tmp_path_factory):
         # Ready once one actor is up: wait for both (one per worker node).
         deadline = time.time() + 60
         while True:
-            workers = httpx.get(base + "/readyz").json()["workers"]
+            workers = httpx.get(base + "/readyz", headers={"Authorization": f"Key {KEY}"}).json()["workers"]  # details need a key
             if sum(w["ready"] for w in workers) == 2:
                 break
             assert time.time() < deadline, workers
