@@ -14,6 +14,8 @@ from PIL import Image
 
 from serve_helpers import serve
 
+WEB_KEY = "web-test-key"  # the key tests/web/conftest.py gives web_server
+
 READY = "body[data-ready=true]"
 LOOPBACK = {"127.0.0.1", "localhost", "::1", "[::1]"}
 
@@ -87,6 +89,7 @@ def test_api_docs_work_offline(page, web_server):
     """/docs with every non-loopback request aborted: the operations are listed
     (FastAPI's default page would wait forever for its CDN script)."""
     tried = _offline(page)
+    page.set_extra_http_headers({"Authorization": f"Key {WEB_KEY}"})  # with API keys set, /docs needs one
     page.goto(web_server + "/docs")
     page.wait_for_selector(".opblock", timeout=30_000)
     paths = page.locator(".opblock-summary-path").all_inner_texts()
