@@ -8,8 +8,10 @@ import base64
 import contextlib
 import io
 import socket
+import struct
 import threading
 import time
+import zlib
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import httpx
@@ -91,3 +93,16 @@ class Receiver:
     def close(self):
         self.httpd.shutdown()
         self.httpd.server_close()
+
+
+def png_claiming(width: int, height: int) -> bytes:
+    """A 1x1 PNG whose header claims ``width`` x ``height`` (valid CRC): a
+    decompression bomb's shape, for checks that must refuse it from the header."""
+    buf = io.BytesIO()
+    from PIL import Image
+
+    Image.new("RGB", (1, 1), (9, 9, 9)).save(buf, format="PNG")
+    data = bytearray(buf.getvalue())
+    data[16:24] = struct.pack(">II", width, height)
+    data[29:33] = struct.pack(">I", zlib.crc32(bytes(data[12:29])) & 0xFFFFFFFF)
+    return bytes(data)

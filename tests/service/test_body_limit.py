@@ -7,9 +7,7 @@ import base64
 import io
 import select
 import socket
-import struct
 import time
-import zlib
 
 import httpx
 import pytest
@@ -20,7 +18,7 @@ from ccsr.jobs.testing import FakeEngine
 from ccsr.service.app import create_app
 from ccsr.settings import Settings
 
-from svc_helpers import png_data_uri, serve_app
+from svc_helpers import png_claiming, png_data_uri, serve_app
 
 Q = "/queue/fal-ai/ccsr"
 LIMIT = 256 * 1024
@@ -116,12 +114,6 @@ def _png(w, h) -> bytes:
     return buf.getvalue()
 
 
-def _claims(width: int, height: int) -> bytes:
-    """A tiny PNG whose header claims width x height."""
-    data = bytearray(_png(1, 1))
-    data[16:24] = struct.pack(">II", width, height)
-    data[29:33] = struct.pack(">I", zlib.crc32(bytes(data[12:29])) & 0xFFFFFFFF)
-    return bytes(data)
 
 
 def _uri(data: bytes) -> str:
@@ -131,7 +123,7 @@ def _uri(data: bytes) -> str:
 @pytest.mark.parametrize("image_url,words", [
     ("data:image/png;base64,@@@@", "base64"),
     ("data:image/png;base64," + base64.b64encode(b"not an image").decode(), "supported format"),
-    (_uri(_claims(6324, 6324)), "max_input_pixels"),
+    (_uri(png_claiming(6324, 6324)), "max_input_pixels"),
     ("data:image/png;base64," + "A" * (210 * 1024), "max_data_uri_bytes"),
 ])
 @pytest.mark.parametrize("route", [Q, "/fal-ai/ccsr"])

@@ -5,8 +5,6 @@ point 3)."""
 from __future__ import annotations
 
 import io
-import struct
-import zlib
 
 import httpx
 import pytest
@@ -19,7 +17,7 @@ from ccsr.service.decode_proc import decode_to_png
 from ccsr.service.images import InputError
 from ccsr.settings import Settings
 
-from svc_helpers import serve_app, wait_status
+from svc_helpers import png_claiming, serve_app, wait_status
 
 Q = "/queue/fal-ai/ccsr"
 MB = 1024 * 1024
@@ -31,11 +29,6 @@ def _png(w, h, color=(9, 9, 9)) -> bytes:
     return buf.getvalue()
 
 
-def _claims(width: int, height: int) -> bytes:
-    data = bytearray(_png(1, 1))
-    data[16:24] = struct.pack(">II", width, height)
-    data[29:33] = struct.pack(">I", zlib.crc32(bytes(data[12:29])) & 0xFFFFFFFF)
-    return bytes(data)
 
 
 def _frames(fmt: str) -> bytes:
@@ -90,7 +83,7 @@ def _submit_upload(client, data: bytes, **params) -> dict:
 def test_output_size_is_refused_from_the_header_before_decoding(server):
     """A 69-byte PNG claiming 6324x6324 (40 MP): refused on its output size
     from the header, not decoded (decoding it would fail on image_url)."""
-    out = _submit_upload(server, _claims(6324, 6324), scale=2)
+    out = _submit_upload(server, png_claiming(6324, 6324), scale=2)
     detail = out["detail"][0]
     assert detail["loc"] == ["body", "scale"] and "max_output_pixels" in detail["msg"], detail
 
