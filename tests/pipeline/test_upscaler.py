@@ -164,14 +164,20 @@ def test_half_precision_runs(tiny_checkpoint, tiny_config, photo, dtype, monkeyp
     """Tiny shapes (a 64 px diffusion image instead of the native 512 px): a CPU
     without native half precision emulates it tens of times slower than fp32,
     and this must stay quick on any CPU."""
-    import ccsr.pipeline.upscaler as upscaler_mod
+    import ccsr.params as params_mod
     from ccsr.model.ccsr_model import CCSRModel
 
-    monkeypatch.setattr(upscaler_mod, "NATIVE_SIZE", 64)
+    # min_short_side() reads it from ccsr.params (patching the re-export did nothing:
+    # the fp16 case then ran at 512 px and took ~170 s on a CPU without native fp16).
+    monkeypatch.setattr(params_mod, "NATIVE_SIZE", 64)
     model = CCSRModel.from_file(tiny_checkpoint, tiny_config, dtype=dtype)
     up = CCSRUpscaler(model)
     assert up.dtype == dtype
+    shapes = []
+    eps = model.eps
+    monkeypatch.setattr(model, "eps", lambda x, *a, **k: shapes.append(tuple(x.shape)) or eps(x, *a, **k))
     r = up(photo, seed=1, **FAST)
+    assert shapes and all(s[-1] * 8 <= 128 for s in shapes), shapes  # really tiny: latents of 128 px or less
     assert r.image.size == (128, 96)
     assert r.evaluations == 3 and np.isfinite(_arr(r.image)).all() and _arr(r.image).std() > 0
 
