@@ -114,3 +114,43 @@ def test_a_table_of_an_older_release_is_upgraded(db_url):
         assert rec.status == QUEUED and rec.attempts == 0 and rec.interruptions == 1
     finally:
         store.close()
+
+
+def test_servers_starting_together_create_the_schema_once():
+    """Several servers started at once on one fresh PostgreSQL database (the
+    shared case; SQLite serves one server): no one fails on a table or column
+    another is creating (an advisory lock serialises them)."""
+    import threading
+
+    from ccsr.jobs.testing import temporary_postgres_database
+
+    with temporary_postgres_database() as url:
+        _start_together(url)
+
+
+def _start_together(db_url: str) -> None:
+    import threading
+
+    stores = [JobStore(db_url) for _ in range(4)]
+    errors: list[BaseException] = []
+    barrier = threading.Barrier(len(stores))
+
+    def start(store: JobStore) -> None:
+        try:
+            barrier.wait()
+            store.create_all()
+        except BaseException as exc:  # noqa: BLE001
+            errors.append(exc)
+
+    threads = [threading.Thread(target=start, args=(s,)) for s in stores]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    try:
+        assert not errors, errors
+        stores[0].add("a", {})
+        assert stores[1].get("a").interruptions == 0
+    finally:
+        for s in stores:
+            s.close()

@@ -129,12 +129,27 @@ def test_a_job_submitted_to_a_busy_server_runs_on_the_other(two_servers):
             assert st["status"] != "COMPLETED" and time.time() < deadline, st
             time.sleep(0.05)
         assert st["status"] == "IN_PROGRESS" and any(l["message"].startswith("step ") for l in st["logs"])
+        # with both servers busy, queue positions count both servers' queued jobs
+        long2 = cf.post(Q, json={"image_url": png_data_uri(), "seed": 3, "steps": 1000, "t_max": 1.0, "t_min": 0.0,
+                                 "scale": 2}).json()
+        deadline = time.time() + 30
+        while cf.get(long2["status_url"]).json()["status"] != "IN_PROGRESS":
+            assert time.time() < deadline
+            time.sleep(0.02)
+        queued = [(cf, cb, cf)[i].post(Q, json={"image_url": png_data_uri(), "seed": 10 + i, **QUICK}).json()
+                  for i in range(3)]
+        time.sleep(0.6)  # a poll_interval (0.2 s) or more: each server has read the other's submits
+        for c in (cf, cb):
+            assert [c.get(q["status_url"]).json()["queue_position"] for q in queued] == [0, 1, 2]
+        for q in queued:
+            assert cb.put(q["cancel_url"]).status_code == 202
+        assert cb.put(long2["cancel_url"]).status_code == 202
         # a cancel sent to the free server stops the job running on the busy one
         assert cf.put(f"{Q}/requests/{long['request_id']}/cancel").status_code == 202
         st = _wait_done(cb, long["request_id"], 5)  # a heartbeat (0.5 s) and one step
         assert st.get("error_type") == "request_cancelled", st
         assert cf.get(long["status_url"]).json().get("error_type") == "request_cancelled"
-        assert all(seed != 1 for seed, _ in _runs(run_log))
+        assert [seed for seed, _ in _runs(run_log)] == [2]  # the cancelled ones never finished a run
 
 
 def test_200_jobs_on_two_servers_one_killed(two_servers):

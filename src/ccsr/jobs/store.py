@@ -14,7 +14,7 @@ import json
 import time
 from typing import Any, Callable, Iterable, Optional
 
-from sqlalchemy import delete, func, select, update
+from sqlalchemy import delete, func, select, text, update
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -29,6 +29,10 @@ from ccsr.jobs.models import (
     Job,
     JobLog,
 )
+
+
+#: Advisory lock key (any constant) serialising schema changes between servers.
+_SCHEMA_LOCK = 0x63637372  # "ccsr"
 
 
 @dataclasses.dataclass
@@ -158,9 +162,15 @@ class JobStore:
         self.is_postgres = self.engine.dialect.name == "postgresql"
 
     def create_all(self) -> None:
-        """Create missing tables and add the columns older releases lack."""
-        Base.metadata.create_all(self.engine)
-        upgrade_table(self.engine, Job.__tablename__, ADDED_JOB_COLUMNS)
+        """Create missing tables and add the columns older releases lack.
+
+        On PostgreSQL under a transaction-scoped advisory lock: servers started
+        together on one database would otherwise race creating the same tables."""
+        with self.engine.begin() as conn:
+            if self.is_postgres:
+                conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _SCHEMA_LOCK})
+            Base.metadata.create_all(conn)
+            upgrade_table(conn, Job.__tablename__, ADDED_JOB_COLUMNS)
 
     def close(self) -> None:
         self.engine.dispose()
