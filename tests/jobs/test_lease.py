@@ -120,8 +120,6 @@ def test_servers_starting_together_create_the_schema_once():
     """Several servers started at once on one fresh PostgreSQL database (the
     shared case; SQLite serves one server): no one fails on a table or column
     another is creating (an advisory lock serialises them)."""
-    import threading
-
     from ccsr.jobs.testing import temporary_postgres_database
 
     with temporary_postgres_database() as url:
@@ -154,3 +152,13 @@ def _start_together(db_url: str) -> None:
     finally:
         for s in stores:
             s.close()
+
+
+def test_late_lists_queued_jobs_past_their_start_deadline(store):
+    store.add("late", {}, start_deadline=50.0, now=1.0)
+    store.add("later", {}, start_deadline=500.0, now=1.0)
+    store.add("none", {}, now=1.0)
+    store.add("running", {}, start_deadline=50.0, now=1.0)
+    store.claim("running", now=2.0, node="n")
+    assert store.late(now=100.0) == ["late"]
+    assert sorted(store.late(now=600.0)) == ["late", "later"]

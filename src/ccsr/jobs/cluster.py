@@ -5,7 +5,8 @@ that id (``claimed_by``) and a lease (``lease_until``) which this loop renews
 every ``heartbeat_interval`` while the job runs here. The same loop:
 
 * re-queues jobs whose lease has passed (their node died), at start-up and
-  then at every heartbeat, whichever node notices first;
+  then at every heartbeat, whichever node notices first, and ends queued jobs
+  past their start deadline;
 * passes on cancels sent to another node (the ``cancel_requested`` flag) to
   this node's executor, and stops runs this node no longer holds;
 * every ``poll_interval``, takes the queue order from the database (so
@@ -58,6 +59,7 @@ class NodeLoop:
                     next_beat = time.monotonic() + self.heartbeat_interval
                     await self.heartbeat()
                     await self.recover()
+                    await self.expire_late()
             except asyncio.CancelledError:
                 raise
             except Exception:  # noqa: BLE001 - a database hiccup must not end the loop
@@ -72,6 +74,16 @@ class NodeLoop:
                         len(ids), ", ".join(ids))
             self.sched._wake.set()
         return ids
+
+    async def expire_late(self) -> None:
+        """End queued jobs past their start deadline that this server holds no
+        view of (submitted elsewhere, or before a restart); the scheduler ends
+        its own views' at once."""
+        sched = self.sched
+        for rid in await asyncio.to_thread(sched.store.late):
+            view = await sched.get(rid)
+            if view is not None and not view.finished and view.status == QUEUED and not view.local_run:
+                await sched.expire(view)
 
     async def heartbeat(self) -> None:
         sched = self.sched

@@ -291,8 +291,13 @@ class Scheduler:
         late = [v for v in list(self.live.active.values())
                 if v.status == QUEUED and not v.local_run and v.start_deadline and v.start_deadline <= now]
         for view in late:
-            self.queue_of(view).remove(view)
-            await self._finish(view, Outcome.timed_out(_START_TIMEOUT))
+            await self.expire(view)
+
+    async def expire(self, view: JobView) -> None:
+        """End a queued request whose start deadline has passed (guarded: one
+        claimed meanwhile by another server keeps running)."""
+        self.queue_of(view).remove(view)
+        await self._finish(view, Outcome.timed_out(_START_TIMEOUT))
 
     async def _start(self, rec: Any) -> None:
         """Run a job this server has just claimed (``rec``: its claimed row)."""

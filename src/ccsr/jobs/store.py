@@ -332,6 +332,17 @@ class JobStore:
                 out.extend(JobRecord.from_row(r) for r in rows)
         return out
 
+    def late(self, now: Optional[float] = None, limit: int = 200) -> list[str]:
+        """Queued jobs whose start deadline has passed (whichever server they
+        were submitted to, also before a restart)."""
+        now = time.time() if now is None else now
+        with self.session() as s:
+            return list(s.scalars(
+                select(Job.request_id)
+                .where(Job.status == QUEUED, Job.start_deadline.is_not(None), Job.start_deadline <= now)
+                .limit(limit)
+            ))
+
     def queued_keys(self) -> dict[str, list[tuple[int, int, str]]]:
         """Every queued job as ``(priority, seq, request_id)`` per app, in run
         order: the queue of all servers, from which positions are counted."""
