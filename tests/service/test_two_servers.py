@@ -10,6 +10,7 @@ surviving server for jobs submitted to the dead one."""
 from __future__ import annotations
 
 import collections
+import json
 import os
 import signal
 import subprocess
@@ -144,8 +145,19 @@ def test_a_job_submitted_to_a_busy_server_runs_on_the_other(two_servers):
         for q in queued:
             assert cb.put(q["cancel_url"]).status_code == 202
         assert cb.put(long2["cancel_url"]).status_code == 202
-        # a cancel sent to the free server stops the job running on the busy one
-        assert cf.put(f"{Q}/requests/{long['request_id']}/cancel").status_code == 202
+        # a status stream on the free server follows the run on the busy one to its end; the end
+        # comes from a cancel sent to the free server, which stops the run on the busy one
+        events = []
+        with cf.stream("GET", long["status_url"] + "/stream", timeout=10) as stream:
+            for line in stream.iter_lines():
+                if line.startswith("data: "):
+                    events.append(json.loads(line[6:]))
+                    if len(events) == 1:
+                        assert events[0]["status"] == "IN_PROGRESS", events
+                        assert cf.put(f"{Q}/requests/{long['request_id']}/cancel").status_code == 202
+                    if events[-1]["status"] == "COMPLETED":
+                        break
+        assert events[-1]["status"] == "COMPLETED" and events[-1]["error_type"] == "request_cancelled", events[-1]
         st = _wait_done(cb, long["request_id"], 5)  # a heartbeat (0.5 s) and one step
         assert st.get("error_type") == "request_cancelled", st
         assert cf.get(long["status_url"]).json().get("error_type") == "request_cancelled"

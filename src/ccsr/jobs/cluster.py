@@ -27,9 +27,10 @@ import os
 import socket
 import time
 import uuid
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, Optional
 
 from ccsr.jobs.models import COMPLETED, QUEUED
+from ccsr.jobs.outcome import Outcome
 
 if TYPE_CHECKING:  # pragma: no cover
     from ccsr.jobs.scheduler import Scheduler
@@ -40,6 +41,22 @@ log = logging.getLogger("ccsr.jobs.cluster")
 def make_node_id() -> str:
     """A name unique to this process (a restarted server is a new node)."""
     return f"{socket.gethostname()[:80]}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+
+
+def not_to_run(rec: Any, max_interruptions: int, max_attempts: int, late_message: str) -> Optional[Outcome]:
+    """How a just-claimed job ends instead of running, or None to run it."""
+    if rec.interruptions >= max_interruptions:
+        # A request whose runs keep ending with their server (killed or
+        # restarted): fail it rather than take servers down forever.
+        return Outcome.failed(
+            f"The request was interrupted {rec.interruptions} times while running by a server restart or kill "
+            f"(max_interruptions) and is not retried again.")
+    if rec.attempts > max_attempts:  # e.g. max_attempts lowered while it waited
+        return Outcome.failed(
+            f"The request's worker crashed on all {rec.attempts - 1} attempts it had and it is not retried again.")
+    if rec.start_deadline and rec.start_deadline <= time.time():
+        return Outcome.timed_out(late_message)
+    return None
 
 
 class NodeLoop:

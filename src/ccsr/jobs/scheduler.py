@@ -26,7 +26,7 @@ from typing import Any, Awaitable, Callable, Mapping, Optional
 from ccsr.blobs import BlobStore
 from ccsr.jobs.edges import Edges, Hooks, Prepared, Published
 from ccsr.jobs.executor import Done, Event, Executor, Failed, Log, Progress, Task, WorkerLost, WorkerState
-from ccsr.jobs.cluster import NodeLoop, make_node_id
+from ccsr.jobs.cluster import NodeLoop, make_node_id, not_to_run
 from ccsr.jobs.live import LiveJobs
 from ccsr.jobs.logbuffer import LogBuffer
 from ccsr.jobs.models import CANCELLED, COMPLETED, FINAL_STATES, PRIORITY_NORMAL, QUEUED, RUNNING
@@ -313,19 +313,9 @@ class Scheduler:
         view.local_run = True
         if view.logs is None:  # earlier attempts' lines, loaded off the event loop
             view.logs = await asyncio.to_thread(self.store.logs, view.request_id)
-        if rec.interruptions >= self.max_interruptions:
-            # A request whose runs keep ending with their server (killed or
-            # restarted): fail it rather than take servers down forever.
-            await self._finish(view, Outcome.failed(
-                f"The request was interrupted {rec.interruptions} times while running by a server restart or kill "
-                f"(max_interruptions) and is not retried again."))
-            return
-        if rec.attempts > self.max_attempts:
-            await self._finish(view, Outcome.failed(
-                f"The request's worker crashed on all {rec.attempts - 1} attempts it had and it is not retried again."))
-            return
-        if rec.start_deadline and rec.start_deadline <= time.time():
-            await self._finish(view, Outcome.timed_out(_START_TIMEOUT))
+        refusal = not_to_run(rec, self.max_interruptions, self.max_attempts, _START_TIMEOUT)
+        if refusal is not None:
+            await self._finish(view, refusal)
             return
         if view.finished:  # cancelled while the claim was in flight (the cancel has ended it)
             return
