@@ -70,17 +70,19 @@ class NodeLoop:
         next_beat = 0.0
         while True:
             await asyncio.sleep(self.poll_interval)
-            try:
-                await self.refresh()
-                if time.monotonic() >= next_beat:
-                    next_beat = time.monotonic() + self.heartbeat_interval
-                    await self.heartbeat()
-                    await self.recover()
-                    await self.expire_late()
-            except asyncio.CancelledError:
-                raise
-            except Exception:  # noqa: BLE001 - a database hiccup must not end the loop
-                log.exception("node loop failed")
+            # Each step on its own: a failing refresh must not stop the
+            # heartbeat (the leases of this node's running jobs would pass).
+            steps = [self.refresh]
+            if time.monotonic() >= next_beat:
+                next_beat = time.monotonic() + self.heartbeat_interval
+                steps = [self.heartbeat, self.recover, self.expire_late, self.refresh]
+            for step in steps:
+                try:
+                    await step()
+                except asyncio.CancelledError:
+                    raise
+                except Exception:  # noqa: BLE001 - a database hiccup must not end the loop
+                    log.exception("node loop: %s failed", step.__name__)
             self.sched._wake.set()  # look for jobs submitted to other nodes
 
     async def recover(self) -> list[str]:
