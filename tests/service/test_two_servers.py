@@ -176,9 +176,9 @@ def test_200_jobs_on_two_servers_one_killed(two_servers):
                                              **QUICK})
             assert r.status_code == 200, r.text
             ids.append((r.json()["request_id"], i % 2))
-        # kill -9 server B once about a third of the jobs has run
+        # kill -9 server B once about half of the jobs has run
         deadline = time.time() + 60
-        while len(_runs(run_log)) < n // 3:
+        while len(_runs(run_log)) < n // 2:
             assert time.time() < deadline
             time.sleep(0.05)
         os.kill(procs[1].pid, signal.SIGKILL)
@@ -202,6 +202,6 @@ def test_200_jobs_on_two_servers_one_killed(two_servers):
         assert sorted(pid for s, pid in runs if s == seed) == sorted([pid_a, pid_b])
     assert max(per_seed.values()) <= 2
     assert {pid for _, pid in runs} <= {pid_a, pid_b}
-    assert sum(1 for _, pid in runs if pid == pid_a) >= n // 3  # both servers really shared the work
+    assert sum(1 for _, pid in runs if pid == pid_a) >= n // 4  # both servers really shared the work
     assert sum(1 for _, pid in runs if pid == pid_b) >= 5
     assert time.time() - t0 < 90
