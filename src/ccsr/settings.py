@@ -11,7 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal, Optional
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 from typing_extensions import Annotated
 
@@ -63,17 +63,32 @@ class Settings(BaseSettings):
     result_ttl: float = Field(7 * 24 * 3600, description="Seconds results and their files are kept (a request may ask for less or more with x-fal-object-lifecycle-preference).")
     max_expiration_seconds: float = Field(30 * 24 * 3600, gt=0, allow_inf_nan=False, description="Longest lifetime a request may ask for with x-fal-object-lifecycle-preference (longer, infinite or negative: 422).")
     idempotency_ttl: float = Field(24 * 3600, gt=0, description="Seconds an Idempotency-Key on submit is remembered (same key and body: the first request is returned).")
-    max_attempts: int = Field(2, description="Runs a request gets when its worker crashes (1 retry).")
+    max_attempts: int = Field(2, description="Runs a request gets when its worker crashes (1 retry). A run cut short by a server kill or restart is not counted here (see max_interruptions).")
+    max_interruptions: int = Field(3, ge=1, description="Runs of one request a server kill or restart may cut short before the request is failed (so a request that keeps killing its server ends); not counted as failed attempts.")
+    log_flush_interval: float = Field(0.5, ge=0.05, le=0.5, description="Seconds between writes of buffered log lines and progress to the database (a kill -9 loses at most this much; other servers see logs at this cadence).")
     webhook_max_attempts: int = Field(10, description="Webhook deliveries tried before giving up.")
     webhook_concurrency: int = Field(32, ge=1, description="Webhook sends in flight at once (all receivers together).")
     webhook_per_host_concurrency: int = Field(4, ge=1, description="Webhook sends in flight at once to one receiver host, so a receiver that hangs cannot delay the others.")
 
     # --- scale-out (docs/scale-out.md) ----------------------------------------
+    node_id: Optional[str] = Field(None, description="Name of this server among several on one database (the claimed_by of the jobs it runs); default: host-pid-random, unique per process.")
+    lease_seconds: float = Field(10.0, gt=0, description="How long a server's claim on a running job holds without a heartbeat; a job whose lease passed (its server died) is queued again by another server. At least 3 x heartbeat_interval.")
+    heartbeat_interval: float = Field(2.0, gt=0, description="Seconds between a server's lease renewals of the jobs it runs (also when it sees cancels sent to other servers, and re-queues jobs of dead servers).")
+    poll_interval: float = Field(0.5, gt=0, description="Seconds between looks at the shared database for jobs submitted to other servers and for changes of requests running elsewhere (jobs submitted here start at once).")
     apps: Optional[str] = Field(None, description="Comma-separated app ids this server serves (e.g. fal-ai/ccsr); default: every built-in app (fal-ai/ccsr, fal-ai/esrgan). A GPU box that only upscales with CCSR starts no ESRGAN workers.")
     executor: Literal["local", "ray"] = Field("local", description="Where the model runs: local (worker processes on this machine) or ray (one Ray actor per GPU of a Ray cluster; needs ccsr[ray]).")
     ray_address: Optional[str] = Field(None, description="Ray cluster to join with executor=ray: auto (the cluster this machine belongs to) or host:6379 (the head's GCS address); default: start a private single-machine Ray. See docs/scale-out.md.")
     ray_workers: Optional[int] = Field(None, ge=1, description="Model actors with executor=ray; default: as many as the cluster's resources hold (its GPU count), growing when nodes join.")
     ray_actor_options: dict = Field(default_factory=dict, description='Ray actor options as JSON, merged over {"num_gpus": 1}; e.g. {"num_gpus":0,"num_cpus":1,"resources":{"ccsr_worker":1}} for CPU nodes.')
+
+    @model_validator(mode="after")
+    def _check_lease(self) -> "Settings":
+        if self.lease_seconds < 3 * self.heartbeat_interval:
+            raise ValueError(
+                f"lease_seconds ({self.lease_seconds}) must be at least 3 x heartbeat_interval "
+                f"({self.heartbeat_interval}): a lease that passes between two heartbeats re-queues running jobs"
+            )
+        return self
 
     @field_validator("ray_address")
     @classmethod

@@ -90,10 +90,12 @@ def test_failure_keeps_its_outcome(store):
 def test_recover_puts_running_back_in_place(store):
     for rid in ("a", "b", "c"):
         _add(store, rid)
-    assert store.claim_next().request_id == "a"
-    assert store.recover() == ["a"]
+    assert store.claim_next(now=1000.0, node="n1", lease=10.0).request_id == "a"
+    assert store.recover(now=1005.0) == []  # its lease still holds: another server may run it
+    assert store.recover(now=1011.0) == ["a"]
     rec = store.get("a")
-    assert rec.status == QUEUED and rec.attempts == 1  # the interrupted run counts
+    # The interrupted run is an interruption, not a failed attempt.
+    assert rec.status == QUEUED and rec.attempts == 0 and rec.interruptions == 1 and rec.claimed_by is None
     assert store.claim_next().request_id == "a"  # and it keeps its place at the head
     assert store.requeue("a") and store.get("a").status == QUEUED
 

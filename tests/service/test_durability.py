@@ -54,6 +54,18 @@ def pid_alive(pid: int) -> bool:
         return False
 
 
+def app_store_interruptions(db_url, request_id) -> tuple[int, int]:
+    """(interruptions, attempts) of a request as stored."""
+    from ccsr.jobs.store import JobStore
+
+    store = JobStore(db_url)
+    try:
+        rec = store.get(request_id)
+        return rec.interruptions, rec.attempts
+    finally:
+        store.close()
+
+
 def test_kill_9_mid_queue_loses_nothing(tmp_path, any_db_url, tiny_checkpoint, tiny_config_path):
     port = free_port()
     base = f"http://127.0.0.1:{port}"
@@ -92,7 +104,10 @@ def test_kill_9_mid_queue_loses_nothing(tmp_path, any_db_url, tiny_checkpoint, t
                 out = c.get(f"{Q}/requests/{rid}").json()
                 assert out["image"]["width"] == 64 and c.get(out["image"]["url"]).status_code == 200
             first_logs = [l["message"] for l in c.get(f"{Q}/requests/{ids[0]}/status", params={"logs": 1}).json()["logs"]]
-            assert "request started (attempt 2)" in first_logs  # re-run after the restart
+            # re-run after the restart: an interruption, not a failed attempt (issue 11 point 8)
+            assert "request started (after 1 server interruption)" in first_logs
+            assert not any("attempt 2" in m for m in first_logs)
+            assert app_store_interruptions(any_db_url or f"sqlite:///{tmp_path / 'ccsr.db'}", ids[0]) == (1, 1)
     finally:
         if proc.poll() is None:
             proc.send_signal(signal.SIGTERM)

@@ -257,24 +257,24 @@ def test_a_database_error_while_claiming_keeps_the_request_queued(fake_server):
     """A failing claim (database hiccup) must not drop the request from the queue."""
     base, client, app = fake_server
     store = app.state.store
-    real_claim = store.claim
+    real_claim = store.claim_next
     failures = []
 
-    def flaky_claim(request_id):
+    def flaky_claim(*args, **kwargs):
         if not failures:
-            failures.append(request_id)
+            failures.append(kwargs.get("app_id"))
             raise RuntimeError("database is locked")
-        return real_claim(request_id)
+        return real_claim(*args, **kwargs)
 
-    store.claim = flaky_claim
+    store.claim_next = flaky_claim
     try:
         sub = _submit(client)
         done = wait_status(client, sub["status_url"], "COMPLETED", timeout=30)
-        assert failures == [sub["request_id"]]
+        assert failures == ["fal-ai/ccsr"]
         assert "error" not in done or not done["error"]
         assert client.get(sub["response_url"]).status_code == 200
     finally:
-        store.claim = real_claim
+        store.claim_next = real_claim
 
 
 def test_a_recovered_request_keeps_its_earlier_log_lines(fake_server):

@@ -3,8 +3,8 @@ webhook outbox), and engine creation for SQLite and PostgreSQL."""
 
 from __future__ import annotations
 
-from sqlalchemy import event
-from sqlalchemy.engine import Engine, create_engine
+from sqlalchemy import event, inspect, text
+from sqlalchemy.engine import Connection, Engine, create_engine
 from sqlalchemy.orm import DeclarativeBase
 
 
@@ -30,3 +30,16 @@ def make_engine(url: str) -> Engine:
 
         return engine
     return create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20)
+
+
+def upgrade_table(conn: Connection, table: str, columns: dict[str, str]) -> list[str]:
+    """Add the ``columns`` (name -> SQL type and default) a table made by an
+    older release lacks, on ``conn`` (in the caller's transaction); returns
+    the names added. ``create_all`` only creates missing tables, so each new
+    column of an existing table comes through here."""
+    present = {c["name"] for c in inspect(conn).get_columns(table)}
+    missing = [name for name in columns if name not in present]
+    for name in missing:
+        guard = "IF NOT EXISTS " if conn.dialect.name == "postgresql" else ""
+        conn.execute(text(f"ALTER TABLE {table} ADD COLUMN {guard}{name} {columns[name]}"))
+    return missing

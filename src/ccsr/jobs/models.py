@@ -66,8 +66,31 @@ class Job(Base):
     delivered_at: Mapped[Optional[float]] = mapped_column(Float, nullable=True)
     # Files owned by this job (JSON list of paths relative to the files dir), deleted with it.
     files_json: Mapped[Optional[str]] = mapped_column(Text, nullable=True)
+    # Several servers on one database (docs/scale-out.md): the node running the
+    # job and until when its claim holds. The node's heartbeat renews the lease;
+    # a RUNNING row whose lease has passed was left by a dead node and is queued
+    # again by whichever server notices first.
+    claimed_by: Mapped[Optional[str]] = mapped_column(String(128), nullable=True)
+    lease_until: Mapped[Optional[float]] = mapped_column(Float, nullable=True)
+    # Runs cut short by a server kill or restart; not failed attempts (those are
+    # worker crashes), but capped so a request that kills its server ends.
+    interruptions: Mapped[int] = mapped_column(Integer, default=0)
+    # Progress and log-line count as last flushed, so other nodes see them.
+    stored_progress: Mapped[Optional[float]] = mapped_column(Float, nullable=True)
+    log_lines: Mapped[int] = mapped_column(Integer, default=0)
 
     __table_args__ = (Index("ix_ccsr_jobs_status_prio_seq", "status", "priority", "seq"),)
+
+
+#: Columns added after the first release, with the DDL that adds each to an
+#: existing table (create_all makes tables, not columns): db.upgrade_table.
+ADDED_JOB_COLUMNS = {
+    "claimed_by": "VARCHAR(128)",
+    "lease_until": "FLOAT",
+    "interruptions": "INTEGER NOT NULL DEFAULT 0",
+    "stored_progress": "FLOAT",
+    "log_lines": "INTEGER NOT NULL DEFAULT 0",
+}
 
 
 class JobLog(Base):

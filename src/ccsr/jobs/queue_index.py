@@ -1,6 +1,7 @@
 """The queued requests of one app in run order, for dispatch and positions.
 
-A sorted list of ``(priority, seq, request_id)``: the head is the next to
+A sorted list of ``(priority, seq, request_id)`` (refreshed from the shared
+database, so it holds other servers' queued jobs too): the head is the next to
 run, and a request's ``queue_position`` is a binary search, so polling a deep
 queue costs nothing. ``changed`` wakes whoever waits for positions to move.
 """
@@ -34,6 +35,13 @@ class QueueIndex:
             self._touched()
             return True
         return False
+
+    def replace(self, keys: list[tuple[int, int, str]]) -> None:
+        """Take the queue as the database has it (every server's queued jobs,
+        sorted), so positions count the jobs submitted to other servers too."""
+        if keys != self._keys:
+            self._keys = list(keys)
+            self._touched()
 
     def position(self, view: Any) -> int:
         return bisect.bisect_left(self._keys, _key(view))

@@ -6,7 +6,9 @@ memory (:mod:`ccsr.jobs.live`) so status polling never touches the database,
 and one :class:`~ccsr.jobs.queue_index.QueueIndex` per app so
 ``queue_position`` is a binary search. Each job is routed by its ``app_id`` to
 that app's executor: whenever the executor has an idle slot, the head of the
-app's queue (priority, then FIFO) is claimed, its input prepared by the
+app's queue (priority, then FIFO) is claimed in the database (atomically, so
+several servers can share one; :mod:`ccsr.jobs.cluster` keeps their leases,
+cancels and views in step), its input prepared by the
 service (fetch, decode, checks) and put into the blob store, and a
 :class:`Task` naming blobs is handed over. The executor's events become
 durable state, log lines (:mod:`ccsr.jobs.logbuffer`) and one typed
@@ -24,6 +26,7 @@ from typing import Any, Awaitable, Callable, Mapping, Optional
 from ccsr.blobs import BlobStore
 from ccsr.jobs.edges import Edges, Hooks, Prepared, Published
 from ccsr.jobs.executor import Done, Event, Executor, Failed, Log, Progress, Task, WorkerLost, WorkerState
+from ccsr.jobs.cluster import NodeLoop, make_node_id, not_to_run
 from ccsr.jobs.live import LiveJobs
 from ccsr.jobs.logbuffer import LogBuffer
 from ccsr.jobs.models import CANCELLED, COMPLETED, FINAL_STATES, PRIORITY_NORMAL, QUEUED, RUNNING
@@ -40,6 +43,7 @@ STORE_IO_GRACE = 60.0
 
 _CANCELLED_QUEUED = "Request was cancelled before it started."
 _CANCELLED_RUNNING = "Request was cancelled while running."
+_START_TIMEOUT = "Request was not started within its start timeout (X-Fal-Request-Timeout)."
 
 
 class Scheduler:
@@ -56,8 +60,21 @@ class Scheduler:
         sweep_interval: float = 30.0,
         store_io_grace: float = STORE_IO_GRACE,
         cache_size: int = 20000,
+        node_id: Optional[str] = None,
+        lease_seconds: float = 10.0,
+        heartbeat_interval: float = 2.0,
+        poll_interval: float = 0.5,
+        max_interruptions: int = 3,
+        log_flush_interval: float = 0.5,
     ):
         """``executors`` maps each served app id to the executor running it."""
+        if lease_seconds < 3 * heartbeat_interval:
+            raise ValueError(f"lease_seconds ({lease_seconds}) must be at least 3 x heartbeat_interval ({heartbeat_interval})")
+        self.node = node_id or make_node_id()
+        self.lease_seconds = lease_seconds
+        self.max_interruptions = max_interruptions
+        self.node_loop = NodeLoop(self, lease=lease_seconds, heartbeat_interval=heartbeat_interval,
+                                  poll_interval=poll_interval)
         self.store = store
         self.executors = dict(executors)
         self.edges = edges
@@ -69,7 +86,7 @@ class Scheduler:
 
         self.live = LiveJobs(cache_size)
         self.queues: dict[str, QueueIndex] = {app_id: QueueIndex() for app_id in self.executors}
-        self.logs = LogBuffer(store)
+        self.logs = LogBuffer(store, log_flush_interval)
         self.retention = Retention(store, self.live, edges.delete_file, sweep_interval)
         self._preparing = {app_id: 0 for app_id in self.executors}
         self._wake = asyncio.Event()
@@ -85,23 +102,26 @@ class Scheduler:
 
     # --- lifecycle ---------------------------------------------------------------
     async def start(self) -> None:
-        """Recover from the database, then start dispatching."""
-        recovered = await asyncio.to_thread(self.store.recover)
-        if recovered:
-            log.warning("re-queued %d request(s) interrupted by a restart: %s", len(recovered), ", ".join(recovered))
+        """Recover from the database, then start dispatching.
+
+        Only jobs whose lease has passed are re-queued: another server sharing
+        the database may be running the rest. Queued jobs stay in the database
+        (dispatch claims them from there); their order is read into the queue
+        index for positions."""
+        await self.node_loop.recover()
+        await self.node_loop.refresh()
+        served = set(self.queues)
         for rec in await asyncio.to_thread(self.store.unfinished):
-            if rec.app_id not in self.queues:
+            if rec.app_id not in served:
                 log.warning("request %s is for app %s, which this server does not serve", rec.request_id, rec.app_id)
-                continue
-            view = JobView(rec)
-            self.live.add(view)
-            self._enqueue(view)
+                served.add(rec.app_id)  # said once per app
         for ex in self.executors.values():
             await ex.start(self._on_event)
         self._tasks = [
             asyncio.create_task(self._dispatch_loop(), name="ccsr-dispatch"),
             asyncio.create_task(self.logs.run(), name="ccsr-logs"),
             asyncio.create_task(self.retention.run(), name="ccsr-sweep"),
+            asyncio.create_task(self.node_loop.run(), name="ccsr-node"),
         ]
         self.started = True
 
@@ -118,9 +138,9 @@ class Scheduler:
                 await t
             except (asyncio.CancelledError, Exception):  # noqa: BLE001
                 pass
-        running = [v.request_id for v in self.live.running()]
+        running = [v.request_id for v in self.live.running() if v.local_run]
         if running:
-            await asyncio.to_thread(lambda: [self.store.release(rid) for rid in running])
+            await asyncio.to_thread(lambda: [self.store.release(rid, self.node) for rid in running])
             log.warning("shutting down: %d running request(s) returned to the queue", len(running))
         for ex in self.executors.values():
             await ex.close()
@@ -137,7 +157,8 @@ class Scheduler:
         return sum(len(q) for q in self.queues.values())
 
     def running_count(self) -> int:
-        return sum(1 for _ in self.live.running())
+        """Requests running on this server."""
+        return sum(1 for v in self.live.running() if v.local_run)
 
     def cached(self, request_id: str) -> Optional[JobView]:
         return self.live.get(request_id)
@@ -155,8 +176,11 @@ class Scheduler:
         view = self.live.get(request_id)  # filled meanwhile?
         if view is None:
             view = JobView(rec)
+            view.progress = 1.0 if rec.status == COMPLETED else (rec.stored_progress or 0.0)
             if view.finished:
                 self.live.remember(view)
+            elif rec.app_id in self.queues:
+                self.live.add(view)  # queued or running on another server: watched by the node loop
         return view
 
     async def logs_of(self, view: JobView) -> list[LogRecord]:
@@ -214,8 +238,10 @@ class Scheduler:
         view.cancel_requested = True
         if view.status == QUEUED:
             self.queue_of(view).remove(view)
+            # Guarded: if another server claimed it meanwhile, this does not end
+            # it; that server sees the flag at its next heartbeat and stops it.
             await self._finish(view, Outcome.cancelled(_CANCELLED_QUEUED))
-        else:
+        elif view.local_run:
             self.executors[view.app_id].cancel(view.request_id)
         return "CANCELLATION_REQUESTED"
 
@@ -245,12 +271,15 @@ class Scheduler:
             self._wake.clear()
             try:
                 await self._expire_start_deadlines()
-                for app_id, queue in self.queues.items():
-                    executor = self.executors[app_id]
-                    while len(queue) and executor.idle_slots() - self._preparing[app_id] > 0:
-                        view = self.live.active[queue.head()]
-                        queue.remove(view)
-                        await self._start(view)
+                for app_id, executor in self.executors.items():
+                    # From the database, not the local queue: jobs submitted to
+                    # other servers run here when this one has a free slot.
+                    while executor.idle_slots() - self._preparing[app_id] > 0:
+                        rec = await asyncio.to_thread(self.store.claim_next, app_id=app_id, node=self.node,
+                                                      lease=self.lease_seconds)
+                        if rec is None:
+                            break
+                        await self._start(rec)
             except asyncio.CancelledError:
                 raise
             except Exception:  # noqa: BLE001 - keep dispatching whatever happens
@@ -259,43 +288,45 @@ class Scheduler:
 
     async def _expire_start_deadlines(self) -> None:
         now = time.time()
-        for queue in self.queues.values():
-            late = [v for rid in queue.ids() if (d := (v := self.live.active[rid]).start_deadline) and d <= now]
-            for view in late:
-                queue.remove(view)
-                await self._finish(view, Outcome.timed_out(
-                    "Request was not started within its start timeout (X-Fal-Request-Timeout)."))
+        late = [v for v in list(self.live.active.values())
+                if v.status == QUEUED and not v.local_run and v.start_deadline and v.start_deadline <= now]
+        for view in late:
+            await self.expire(view)
 
-    async def _start(self, view: JobView) -> None:
-        if view.attempts >= self.max_attempts:
-            # It was interrupted (server restart or worker crash) on every attempt it had.
-            await self._finish(view, Outcome.failed(
-                f"The request was interrupted {view.attempts} times while running (worker crash or "
-                f"server restart) and is not retried again."))
-            return
-        try:
-            ok = await asyncio.to_thread(self.store.claim, view.request_id)
-        except Exception:
-            # The database failed (not the request): keep it at its place in the
-            # queue so the dispatch loop tries again, rather than dropping it.
-            self._enqueue(view)
-            raise
-        if not ok:
-            rec = await asyncio.to_thread(self.store.get, view.request_id)
-            if rec is not None and rec.status == QUEUED and rec.cancel_requested:
-                await self._finish(view, Outcome.cancelled(_CANCELLED_QUEUED))
-            else:
-                self.live.active.pop(view.request_id, None)  # claimed elsewhere (another server)
+    async def expire(self, view: JobView) -> None:
+        """End a queued request whose start deadline has passed (guarded: one
+        claimed meanwhile by another server keeps running)."""
+        self.queue_of(view).remove(view)
+        await self._finish(view, Outcome.timed_out(_START_TIMEOUT))
+
+    async def _start(self, rec: Any) -> None:
+        """Run a job this server has just claimed (``rec``: its claimed row)."""
+        if rec.request_id in self.live.finished:
+            return  # cancelled here while the claim was in flight: the cancel ended it
+        view = self.live.active.get(rec.request_id)
+        if view is None:  # submitted to another server, or before a restart
+            view = JobView(rec)
+            self.live.add(view)
+        else:
+            self.queue_of(view).remove(view)
+            view.record = rec  # the claimed row (attempts, interruptions); params stay
+        view.local_run = True
+        if view.logs is None:  # earlier attempts' lines, loaded off the event loop
+            view.logs = await asyncio.to_thread(self.store.logs, view.request_id)
+        refusal = not_to_run(rec, self.max_interruptions, self.max_attempts, _START_TIMEOUT)
+        if refusal is not None:
+            await self._finish(view, refusal)
             return
         if view.finished:  # cancelled while the claim was in flight (the cancel has ended it)
             return
-        view.status = RUNNING
-        view.started_at = time.time()
-        view.attempts += 1
+        view.progress = 0.0
         view.last_step_at = None  # the first step interval would include input decoding and encoding
         view.touch()
         self.hooks.job_started(view)
-        self.logs.add(view, "INFO", "request started" + (f" (attempt {view.attempts})" if view.attempts > 1 else ""))
+        notes = ([f"attempt {view.attempts}"] if view.attempts > 1 else []) + (
+            [f"after {view.interruptions} server interruption{'s' if view.interruptions > 1 else ''}"]
+            if view.interruptions else [])
+        self.logs.add(view, "INFO", "request started" + (f" ({', '.join(notes)})" if notes else ""))
         self._preparing[view.app_id] += 1
         self._spawn(self._prepare_and_run(view))
 
@@ -338,10 +369,12 @@ class Scheduler:
             except Exception:  # noqa: BLE001 - the slot vanished (its worker died while we prepared)
                 log.warning("no worker for %s after preparing it; back to the queue", view.request_id)
                 self._drop_blobs(view)
-                if await asyncio.to_thread(self.store.release, view.request_id):
+                view.local_run = False
+                if await asyncio.to_thread(self.store.release, view.request_id, self.node):
                     view.status, view.started_at, view.attempts = QUEUED, None, max(0, view.attempts - 1)
                     self._enqueue(view)
                     view.touch()
+                self._wake.set()
         finally:
             self._preparing[view.app_id] -= 1
             self._wake.set()
@@ -364,8 +397,8 @@ class Scheduler:
             self._wake.set()
             return
         view = self.live.active.get(ev.request_id)
-        if view is None or view.finished:
-            return
+        if view is None or view.finished or not view.local_run:
+            return  # not (or no longer) run by this server
         if isinstance(ev, Progress):
             view.progress = ev.step / max(ev.total, 1)
             if view.last_step_at is not None and ev.step > 0:
@@ -410,7 +443,8 @@ class Scheduler:
                 await self._finish(view, Outcome.cancelled(_CANCELLED_RUNNING))
             elif view.attempts < self.max_attempts:
                 self.logs.add(view, "WARN", f"retrying (attempt {view.attempts + 1} of {self.max_attempts})")
-                if await asyncio.to_thread(self.store.requeue, view.request_id):
+                view.local_run = False
+                if await asyncio.to_thread(self.store.requeue, view.request_id, self.node):
                     view.status = QUEUED
                     view.started_at = None
                     view.progress = 0.0
@@ -438,7 +472,7 @@ class Scheduler:
         def persist() -> bool:
             self.store.add_logs(view.request_id, lines)
             ok = self.store.finish(view.request_id, outcome, expires_at=final.expires_at, now=now,
-                                   in_transaction=in_tx)
+                                   in_transaction=in_tx, node=self.node)
             if ok and not view.store_io:
                 self.store.scrub_input(view.request_id)
             return ok
@@ -448,11 +482,19 @@ class Scheduler:
             ok = await asyncio.to_thread(persist)
         # Also what an attempt interrupted by a restart left behind.
         await asyncio.to_thread(self._drop_blobs, view)
+        was_local = view.local_run
+        view.local_run = False
         if not ok:
-            # Someone else ended it (another server); take the database's word.
+            # Ended by another server, or running there (claimed before our
+            # cancel or deadline landed): take the database's word.
             rec = await asyncio.to_thread(self.store.get, view.request_id)
             if rec is None:
                 self.live.drop(view.request_id)
+                view.touch()
+                return
+            if not rec.finished:
+                view.record = rec  # the node loop watches it from here
+                view.touch()
                 return
             final = rec
         if not view.store_io:
@@ -464,6 +506,8 @@ class Scheduler:
         view.touch()
         if in_tx is not None and ok and self.on_outbox is not None:
             self.on_outbox()
+        if not was_local and not ok:
+            return  # counted by the server that ended it
         try:
             self.hooks.job_finished(view)
         except Exception:  # noqa: BLE001 - a hook must not break the queue

@@ -14,13 +14,14 @@ import json
 import time
 from typing import Any, Callable, Iterable, Optional
 
-from sqlalchemy import delete, func, select, update
+from sqlalchemy import delete, func, select, text, update
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
-from ccsr.jobs.db import Base, make_engine
+from ccsr.jobs.db import Base, make_engine, upgrade_table
 from ccsr.jobs.outcome import Outcome
 from ccsr.jobs.models import (
+    ADDED_JOB_COLUMNS,
     CANCELLED,
     FINAL_STATES,
     QUEUED,
@@ -28,6 +29,10 @@ from ccsr.jobs.models import (
     Job,
     JobLog,
 )
+
+
+#: Advisory lock key (any constant) serialising schema changes between servers.
+_SCHEMA_LOCK = 0x63637372  # "ccsr"
 
 
 @dataclasses.dataclass
@@ -60,6 +65,11 @@ class JobRecord:
     store_io: bool
     delivered_at: Optional[float]
     files: list[str]
+    claimed_by: Optional[str] = None
+    lease_until: Optional[float] = None
+    interruptions: int = 0
+    stored_progress: Optional[float] = None
+    log_lines: int = 0
 
     @property
     def finished(self) -> bool:
@@ -122,6 +132,11 @@ class JobRecord:
             store_io=bool(r.store_io) if r.store_io is not None else True,
             delivered_at=r.delivered_at,
             files=json.loads(r.files_json) if r.files_json else [],
+            claimed_by=r.claimed_by,
+            lease_until=r.lease_until,
+            interruptions=r.interruptions or 0,
+            stored_progress=r.stored_progress,
+            log_lines=r.log_lines or 0,
         )
 
 
@@ -147,7 +162,15 @@ class JobStore:
         self.is_postgres = self.engine.dialect.name == "postgresql"
 
     def create_all(self) -> None:
-        Base.metadata.create_all(self.engine)
+        """Create missing tables and add the columns older releases lack.
+
+        On PostgreSQL under a transaction-scoped advisory lock: servers started
+        together on one database would otherwise race creating the same tables."""
+        with self.engine.begin() as conn:
+            if self.is_postgres:
+                conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _SCHEMA_LOCK})
+            Base.metadata.create_all(conn)
+            upgrade_table(conn, Job.__tablename__, ADDED_JOB_COLUMNS)
 
     def close(self) -> None:
         self.engine.dispose()
@@ -211,71 +234,151 @@ class JobStore:
             return {st: n for st, n in s.execute(select(Job.status, func.count()).group_by(Job.status))}
 
     # --- state changes -------------------------------------------------------
-    def recover(self) -> list[str]:
-        """At start-up: jobs left RUNNING by a dead process go back to the queue.
+    def recover(self, now: Optional[float] = None) -> list[str]:
+        """Jobs left RUNNING by a dead node go back to the queue: those whose
+        lease has passed (or that have none: rows of an older release).
 
-        Their ``attempts`` already counts the interrupted run, so a request that
-        keeps killing the server is failed after ``max_attempts`` like a worker crash.
-        """
+        Called at start-up and periodically by every server; a job another live
+        server runs keeps its lease and is left alone. The cut-short run is an
+        interruption, not an attempt: ``attempts`` is given back and
+        ``interruptions`` counts it (the scheduler fails a request only after
+        ``max_interruptions`` of them)."""
+        now = time.time() if now is None else now
+        expired = (Job.status == RUNNING) & (Job.lease_until.is_(None) | (Job.lease_until < now))
         with self.session() as s, s.begin():
-            ids = list(s.scalars(select(Job.request_id).where(Job.status == RUNNING)))
-            if ids:
-                s.execute(update(Job).where(Job.status == RUNNING).values(status=QUEUED, started_at=None))
-            return ids
+            q = select(Job.seq, Job.request_id).where(expired)
+            if self.is_postgres:
+                q = q.with_for_update(skip_locked=True)
+            rows = s.execute(q).all()
+            if not rows:
+                return []
+            s.execute(
+                update(Job)
+                .where(Job.seq.in_([r.seq for r in rows]), expired)
+                .values(status=QUEUED, started_at=None, claimed_by=None, lease_until=None,
+                        attempts=Job.attempts - 1,
+                        interruptions=Job.interruptions + 1)
+            )
+            return [r.request_id for r in rows]
 
-    def claim(self, request_id: str, now: Optional[float] = None) -> bool:
+    def _claim_values(self, now: float, node: Optional[str], lease: float) -> dict[str, Any]:
+        return dict(status=RUNNING, started_at=now, attempts=Job.attempts + 1, claimed_by=node,
+                    lease_until=now + lease)
+
+    def claim(self, request_id: str, now: Optional[float] = None, *, node: Optional[str] = None,
+              lease: float = 30.0) -> bool:
         """Move one queued job to RUNNING; False when someone else got it or it
         was cancelled meanwhile (the conditional UPDATE is the atomic check)."""
+        now = time.time() if now is None else now
         with self.session() as s, s.begin():
             res = s.execute(
                 update(Job)
                 .where(Job.request_id == request_id, Job.status == QUEUED, Job.cancel_requested.is_(False))
-                .values(status=RUNNING, started_at=time.time() if now is None else now, attempts=Job.attempts + 1)
+                .values(**self._claim_values(now, node, lease))
             )
             return res.rowcount == 1
 
-    def claim_next(self, now: Optional[float] = None) -> Optional[JobRecord]:
-        """Claim the head of the queue (priority, then FIFO). On PostgreSQL the
-        row lock with SKIP LOCKED lets several servers share one database."""
+    def claim_next(self, now: Optional[float] = None, *, app_id: Optional[str] = None,
+                   node: Optional[str] = None, lease: float = 30.0) -> Optional[JobRecord]:
+        """Claim the head of the queue (priority, then FIFO), of one app when
+        ``app_id`` is given, for ``node`` with a lease of ``lease`` seconds. On
+        PostgreSQL the row lock with SKIP LOCKED lets several servers claim at
+        once without waiting on each other or taking the same row."""
         now = time.time() if now is None else now
         with self.session() as s, s.begin():
-            q = (
-                select(Job)
-                .where(Job.status == QUEUED, Job.cancel_requested.is_(False))
-                .order_by(Job.priority, Job.seq)
-                .limit(1)
-            )
+            q = select(Job).where(Job.status == QUEUED, Job.cancel_requested.is_(False))
+            if app_id is not None:
+                q = q.where(Job.app_id == app_id)
+            q = q.order_by(Job.priority, Job.seq).limit(1)
             if self.is_postgres:
                 q = q.with_for_update(skip_locked=True)
             row = s.scalar(q)
             if row is None:
                 return None
             res = s.execute(
-                update(Job)
-                .where(Job.seq == row.seq, Job.status == QUEUED)
-                .values(status=RUNNING, started_at=now, attempts=Job.attempts + 1)
+                update(Job).where(Job.seq == row.seq, Job.status == QUEUED).values(**self._claim_values(now, node, lease))
             )
             if res.rowcount != 1:
                 return None
             s.refresh(row)
             return JobRecord.from_row(row)
 
-    def requeue(self, request_id: str) -> bool:
-        """A running job whose worker died goes back to the queue (same seq: it keeps its place)."""
+    def heartbeat(self, node: str, request_ids: list[str], lease: float,
+                  now: Optional[float] = None) -> tuple[list[str], list[str]]:
+        """Renew ``node``'s lease on the jobs it runs. Returns the ids whose
+        cancel was requested (possibly through another server) and the ids this
+        node no longer holds (ended or re-queued elsewhere: stop running them)."""
+        if not request_ids:
+            return [], []
+        now = time.time() if now is None else now
+        mine = (Job.claimed_by == node) & (Job.status == RUNNING)
+        with self.session() as s, s.begin():
+            s.execute(update(Job).where(Job.request_id.in_(request_ids), mine).values(lease_until=now + lease))
+            rows = s.execute(
+                select(Job.request_id, Job.status, Job.claimed_by, Job.cancel_requested)
+                .where(Job.request_id.in_(request_ids))
+            ).all()
+        held = {r.request_id: r for r in rows if r.status == RUNNING and r.claimed_by == node}
+        cancels = [rid for rid, r in held.items() if r.cancel_requested]
+        lost = [rid for rid in request_ids if rid not in held]
+        return cancels, lost
+
+    def get_many(self, request_ids: list[str]) -> list[JobRecord]:
+        """The rows of these requests (missing ones left out)."""
+        out: list[JobRecord] = []
+        with self.session() as s:
+            for i in range(0, len(request_ids), 500):
+                rows = s.scalars(select(Job).where(Job.request_id.in_(request_ids[i:i + 500]))).all()
+                out.extend(JobRecord.from_row(r) for r in rows)
+        return out
+
+    def late(self, now: Optional[float] = None, limit: int = 200) -> list[str]:
+        """Queued jobs whose start deadline has passed (whichever server they
+        were submitted to, also before a restart)."""
+        now = time.time() if now is None else now
+        with self.session() as s:
+            return list(s.scalars(
+                select(Job.request_id)
+                .where(Job.status == QUEUED, Job.start_deadline.is_not(None), Job.start_deadline <= now)
+                .limit(limit)
+            ))
+
+    def queued_keys(self) -> dict[str, list[tuple[int, int, str]]]:
+        """Every queued job as ``(priority, seq, request_id)`` per app, in run
+        order: the queue of all servers, from which positions are counted."""
+        out: dict[str, list[tuple[int, int, str]]] = {}
+        with self.session() as s:
+            rows = s.execute(
+                select(Job.app_id, Job.priority, Job.seq, Job.request_id)
+                .where(Job.status == QUEUED).order_by(Job.priority, Job.seq)
+            ).all()
+        for r in rows:
+            out.setdefault(r.app_id, []).append((r.priority, r.seq, r.request_id))
+        return out
+
+    @staticmethod
+    def _held(request_id: str, node: Optional[str]) -> Any:
+        cond = (Job.request_id == request_id) & (Job.status == RUNNING)
+        return cond & (Job.claimed_by == node) if node is not None else cond
+
+    def requeue(self, request_id: str, node: Optional[str] = None) -> bool:
+        """A running job whose worker died goes back to the queue (same seq: it
+        keeps its place). The crashed run stays counted in ``attempts``."""
         with self.session() as s, s.begin():
             res = s.execute(
-                update(Job).where(Job.request_id == request_id, Job.status == RUNNING).values(status=QUEUED, started_at=None)
+                update(Job).where(self._held(request_id, node))
+                .values(status=QUEUED, started_at=None, claimed_by=None, lease_until=None)
             )
             return res.rowcount == 1
 
-    def release(self, request_id: str) -> bool:
+    def release(self, request_id: str, node: Optional[str] = None) -> bool:
         """A clean shutdown hands a running job back: queued again, and the
         interrupted run does not count as an attempt."""
         with self.session() as s, s.begin():
             res = s.execute(
                 update(Job)
-                .where(Job.request_id == request_id, Job.status == RUNNING)
-                .values(status=QUEUED, started_at=None, attempts=Job.attempts - 1)
+                .where(self._held(request_id, node))
+                .values(status=QUEUED, started_at=None, attempts=Job.attempts - 1, claimed_by=None, lease_until=None)
             )
             return res.rowcount == 1
 
@@ -287,11 +390,14 @@ class JobStore:
         expires_at: Optional[float] = None,
         now: Optional[float] = None,
         in_transaction: Optional[Callable[[Session], None]] = None,
+        node: Optional[str] = None,
     ) -> bool:
         """Record how a job ended; False when it had already ended.
 
         ``in_transaction(session)`` runs in the same transaction when the job
-        did end here (the webhook outbox row: written together or not at all)."""
+        did end here (the webhook outbox row: written together or not at all).
+        With ``node``, a RUNNING job ends only while that node still holds it
+        (a run whose lease passed and was re-queued elsewhere cannot end it)."""
         assert outcome.status in FINAL_STATES
         body = _error_body(outcome)
         values: dict[str, Any] = dict(
@@ -307,9 +413,10 @@ class JobStore:
             files_json=json.dumps(list(outcome.files)),
         )
         with self.session() as s, s.begin():
-            res = s.execute(
-                update(Job).where(Job.request_id == request_id, Job.status.in_((QUEUED, RUNNING))).values(**values)
-            )
+            cond = (Job.request_id == request_id) & Job.status.in_((QUEUED, RUNNING))
+            if node is not None:
+                cond = cond & ((Job.status == QUEUED) | (Job.claimed_by == node))
+            res = s.execute(update(Job).where(cond).values(**values))
             if res.rowcount == 1 and in_transaction is not None:
                 in_transaction(s)
             return res.rowcount == 1
@@ -341,12 +448,19 @@ class JobStore:
             s.execute(update(Job).where(Job.request_id == request_id).values(files_json=json.dumps(list(files))))
 
     # --- logs ------------------------------------------------------------------
-    def add_logs(self, request_id: str, lines: Iterable[tuple[float, str, str]]) -> None:
+    def add_logs(self, request_id: str, lines: Iterable[tuple[float, str, str]],
+                 progress: Optional[float] = None) -> None:
+        """Append log lines (and, when given, the progress they reached), so
+        every server answers a request's status and logs alike."""
         rows = [JobLog(request_id=request_id, timestamp=t, level=lv, message=m) for t, lv, m in lines]
         if not rows:
             return
+        values: dict[str, Any] = {"log_lines": Job.log_lines + len(rows)}
+        if progress is not None:
+            values["stored_progress"] = progress
         with self.session() as s, s.begin():
             s.add_all(rows)
+            s.execute(update(Job).where(Job.request_id == request_id).values(**values))
 
     def logs(self, request_id: str) -> list[LogRecord]:
         with self.session() as s:

@@ -46,9 +46,10 @@ class FakeEngine:
     test: same call signature, sleeps ``step_seconds`` per step, honours cancel,
     and returns the input resized by ``scale``."""
 
-    def __init__(self, step_seconds: float = 0.02, device: str = "cpu"):
+    def __init__(self, step_seconds: float = 0.02, device: str = "cpu", run_log: str | None = None):
         self.step_seconds = step_seconds
         self.device = device
+        self.run_log = run_log
 
     def __call__(self, image, params=None, *, progress=None, cancel=None, log=None):  # noqa: ANN001
         import random
@@ -68,6 +69,13 @@ class FakeEngine:
             if progress:
                 progress(i + 1, total)
         seed = params.seed if params.seed is not None else random.randrange(2**31)
+        if self.run_log:
+            # One line per finished run ("<seed> <worker pid>"), appended in one
+            # write: tests count how often each request really ran, and where.
+            import os
+
+            with open(self.run_log, "a") as f:
+                f.write(f"{seed} {os.getpid()}\n")
         return FakeResult(image.resize(target_size(image.width, image.height, params.scale)), seed, {"total": 0.0})
 
     def run(self, image, params, *, progress=None, cancel=None, log=None):  # noqa: ANN001
@@ -77,7 +85,9 @@ class FakeEngine:
 
 def fake_engine_factory(settings: dict, device: str) -> FakeEngine:
     """Worker factory ("ccsr.jobs.testing:fake_engine_factory") for pool tests;
-    CCSR_FAKE_STEP_SECONDS sets the time per step."""
+    CCSR_FAKE_STEP_SECONDS sets the time per step; CCSR_FAKE_RUN_LOG names a
+    file each finished run appends its seed and worker pid to."""
     import os
 
-    return FakeEngine(float(os.environ.get("CCSR_FAKE_STEP_SECONDS", "0.02")), device)
+    return FakeEngine(float(os.environ.get("CCSR_FAKE_STEP_SECONDS", "0.02")), device,
+                      os.environ.get("CCSR_FAKE_RUN_LOG") or None)

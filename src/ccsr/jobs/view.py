@@ -28,6 +28,7 @@ class JobView:
     logs: Optional[list[LogRecord]]  # None: not loaded from the database yet
     last_step_at: Optional[float]
     output_key: Optional[str]  # blob the running attempt writes its result to
+    local_run: bool  # this server's executor runs it (else: queued, or watched while another server runs it)
     version: int  # bumped on every change; keys the rendered-status cache
     status_cache: dict
     changed: asyncio.Event
@@ -40,6 +41,7 @@ class JobView:
         self.logs = None
         self.last_step_at = None
         self.output_key = None
+        self.local_run = False
         self.version = 0
         self.status_cache = {}
         self.changed = asyncio.Event()

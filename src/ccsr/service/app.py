@@ -112,6 +112,12 @@ def create_app(
         blobs,
         result_ttl=settings.result_ttl,
         max_attempts=settings.max_attempts,
+        max_interruptions=settings.max_interruptions,
+        node_id=settings.node_id,
+        lease_seconds=settings.lease_seconds,
+        heartbeat_interval=settings.heartbeat_interval,
+        poll_interval=settings.poll_interval,
+        log_flush_interval=settings.log_flush_interval,
         hooks=metrics,
         sweep_interval=sweep_interval,
     )

@@ -1,0 +1,163 @@
+"""What makes several servers on one database behave as one service.
+
+Each ``ccsr serve`` is a node with an id of its own. A job it claims carries
+that id (``claimed_by``) and a lease (``lease_until``) which this loop renews
+every ``heartbeat_interval`` while the job runs here. The same loop:
+
+* re-queues jobs whose lease has passed (their node died), at start-up and
+  then at every heartbeat, whichever node notices first, and ends queued jobs
+  past their start deadline;
+* passes on cancels sent to another node (the ``cancel_requested`` flag) to
+  this node's executor, and stops runs this node no longer holds;
+* every ``poll_interval``, takes the queue order from the database (so
+  ``queue_position`` counts every node's jobs, and dispatch looks for jobs
+  submitted elsewhere) and refreshes the requests this node answers for but
+  another node runs: their status, progress and logs as last flushed, and
+  their end (which wakes status streams and waiting synchronous calls).
+
+Polling keeps it the same on SQLite and PostgreSQL; a job submitted to this
+node starts without waiting for a poll (the scheduler wakes itself).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import socket
+import time
+import uuid
+from typing import TYPE_CHECKING, Any, Optional
+
+from ccsr.jobs.models import COMPLETED, QUEUED
+from ccsr.jobs.outcome import Outcome
+
+if TYPE_CHECKING:  # pragma: no cover
+    from ccsr.jobs.scheduler import Scheduler
+
+log = logging.getLogger("ccsr.jobs.cluster")
+
+
+def make_node_id() -> str:
+    """A name unique to this process (a restarted server is a new node)."""
+    return f"{socket.gethostname()[:80]}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+
+
+def not_to_run(rec: Any, max_interruptions: int, max_attempts: int, late_message: str) -> Optional[Outcome]:
+    """How a just-claimed job ends instead of running, or None to run it."""
+    if rec.interruptions >= max_interruptions:
+        # A request whose runs keep ending with their server (killed or
+        # restarted): fail it rather than take servers down forever.
+        return Outcome.failed(
+            f"The request was interrupted {rec.interruptions} times while running by a server restart or kill "
+            f"(max_interruptions) and is not retried again.")
+    if rec.attempts > max_attempts:  # e.g. max_attempts lowered while it waited
+        return Outcome.failed(
+            f"The request's worker crashed on all {rec.attempts - 1} attempts it had and it is not retried again.")
+    if rec.start_deadline and rec.start_deadline <= time.time():
+        return Outcome.timed_out(late_message)
+    return None
+
+
+class NodeLoop:
+    def __init__(self, sched: "Scheduler", *, lease: float, heartbeat_interval: float, poll_interval: float):
+        self.sched = sched
+        self.lease = lease
+        self.heartbeat_interval = heartbeat_interval
+        self.poll_interval = poll_interval
+
+    async def run(self) -> None:
+        next_beat = 0.0
+        while True:
+            await asyncio.sleep(self.poll_interval)
+            # Each step on its own: a failing refresh must not stop the
+            # heartbeat (the leases of this node's running jobs would pass).
+            steps = [self.refresh]
+            if time.monotonic() >= next_beat:
+                next_beat = time.monotonic() + self.heartbeat_interval
+                steps = [self.heartbeat, self.recover, self.expire_late, self.refresh]
+            for step in steps:
+                try:
+                    await step()
+                except asyncio.CancelledError:
+                    raise
+                except Exception:  # noqa: BLE001 - a database hiccup must not end the loop
+                    log.exception("node loop: %s failed", step.__name__)
+            self.sched._wake.set()  # look for jobs submitted to other nodes
+
+    async def recover(self) -> list[str]:
+        """Queue again the jobs of nodes whose lease has passed."""
+        ids = await asyncio.to_thread(self.sched.store.recover)
+        if ids:
+            log.warning("re-queued %d request(s) whose server stopped renewing its lease: %s",
+                        len(ids), ", ".join(ids))
+            self.sched._wake.set()
+        return ids
+
+    async def expire_late(self) -> None:
+        """End queued jobs past their start deadline that this server holds no
+        view of (submitted elsewhere, or before a restart); the scheduler ends
+        its own views' at once."""
+        sched = self.sched
+        for rid in await asyncio.to_thread(sched.store.late):
+            view = await sched.get(rid)
+            if view is not None and not view.finished and view.status == QUEUED and not view.local_run:
+                await sched.expire(view)
+
+    async def heartbeat(self) -> None:
+        sched = self.sched
+        mine = {v.request_id: v for v in list(sched.live.active.values()) if v.local_run}
+        if not mine:
+            return
+        cancels, lost = await asyncio.to_thread(sched.store.heartbeat, sched.node, list(mine), self.lease)
+        for rid in cancels:
+            view = mine[rid]
+            if view.local_run and not view.cancel_requested:
+                view.cancel_requested = True  # sent to another node
+                sched.executors[view.app_id].cancel(rid)
+        for rid in lost:
+            view = mine[rid]
+            if not view.local_run:
+                continue  # ended here meanwhile
+            # Our lease passed (a stall longer than the lease) and another node
+            # took the job over, or it was ended elsewhere: stop our run; its
+            # events are ignored from now on and the refresh shows the truth.
+            log.warning("request %s is no longer held by this server; stopping its run here", rid)
+            view.local_run = False
+            sched.executors[view.app_id].cancel(rid)
+
+    async def refresh(self) -> None:
+        sched = self.sched
+        keys = await asyncio.to_thread(sched.store.queued_keys)
+        for app_id, queue in sched.queues.items():
+            queue.replace(keys.get(app_id, []))
+        queued = {k[2] for lst in keys.values() for k in lst}
+        # Requests answered here but not run here, whose row may have moved on:
+        # a queued one that left the queue, and every one running elsewhere.
+        watch = [v for v in list(sched.live.active.values())
+                 if not v.local_run and not (v.status == QUEUED and v.request_id in queued)]
+        if not watch:
+            return
+        records = {r.request_id: r for r in await asyncio.to_thread(sched.store.get_many, [v.request_id for v in watch])}
+        for view in watch:
+            if view.local_run or view.request_id not in sched.live.active:
+                continue  # claimed or ended here while we read
+            rec = records.get(view.request_id)
+            if rec is None:  # deleted (retention)
+                sched.live.drop(view.request_id)
+                view.touch()
+                continue
+            old = view.record
+            if (rec.status, rec.attempts, rec.interruptions, rec.stored_progress, rec.log_lines, rec.cancel_requested,
+                    rec.claimed_by) == (old.status, old.attempts, old.interruptions, old.stored_progress, old.log_lines,
+                                        old.cancel_requested, old.claimed_by):
+                continue
+            if rec.log_lines != old.log_lines or rec.attempts != old.attempts:
+                view.logs = None  # reloaded from the database when asked for
+            if not view.store_io and rec.finished:
+                rec.input = {}
+            view.record = rec
+            view.progress = 1.0 if rec.status == COMPLETED else (rec.stored_progress or 0.0)
+            if rec.finished:
+                sched.live.retire(view)
+            view.touch()
