@@ -22,7 +22,7 @@ import uuid
 from typing import Any, Awaitable, Callable, Mapping, Optional
 
 from ccsr.blobs import BlobStore
-from ccsr.jobs.edges import Edges, Hooks, Prepared, Published
+from ccsr.jobs.edges import Edges, Hooks, Prepared, Published, input_blob_key
 from ccsr.jobs.executor import Done, Event, Executor, Failed, Log, Progress, Task, WorkerLost, WorkerState
 from ccsr.jobs.live import LiveJobs
 from ccsr.jobs.logbuffer import LogBuffer
@@ -346,9 +346,14 @@ class Scheduler:
             self._preparing[view.app_id] -= 1
             self._wake.set()
 
-    def _drop_blobs(self, view: JobView) -> None:
-        """Remove a run's working blobs (the published result was copied out)."""
+    def _drop_blobs(self, view: JobView, ended: bool = False) -> None:
+        """Remove a run's working blobs (the published result was copied out);
+        once the request has ended, also its submitted input (a data URI kept
+        in the blob store, see ``input_blob_key``): no run needs it any more."""
         keys = [f"inputs/{view.request_id}"] + ([view.output_key] if view.output_key else [])
+        submitted = input_blob_key(view.input) if ended else None
+        if submitted:
+            keys.append(submitted)
         for key in keys:
             try:
                 self.blobs.delete(key)
@@ -447,7 +452,7 @@ class Scheduler:
             lines = self.logs.take(view.request_id)
             ok = await asyncio.to_thread(persist)
         # Also what an attempt interrupted by a restart left behind.
-        await asyncio.to_thread(self._drop_blobs, view)
+        await asyncio.to_thread(self._drop_blobs, view, True)
         if not ok:
             # Someone else ended it (another server); take the database's word.
             rec = await asyncio.to_thread(self.store.get, view.request_id)
