@@ -496,10 +496,15 @@ async def test_many_rows_for_a_hanging_host_do_not_fill_the_claim(tmp_path, rece
         hanging.close()
 
 
-def test_claim_skips_capped_hosts_in_the_query(tmp_path):
-    """The claim alone (no sockets): with hanging.example at its cap through
-    the in-flight counts, 200 older rows for it do not hide other hosts' rows."""
-    settings, _, factory, keys = setup(tmp_path, webhook_concurrency=32, webhook_per_host_concurrency=4)
+def test_claim_skips_capped_hosts_in_the_query(tmp_path, any_db_url):
+    """The claim alone (no sockets), on SQLite and PostgreSQL: with
+    hanging.example at its cap through the in-flight counts, 200 older rows
+    for it do not hide other hosts' rows."""
+    settings, engine, factory, keys = setup(tmp_path, webhook_concurrency=32, webhook_per_host_concurrency=4)
+    if any_db_url:
+        engine = make_engine(any_db_url)
+        Base.metadata.create_all(engine)
+        factory = make_session_factory(engine)
     clock = Clock()
     sender = sender_for(settings, factory, keys, clock)
     for i in range(200):
@@ -513,6 +518,7 @@ def test_claim_skips_capped_hosts_in_the_query(tmp_path):
     claimed = sender._claim(clock.t, room=32, busy={})
     hosts = [c["host"] for c in claimed]
     assert hosts.count("hanging.example") == 4 and {"a.example", "b.example", "c.example"} <= set(hosts)
+    engine.dispose()
 
 
 @pytest.mark.asyncio
