@@ -387,7 +387,7 @@ class Soak:
         return {"samples": samples, **outcome}
 
 
-def memory_check(samples: list, minutes: float) -> dict:
+def memory_check(samples: list) -> dict:
     """Mean total RSS of the first and the last window (10 min, or a third of
     a shorter run); flat when the last is within 10% of the first."""
     span = samples[-1]["t_s"] if samples else 0.0
@@ -430,7 +430,7 @@ def main(argv: list[str] | None = None) -> int:
         log_bytes = (Path(tmp) / "server.log").stat().st_size
         tracebacks = (Path(tmp) / "server.log").read_text(errors="replace").count("Traceback")
     t = soak.tally
-    mem = memory_check(result["samples"], args.minutes)
+    mem = memory_check(result["samples"])
     lost = len(result["still_open"]) + len(result["wrong_result"])
     checks = {"no_5xx": t.fivexx() == 0, "no_lost_request": lost == 0, "memory_flat": mem["flat"],
               "idempotency_held": t.idempotent_mismatch == 0,

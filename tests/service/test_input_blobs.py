@@ -11,7 +11,6 @@ import os
 import time
 
 import httpx
-import pytest
 from PIL import Image
 from sqlalchemy import func, select
 
