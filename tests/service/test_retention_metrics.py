@@ -58,7 +58,7 @@ def test_store_io_0_forgets_input_and_output_after_delivery(tmp_path):
         normal = _done(client)
         rid = sub["request_id"]
         assert app.state.store.get(rid).input == {}  # input not kept
-        assert app.state.store.get(normal["request_id"]).input["image_url"].startswith("data:")
+        assert app.state.store.get(normal["request_id"]).input["image_url"].startswith("blob:")  # a data URI: the row keeps a reference
         out = client.get(sub["response_url"])
         assert out.status_code == 200
         url = out.json()["image"]["url"]

@@ -459,6 +459,69 @@ async def test_hanging_receiver_does_not_delay_another_host(tmp_path):
 
 
 @pytest.mark.asyncio
+async def test_many_rows_for_a_hanging_host_do_not_fill_the_claim(tmp_path, receiver):
+    """120 due webhooks to a receiver that never answers, more than the claim's
+    batch of 50 and all older than the one to a healthy receiver: the healthy
+    one is still sent at once, and the hanging host never holds more than its
+    cap of connections."""
+    import time
+
+    hanging = HangingReceiver()
+    settings, _, factory, keys = setup(tmp_path, webhook_concurrency=32, webhook_per_host_concurrency=4)
+    sender = WebhookSender(factory, keys, settings, timeout=60, poll_interval=30.0)
+    assert sender.batch < 120
+    try:
+        now = time.time()
+        for i in range(120):
+            enqueue(factory, hanging.url, now=now - 100 + i * 0.1, request_id=f"hang{i}")  # older: first in line
+        sender.start()
+        deadline = time.monotonic() + 5
+        while len(hanging.conns) < 4 and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        assert len(hanging.conns) == 4  # the hanging host is at its cap
+        # the healthy receiver is "localhost", another host name on the same loopback
+        enqueue(factory, receiver.url.replace("127.0.0.1", "localhost"), now=now, request_id="healthy")
+        t0 = time.monotonic()
+        sender.notify()
+        assert await asyncio.to_thread(receiver.event.wait, 5), "the healthy host's webhook was held up"
+        assert time.monotonic() - t0 < 5
+        assert json.loads(receiver.got[0][1])["request_id"] == "healthy"
+        await asyncio.sleep(0.5)
+        assert len(hanging.conns) == 4  # still only the cap's connections
+        statuses = {r.request_id: r.status for r in rows(factory)}
+        assert statuses["healthy"] == DELIVERED
+        assert sum(1 for i in range(120) if statuses[f"hang{i}"] == PENDING) == 120
+    finally:
+        await sender.stop()
+        hanging.close()
+
+
+def test_claim_skips_capped_hosts_in_the_query(tmp_path, any_db_url):
+    """The claim alone (no sockets), on SQLite and PostgreSQL: with
+    hanging.example at its cap through the in-flight counts, 200 older rows
+    for it do not hide other hosts' rows."""
+    settings, engine, factory, keys = setup(tmp_path, webhook_concurrency=32, webhook_per_host_concurrency=4)
+    if any_db_url:
+        engine = make_engine(any_db_url)
+        Base.metadata.create_all(engine)
+        factory = make_session_factory(engine)
+    clock = Clock()
+    sender = sender_for(settings, factory, keys, clock)
+    for i in range(200):
+        enqueue(factory, "https://hanging.example/hook", now=clock.t - 1000 + i, request_id=f"h{i}")
+    for name in ("a", "b", "c"):
+        enqueue(factory, f"https://{name}.example/hook", now=clock.t - 1, request_id=name)
+    claimed = sender._claim(clock.t, room=32, busy={"hanging.example": 4})
+    assert sorted(c["request_id"] for c in claimed) == ["a", "b", "c"]
+    # with no send in flight it takes its cap from the hanging host and the others
+    clock.t += 1000  # past the leases
+    claimed = sender._claim(clock.t, room=32, busy={})
+    hosts = [c["host"] for c in claimed]
+    assert hosts.count("hanging.example") == 4 and {"a.example", "b.example", "c.example"} <= set(hosts)
+    engine.dispose()
+
+
+@pytest.mark.asyncio
 async def test_outbox_made_before_delivery_ids_is_upgraded(tmp_path, receiver):
     from sqlalchemy import text
 
@@ -466,6 +529,11 @@ async def test_outbox_made_before_delivery_ids_is_upgraded(tmp_path, receiver):
     store.create_all()
     with store.engine.begin() as conn:  # the table as older versions made it
         conn.execute(text("ALTER TABLE ccsr_webhook_outbox DROP COLUMN delivery_id"))
+        conn.execute(text("ALTER TABLE ccsr_webhook_outbox DROP COLUMN host"))
+        # a row an older version left pending
+        conn.execute(text("INSERT INTO ccsr_webhook_outbox (request_id, user_id, url, body, status, attempts, "
+                          "next_attempt_at, created_at) VALUES ('r0', 'u', :url, '{}', 'pending', 0, 0, 0)"),
+                     {"url": receiver.url})
     app = types.SimpleNamespace(state=types.SimpleNamespace(settings=Settings(data_dir=tmp_path, allow_private_urls=True), store=store))
     sender = await start_for_app(app)
     try:
@@ -473,8 +541,12 @@ async def test_outbox_made_before_delivery_ids_is_upgraded(tmp_path, receiver):
             enqueue_webhook(s, "r1", "u", receiver.url, webhook_body("r1", ok=True, payload={}))
             s.commit()
         sender.notify()
-        assert await asyncio.to_thread(receiver.event.wait, 10)
-        assert receiver.got[0][0]["x-fal-webhook-delivery-id"]
+        deadline = asyncio.get_running_loop().time() + 10
+        while len(receiver.got) < 2 and asyncio.get_running_loop().time() < deadline:
+            await asyncio.sleep(0.05)
+        assert len(receiver.got) == 2
+        assert all(h["x-fal-webhook-delivery-id"] for h, _ in receiver.got)
+        assert {r.request_id: r.host for r in rows(store.session)} == {"r0": "127.0.0.1", "r1": "127.0.0.1"}
     finally:
         await stop_for_app(app)
         store.close()

@@ -8,12 +8,28 @@ implements :class:`Edges` (``ccsr.service.runtime``) and :class:`Hooks`
 from __future__ import annotations
 
 import dataclasses
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Optional, Protocol
 
 from ccsr.jobs.executor import Done
 
 if TYPE_CHECKING:
     from ccsr.jobs.view import JobView
+
+
+#: ``image_url`` of a stored input whose bytes live in the blob store, not in
+#: the job row: ``"blob:<key>"``. A data URI is moved there at submit so the
+#: row stays small (a 20 MB URI would otherwise sit in the database for the
+#: whole retention). Clients cannot send this scheme (``image_url`` must be
+#: http(s) or data:), so a reference always names a blob the server wrote.
+INPUT_BLOB_REF = "blob:"
+
+
+def input_blob_key(stored_input: Optional[dict]) -> Optional[str]:
+    """The blob key a stored input refers to, or None (a URL or no input)."""
+    url = (stored_input or {}).get("image_url")
+    if isinstance(url, str) and url.startswith(INPUT_BLOB_REF):
+        return url[len(INPUT_BLOB_REF):]
+    return None
 
 
 @dataclasses.dataclass
@@ -46,7 +62,8 @@ class Edges(Protocol):
         """Turn the result blob into a stored file and the output JSON."""
 
     def delete_file(self, ref: str) -> None:
-        """Remove a stored file a request owned (retention)."""
+        """Remove a stored file a request owned (retention), or with an
+        ``INPUT_BLOB_REF`` prefix, a submitted input's blob."""
 
 
 class Hooks:

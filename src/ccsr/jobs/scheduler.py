@@ -24,7 +24,7 @@ import uuid
 from typing import Any, Awaitable, Callable, Mapping, Optional
 
 from ccsr.blobs import BlobStore
-from ccsr.jobs.edges import Edges, Hooks, Prepared, Published
+from ccsr.jobs.edges import Edges, Hooks, Prepared, Published, input_blob_key
 from ccsr.jobs.executor import Done, Event, Executor, Failed, Log, Progress, Task, WorkerLost, WorkerState
 from ccsr.jobs.cluster import NodeLoop, make_node_id, not_to_run
 from ccsr.jobs.live import LiveJobs
@@ -379,9 +379,14 @@ class Scheduler:
             self._preparing[view.app_id] -= 1
             self._wake.set()
 
-    def _drop_blobs(self, view: JobView) -> None:
-        """Remove a run's working blobs (the published result was copied out)."""
+    def _drop_blobs(self, view: JobView, ended: bool = False) -> None:
+        """Remove a run's working blobs (the published result was copied out);
+        once the request has ended, also its submitted input (a data URI kept
+        in the blob store, see ``input_blob_key``): no run needs it any more."""
         keys = [f"inputs/{view.request_id}"] + ([view.output_key] if view.output_key else [])
+        submitted = input_blob_key(view.input) if ended else None
+        if submitted:
+            keys.append(submitted)
         for key in keys:
             try:
                 self.blobs.delete(key)
@@ -481,7 +486,10 @@ class Scheduler:
             lines = self.logs.take(view.request_id)
             ok = await asyncio.to_thread(persist)
         # Also what an attempt interrupted by a restart left behind.
-        await asyncio.to_thread(self._drop_blobs, view)
+        # The submitted input (a data URI in the blob store) goes only when this
+        # server ended the request: if another server holds it, that one still
+        # reads it, and deletes it when it ends the request.
+        await asyncio.to_thread(self._drop_blobs, view, ok)
         was_local = view.local_run
         view.local_run = False
         if not ok:

@@ -16,8 +16,10 @@ annotations`` here: the body type of each route is the app's own model, bound
 when the route is made.)
 """
 
+import asyncio
 import json
 import math
+import uuid
 from typing import Any, Optional
 
 from fastapi import APIRouter, Body, Depends, Query, Request
@@ -25,6 +27,7 @@ from fastapi.responses import JSONResponse, Response, StreamingResponse
 
 from ccsr.apps.base import App
 from ccsr.errors import InvalidParameter
+from ccsr.jobs.edges import INPUT_BLOB_REF
 from ccsr.jobs.models import COMPLETED, PRIORITY_LOW, PRIORITY_NORMAL, QUEUED
 from ccsr.jobs.scheduler import Scheduler
 from ccsr.jobs.view import JobView
@@ -128,7 +131,8 @@ class QueueAPI:
         try:
             self.app.check(params)
             # data URIs: size, base64 and image header, checked before anything is stored
-            await check_submitted_input(inp, lambda w, h: self.app.check_image(params, w, h, self.settings), self.settings)
+            submitted = await check_submitted_input(inp, lambda w, h: self.app.check_image(params, w, h, self.settings),
+                                                    self.settings)
         except InvalidParameter as exc:
             raise Invalid(exc.field, exc.message) from None
         headers = request.headers
@@ -146,18 +150,34 @@ class QueueAPI:
                 raise Invalid("X-Fal-Request-Timeout", f"must be a positive number of seconds, got {raw_timeout!r}",
                               loc="header") from None
         store_io = headers.get("x-fal-store-io", "1").strip() not in ("0", "false", "False")
-        return await self.scheduler.submit(
-            self.app.app_id,
-            inp.model_dump(mode="json"),
-            params=params,
-            owner=owner,
-            priority=PRIORITY_LOW if prio == "low" else PRIORITY_NORMAL,
-            base_url=self.base(request),
-            webhook_url=webhook,
-            start_timeout=timeout,
-            ttl=lifecycle_ttl(request, None),
-            store_io=store_io,
-        )
+        stored = inp.model_dump(mode="json")
+        request_id = str(uuid.uuid4())
+        blob_key = None
+        if submitted is not None:
+            # A data URI goes to the blob store, the row keeps a reference: the
+            # database never holds image bytes (deleted when the request ends).
+            blob_key = f"submitted/{request_id}"
+            data, media = submitted
+            await asyncio.to_thread(self.scheduler.blobs.put, blob_key, data, content_type=media)
+            stored["image_url"] = INPUT_BLOB_REF + blob_key
+        try:
+            return await self.scheduler.submit(
+                self.app.app_id,
+                stored,
+                request_id=request_id,
+                params=params,
+                owner=owner,
+                priority=PRIORITY_LOW if prio == "low" else PRIORITY_NORMAL,
+                base_url=self.base(request),
+                webhook_url=webhook,
+                start_timeout=timeout,
+                ttl=lifecycle_ttl(request, None),
+                store_io=store_io,
+            )
+        except BaseException:
+            if blob_key is not None:
+                await asyncio.to_thread(self.scheduler.blobs.delete, blob_key)
+            raise
 
 
 def _not_found() -> JSONResponse:

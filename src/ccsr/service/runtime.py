@@ -13,8 +13,10 @@ from pydantic import BaseModel, ValidationError
 from ccsr.apps.base import FileInfo, random_file_name
 from ccsr.apps.registry import Registry
 from ccsr.blobs import BlobStore
+from ccsr.blobs.base import BlobNotFound
 from ccsr.errors import InvalidParameter
-from ccsr.jobs.edges import Prepared, Published
+from ccsr.service.images import InputError
+from ccsr.jobs.edges import INPUT_BLOB_REF, Prepared, Published, input_blob_key
 from ccsr.jobs.executor import Done
 from ccsr.jobs.view import JobView
 from ccsr.service.storage import FileStore
@@ -48,14 +50,25 @@ class ServiceEdges:
         decode the first frame in a bounded child process: the HTTP process never
         holds decoded pixels (see :mod:`ccsr.service.input_prep`)."""
         from ccsr.service.input_prep import decode_checked
-        from ccsr.service.fetch import load_input_bytes
-
         app = self.registry[view.app_id]
         params = self.params_of(view)
-        data = await load_input_bytes(view.input.get("image_url", ""), settings=self.settings, files=self.files)
+        data = await self._input_bytes(view)
         png = await asyncio.to_thread(decode_checked, data, self.settings,
                                       lambda w, h: app.check_image(params, w, h, self.settings))
         return Prepared(png, params)
+
+    async def _input_bytes(self, view: JobView) -> bytes:
+        """The input's bytes: from the blob store for a data URI taken out of
+        the row at submit, else fetched from its URL."""
+        from ccsr.service.fetch import load_input_bytes
+
+        key = input_blob_key(view.input)
+        if key is None:
+            return await load_input_bytes(view.input.get("image_url", ""), settings=self.settings, files=self.files)
+        try:
+            return await asyncio.to_thread(self.blobs.read, key)
+        except (BlobNotFound, FileNotFoundError):
+            raise InputError("image_url", "the submitted image is no longer stored (its blob is missing).") from None
 
     async def publish(self, view: JobView, done: Done) -> Published:
         app = self.registry[view.app_id]
@@ -74,7 +87,11 @@ class ServiceEdges:
         return stored
 
     def delete_file(self, ref: str) -> None:
-        """Remove a stored result ("/files/<key>/<name>"); missing files are fine."""
+        """Remove a stored result ("/files/<key>/<name>") or a submitted input's
+        blob ("blob:<key>"); missing files are fine."""
+        if ref.startswith(INPUT_BLOB_REF):
+            self.blobs.delete(ref[len(INPUT_BLOB_REF):])
+            return
         key = self.files.key_from_url(ref)
         if key:
             self.files.delete(key)

@@ -12,7 +12,7 @@ and uploaded inputs are checked the same way when they are fetched.
 from __future__ import annotations
 
 import asyncio
-from typing import Any, Callable
+from typing import Any, Callable, Optional
 
 from ccsr.service.fetch import decode_data_uri
 from ccsr.service.images import ImageHeader, InputError, probe_image
@@ -20,18 +20,22 @@ from ccsr.settings import Settings
 
 
 def check_data_uri(uri: str, check_size: Callable[[int, int], None], settings: Settings,
-                   field: str = "image_url") -> ImageHeader:
+                   field: str = "image_url") -> tuple[ImageHeader, bytes, str]:
     """Size, encoding and image header of a data URI, and the output it would
-    make; :class:`InputError` (a 422 on ``field``) otherwise."""
-    data, _media = decode_data_uri(uri, max_bytes=settings.max_data_uri_bytes, field=field)
+    make; :class:`InputError` (a 422 on ``field``) otherwise. Returns the
+    header, the decoded bytes and the URI's media type."""
+    data, media = decode_data_uri(uri, max_bytes=settings.max_data_uri_bytes, field=field)
     header = probe_image(data, max_pixels=settings.max_input_pixels, field=field)
     check_size(header.width, header.height)  # the app's check of the output this size makes
-    return header
+    return header, data, media
 
 
-async def check_submitted_input(inp: Any, check_size: Callable[[int, int], None], settings: Settings) -> None:
+async def check_submitted_input(inp: Any, check_size: Callable[[int, int], None],
+                                settings: Settings) -> Optional[tuple[bytes, str]]:
     """Raise :class:`InvalidParameter` (answered 422 by the app's handler) when
-    the input can be refused without fetching anything."""
+    the input can be refused without fetching anything. For a data URI,
+    returns its decoded bytes and media type (the caller stores them in the
+    blob store instead of the job row); None for a URL."""
     url = getattr(inp, "image_url", "")
     if isinstance(url, str) and url[:5].lower() == "data:":
         if len(url) > settings.max_data_uri_bytes:  # cheap, before a thread hop
@@ -40,4 +44,6 @@ async def check_submitted_input(inp: Any, check_size: Callable[[int, int], None]
                 f"data URI is {len(url)} bytes; the limit is {settings.max_data_uri_bytes} bytes "
                 "(setting max_data_uri_bytes). Upload the file and pass its URL instead.",
             )
-        await asyncio.to_thread(check_data_uri, url, check_size, settings)
+        _header, data, media = await asyncio.to_thread(check_data_uri, url, check_size, settings)
+        return data, media
+    return None

@@ -10,6 +10,7 @@ import json
 import time
 import uuid
 from typing import Any, Optional
+from urllib.parse import urlsplit
 
 from sqlalchemy import Float, Index, Integer, String, Text, inspect, text
 from sqlalchemy.orm import Mapped, Session, mapped_column
@@ -30,6 +31,9 @@ class WebhookDelivery(Base):
     request_id: Mapped[str] = mapped_column(String(64), index=True)
     user_id: Mapped[str] = mapped_column(String(128))
     url: Mapped[str] = mapped_column(Text)
+    # The URL's host, lower-case: the sender's per-host cap filters on it in
+    # SQL, so the rows of a host at its cap never fill the claim's batch.
+    host: Mapped[Optional[str]] = mapped_column(String(255), nullable=True)
     # Serialised once, so every retry signs and sends the same bytes.
     body: Mapped[str] = mapped_column(Text)
     # Sent as X-Fal-Webhook-Delivery-Id on every attempt, so receivers can deduplicate.
@@ -65,6 +69,14 @@ def webhook_body(
     return body
 
 
+def host_of(url: str) -> str:
+    """The per-host cap's key: the URL's host name, lower-case ("" if none)."""
+    try:
+        return (urlsplit(url).hostname or "").lower()[:255]
+    except ValueError:
+        return ""
+
+
 def _serialise(body: dict) -> str:
     try:
         return json.dumps(body, separators=(",", ":"), allow_nan=False)
@@ -86,6 +98,7 @@ def enqueue_webhook(
         request_id=request_id,
         user_id=user_id or "local",
         url=url,
+        host=host_of(url),
         body=_serialise(payload),
         delivery_id=uuid.uuid4().hex,
         status=PENDING,
@@ -115,10 +128,20 @@ def add_to_outbox(session: Session, view: Any) -> WebhookDelivery:
 
 
 def upgrade_outbox(engine: Any) -> None:
-    """Add the ``delivery_id`` column to an outbox table made before it existed
-    (create_all adds tables, not columns); old rows fall back to
-    ``<request_id>.<row id>``, also stable over retries."""
-    columns = {c["name"] for c in inspect(engine).get_columns(WebhookDelivery.__tablename__)}
-    if columns and "delivery_id" not in columns:
+    """Add the columns newer versions use to an outbox table made before them
+    (create_all adds tables, not columns). ``delivery_id``: old rows fall back
+    to ``<request_id>.<row id>``, also stable over retries. ``host``: filled
+    in for the rows still to be sent."""
+    table = WebhookDelivery.__tablename__
+    columns = {c["name"] for c in inspect(engine).get_columns(table)}
+    if not columns:
+        return
+    if "delivery_id" not in columns:
         with engine.begin() as conn:
-            conn.execute(text(f"ALTER TABLE {WebhookDelivery.__tablename__} ADD COLUMN delivery_id VARCHAR(64)"))
+            conn.execute(text(f"ALTER TABLE {table} ADD COLUMN delivery_id VARCHAR(64)"))
+    if "host" not in columns:
+        with engine.begin() as conn:
+            conn.execute(text(f"ALTER TABLE {table} ADD COLUMN host VARCHAR(255)"))
+            pending = conn.execute(text(f"SELECT id, url FROM {table} WHERE status = :s"), {"s": PENDING}).all()
+            for row_id, url in pending:
+                conn.execute(text(f"UPDATE {table} SET host = :h WHERE id = :i"), {"h": host_of(url), "i": row_id})

@@ -16,9 +16,8 @@ import random
 import time
 from pathlib import Path
 from typing import Any, Callable, Optional
-from urllib.parse import urlsplit
 
-from sqlalchemy import delete, select, update
+from sqlalchemy import delete, or_, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from ccsr.service.fetch import (
@@ -29,7 +28,7 @@ from ccsr.service.fetch import (
     make_client,
     open_pinned,
 )
-from ccsr.service.webhooks.outbox import DELIVERED, FAILED, PENDING, WebhookDelivery, upgrade_outbox
+from ccsr.service.webhooks.outbox import DELIVERED, FAILED, PENDING, WebhookDelivery, host_of, upgrade_outbox
 from ccsr.service.webhooks.signing import WebhookKeys
 from ccsr.settings import Settings
 
@@ -83,42 +82,57 @@ class WebhookSender:
 
     # --- claiming and recording (blocking DB work, run in a thread) -----------------
     def _claim(self, now: float, room: Optional[int] = None, busy: Optional[dict[str, int]] = None) -> list[dict]:
+        """Lease up to ``room`` due rows, at most ``per_host`` in flight per host
+        (``busy``: sends in flight now). Hosts at their cap are left out in the
+        query itself, so any number of rows for a receiver that hangs cannot
+        fill the batch and hide another host's rows (head-of-line blocking)."""
         room = self.concurrency if room is None else room
         counts = dict(busy or {})
+        full = {h for h, n in counts.items() if n >= self.per_host}
+        claimed: list[dict] = []
         with self._session() as s:
-            rows = s.execute(
-                select(WebhookDelivery)
-                .where(WebhookDelivery.status == PENDING, WebhookDelivery.next_attempt_at <= now)
-                .order_by(WebhookDelivery.next_attempt_at)
-                .limit(self.batch)
-            ).scalars().all()
-            claimed = []
-            for row in rows:
+            # Each pass either leases rows (no longer due afterwards) or finds
+            # more hosts at their cap (left out of the next pass): it ends.
+            for _ in range(64):
                 if room <= 0:
                     break
-                host = _host_of(row.url)
-                if counts.get(host, 0) >= self.per_host:
-                    continue  # that host is at its cap: the row waits for a later pass
-                # Compare-and-set on next_attempt_at: only one sender wins a row.
-                res = s.execute(
-                    update(WebhookDelivery)
-                    .where(
-                        WebhookDelivery.id == row.id,
-                        WebhookDelivery.status == PENDING,
-                        WebhookDelivery.next_attempt_at == row.next_attempt_at,
+                query = select(WebhookDelivery).where(WebhookDelivery.status == PENDING,
+                                                      WebhookDelivery.next_attempt_at <= now)
+                if full:
+                    query = query.where(or_(WebhookDelivery.host.is_(None), WebhookDelivery.host.not_in(sorted(full))))
+                rows = s.execute(query.order_by(WebhookDelivery.next_attempt_at).limit(self.batch)).scalars().all()
+                progress = False
+                for row in rows:
+                    if room <= 0:
+                        break
+                    host = row.host if row.host is not None else host_of(row.url)
+                    if counts.get(host, 0) >= self.per_host:
+                        continue  # (a row from before the host column) its host is at its cap
+                    # Compare-and-set on next_attempt_at: only one sender wins a row.
+                    res = s.execute(
+                        update(WebhookDelivery)
+                        .where(
+                            WebhookDelivery.id == row.id,
+                            WebhookDelivery.status == PENDING,
+                            WebhookDelivery.next_attempt_at == row.next_attempt_at,
+                        )
+                        .values(next_attempt_at=now + self.lease)
                     )
-                    .values(next_attempt_at=now + self.lease)
-                )
-                if res.rowcount == 1:
-                    room -= 1
-                    counts[host] = counts.get(host, 0) + 1
-                    claimed.append(
-                        {"id": row.id, "request_id": row.request_id, "user_id": row.user_id, "url": row.url,
-                         "body": row.body, "attempts": row.attempts,
-                         "delivery_id": row.delivery_id or f"{row.request_id}.{row.id}", "host": host}
-                    )
+                    progress = True  # leased here, or by another sender: not due any more either way
+                    if res.rowcount == 1:
+                        room -= 1
+                        counts[host] = counts.get(host, 0) + 1
+                        if counts[host] >= self.per_host:
+                            full.add(host)
+                        claimed.append(
+                            {"id": row.id, "request_id": row.request_id, "user_id": row.user_id, "url": row.url,
+                             "body": row.body, "attempts": row.attempts,
+                             "delivery_id": row.delivery_id or f"{row.request_id}.{row.id}", "host": host}
+                        )
+                if len(rows) < self.batch or not progress:
+                    break  # every due row was seen, or only capped hosts' rows are left
             s.commit()
-            return claimed
+        return claimed
 
     def _record(self, item: dict, ok: bool, status: Optional[int], error: Optional[str], permanent: bool) -> None:
         now = self.clock()
@@ -258,14 +272,6 @@ class WebhookSender:
             except asyncio.CancelledError:
                 pass
             self._task = None
-
-
-def _host_of(url: str) -> str:
-    """The per-host cap's key: the URL's host name, lower-case."""
-    try:
-        return (urlsplit(url).hostname or "").lower()
-    except ValueError:
-        return ""
 
 
 # --- wiring into the app (called by ccsr.service.app) ----------------------------------
