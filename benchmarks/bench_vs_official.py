@@ -101,14 +101,22 @@ def input_image(size: tuple[int, int]) -> Path:
 
 
 def timed(cmd: list[str], cwd: Path | None = None, env: dict | None = None) -> dict:
-    """Run a process; wall seconds, peak RSS (MB) and exit status."""
+    """Run a process; wall seconds, CPU seconds (user + sys), peak RSS (MB), exit status
+    and the load averages around it.
+
+    On a shared machine the wall time moves with the other processes' load;
+    the CPU time much less so (it still grows a little with cache and
+    hyper-thread contention), so both are kept."""
+    load_before = os.getloadavg()
     t0 = time.perf_counter()
     proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     out = proc.stdout.read()
     _, status, usage = os.wait4(proc.pid, 0)
     wall = time.perf_counter() - t0
     proc.returncode = os.waitstatus_to_exitcode(status)
-    res = {"wall_s": wall, "peak_rss_mb": usage.ru_maxrss / 1024, "rc": proc.returncode}
+    res = {"wall_s": wall, "cpu_s": usage.ru_utime + usage.ru_stime, "user_s": usage.ru_utime,
+           "sys_s": usage.ru_stime, "peak_rss_mb": usage.ru_maxrss / 1024, "rc": proc.returncode,
+           "load_before": [round(x, 2) for x in load_before], "load_after": [round(x, 2) for x in os.getloadavg()]}
     if proc.returncode:
         res["tail"] = out.decode(errors="replace")[-3000:]
     return res
@@ -117,7 +125,7 @@ def timed(cmd: list[str], cwd: Path | None = None, env: dict | None = None) -> d
 def ours_cmd(case: str, out: Path) -> list[str]:
     arch, size, fields = CASES[case]
     cmd = [sys.executable, "-c", "from ccsr.cli import main; main()", "upscale", str(input_image(size)),
-           "-o", str(out), "--weights", str(checkpoint(arch)), "--device", "cpu", "--seed", "1"]
+           "-o", str(out), "--weights", str(checkpoint(arch)), "--device", "cpu", "--dtype", "fp32", "--seed", "1"]
     if arch == "tiny":
         cmd += ["--config", str(FIXTURES / "ccsr-tiny.yaml")]
     for k, v in fields.items():
@@ -130,6 +138,35 @@ def official_cmd(case: str, out: Path, official: Path, python: str) -> list[str]
     spec = {"checkout": str(official), "arch": arch, "ckpt": str(checkpoint(arch)), "input": str(input_image(size)),
             "output": str(out), "tiny_yaml": str(FIXTURES / "ccsr-tiny.yaml"), "fields": fields, "seed": 1}
     return [python, __file__, "--official-run", json.dumps(spec)]
+
+
+def output_size(path: Path) -> list[int]:
+    from PIL import Image
+
+    with Image.open(path) as im:
+        return [im.width, im.height]
+
+
+def same_request(case: str, ok: dict[str, list[dict]]) -> dict:
+    """What both sides were asked, and proof that they produced the same output size.
+
+    Both get the same fields (ours as CLI flags, the official predictor as
+    its arguments), t_max 0.6667 / t_min 0.3333 (both defaults), seed 1,
+    float32 on the CPU; the official code always runs fp32, ours is given
+    ``--dtype fp32``. Raises when the written PNGs differ in size."""
+    import torch
+
+    sizes = {side: sorted({tuple(x["output_size"]) for x in runs}) for side, runs in ok.items()}
+    if sizes["ours"] and sizes["official"] and sizes["ours"] != sizes["official"]:
+        raise SystemExit(f"{case}: the two sides wrote different output sizes: {sizes}")
+    from ccsr.pipeline import sampler, schedule
+
+    f = CASES[case][2]
+    return {"fields": f, "t_max": 0.6667, "t_min": 0.3333, "seed": 1, "dtype": "fp32", "device": "cpu",
+            "color_fix_type": f.get("color_fix_type", "adain"), "tile_vae": bool(f.get("tile_vae", False)),
+            "network_evaluations": sampler.num_evaluations(schedule.make_schedule(f["steps"]).num_steps, 0.6667, 0.3333),
+            "output_size": {side: [list(x) for x in v] for side, v in sizes.items()},
+            "torch_threads": torch.get_num_threads()}
 
 
 # ------------------------------------------------------------- official side
@@ -271,6 +308,7 @@ def main() -> None:
     from machine_info import machine
 
     results = []
+    load_start = os.getloadavg()
     with tempfile.TemporaryDirectory() as tmp:
         for case in args.cases:
             runs: dict[str, list[dict]] = {"ours": [], "official": []}
@@ -282,21 +320,30 @@ def main() -> None:
                     res = timed(cmd, cwd=ROOT if side == "ours" else args.official)
                     if res["rc"] == 0 and not out.exists():
                         res.update(rc=-1, tail="no output written")
-                    print(f"   {res['wall_s']:.1f} s, peak RSS {res['peak_rss_mb']:.0f} MB" if res["rc"] == 0 else res["tail"], flush=True)
+                    if res["rc"] == 0:
+                        res["output_size"] = output_size(out)
+                    print(f"   {res['wall_s']:.1f} s wall, {res['cpu_s']:.1f} s CPU, peak RSS {res['peak_rss_mb']:.0f} MB, "
+                          f"load {res['load_before'][0]:.1f}" if res["rc"] == 0 else res["tail"], flush=True)
                     runs[side].append(res)
             ok = {s: [x for x in v if x["rc"] == 0] for s, v in runs.items()}
-            entry = {"case": case, "architecture": CASES[case][0], "input": list(CASES[case][1]), "fields": CASES[case][2], "runs": runs}
+            entry = {"case": case, "architecture": CASES[case][0], "input": list(CASES[case][1]), "fields": CASES[case][2],
+                     "request": same_request(case, ok), "runs": runs}
             if ok["ours"] and ok["official"]:
-                for key in ("wall_s", "peak_rss_mb"):
+                for key in ("wall_s", "cpu_s", "peak_rss_mb"):
                     a = statistics.median(x[key] for x in ok["ours"])
                     b = statistics.median(x[key] for x in ok["official"])
                     entry[f"ours_{key}"], entry[f"official_{key}"], entry[f"ratio_{key}"] = a, b, a / b
                 print(f"   {case}: wall {entry['ours_wall_s']:.1f} s vs {entry['official_wall_s']:.1f} s "
-                      f"({entry['ratio_wall_s']:.2f}x); peak RSS {entry['ours_peak_rss_mb']:.0f} vs "
+                      f"({entry['ratio_wall_s']:.2f}x); CPU {entry['ours_cpu_s']:.1f} s vs {entry['official_cpu_s']:.1f} s "
+                      f"({entry['ratio_cpu_s']:.2f}x); peak RSS {entry['ours_peak_rss_mb']:.0f} vs "
                       f"{entry['official_peak_rss_mb']:.0f} MB ({entry['ratio_peak_rss_mb']:.2f}x)", flush=True)
             results.append(entry)
     report = {"machine": machine(), "when": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
-              "note": "whole process (imports, loading, request, PNG written); medians; ratio = ours / official",
+              "note": "whole process (imports, loading, request, PNG written); medians; ratio = ours / official; "
+                      "cpu_s = user + sys of the process (wait4), less sensitive to the machine's load than wall_s",
+              "load_average": {"start": [round(x, 2) for x in load_start], "end": [round(x, 2) for x in os.getloadavg()]},
+              "official_commit": subprocess.run(["git", "-C", str(args.official), "rev-parse", "HEAD"],
+                                                capture_output=True, text=True).stdout.strip(),
               "results": results}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=2))
