@@ -117,14 +117,83 @@ def timed(cmd: list[str], cwd: Path | None = None, env: dict | None = None) -> d
     res = {"wall_s": wall, "cpu_s": usage.ru_utime + usage.ru_stime, "user_s": usage.ru_utime,
            "sys_s": usage.ru_stime, "peak_rss_mb": usage.ru_maxrss / 1024, "rc": proc.returncode,
            "load_before": [round(x, 2) for x in load_before], "load_after": [round(x, 2) for x in os.getloadavg()]}
+    text = out.decode(errors="replace")
+    for line in text.splitlines():
+        if line.startswith(STAGES_TAG):
+            res.update(json.loads(line[len(STAGES_TAG):]))
     if proc.returncode:
-        res["tail"] = out.decode(errors="replace")[-3000:]
+        res["tail"] = text[-3000:]
     return res
+
+
+# ------------------------------------------------------------ stage timings
+STAGES_TAG = "BENCH-STAGES "
+
+
+class Stages:
+    """Wall and CPU seconds of named stages in this process, printed as one
+    tagged JSON line at exit (the driver reads it from the captured output).
+
+    ``wrap(owner, name, stage)`` times every call of ``owner.name``; calls of
+    a stage add up and are counted (the network evaluations are one stage)."""
+
+    def __init__(self) -> None:
+        import atexit
+
+        self.t0, self.c0 = time.perf_counter(), time.process_time()
+        self.data: dict[str, dict] = {}
+        self.first: dict[str, float] = {}
+        atexit.register(self.report)
+
+    def wrap(self, owner, name: str, stage: str) -> None:
+        import functools
+
+        fn = getattr(owner, name)
+
+        @functools.wraps(fn)
+        def timed_call(*a, **k):
+            self.first.setdefault(stage, time.perf_counter() - self.t0)
+            w, c = time.perf_counter(), time.process_time()
+            try:
+                return fn(*a, **k)
+            finally:
+                d = self.data.setdefault(stage, {"wall_s": 0.0, "cpu_s": 0.0, "calls": 0})
+                d["wall_s"] += time.perf_counter() - w
+                d["cpu_s"] += time.process_time() - c
+                d["calls"] += 1
+
+        setattr(owner, name, timed_call)
+
+    def report(self) -> None:
+        total = {"wall_s": time.perf_counter() - self.t0, "cpu_s": time.process_time() - self.c0}
+        print(STAGES_TAG + json.dumps({"stages": self.data, "started_at_s": self.first, "total": total}), flush=True)
+
+
+def ours_entry() -> None:
+    """``ccsr upscale`` with its stages timed (the command itself is unchanged)."""
+    stages = Stages()
+    import torch  # noqa: F401 - timed as the import stage
+
+    stages.data["imports_torch"] = {"wall_s": time.perf_counter() - stages.t0, "cpu_s": time.process_time() - stages.c0, "calls": 1}
+    from ccsr.model import ccsr_model
+    from ccsr.pipeline import preprocess
+
+    stages.wrap(ccsr_model.CCSRModel, "from_file", "load_model_total")
+    stages.wrap(ccsr_model, "_text_context", "text_context")
+    stages.wrap(ccsr_model, "convert_state_dict", "convert_weights")
+    stages.wrap(ccsr_model.CCSRModel, "encode_condition", "vae_encode")
+    stages.wrap(ccsr_model.CCSRModel, "eps", "network_evaluations")
+    stages.wrap(ccsr_model.CCSRModel, "decode", "vae_decode")
+    stages.wrap(preprocess, "save_image", "png_write")
+    from ccsr.cli import main
+
+    main()
 
 
 def ours_cmd(case: str, out: Path) -> list[str]:
     arch, size, fields = CASES[case]
-    cmd = [sys.executable, "-c", "from ccsr.cli import main; main()", "upscale", str(input_image(size)),
+    entry = f"import sys; sys.path.insert(0, {str(Path(__file__).resolve().parent)!r}); import bench_vs_official as b; b.ours_entry()"
+    cmd = [sys.executable, "-c", entry, "upscale", str(input_image(size)),
            "-o", str(out), "--weights", str(checkpoint(arch)), "--device", "cpu", "--dtype", "fp32", "--seed", "1"]
     if arch == "tiny":
         cmd += ["--config", str(FIXTURES / "ccsr-tiny.yaml")]
@@ -231,6 +300,7 @@ class NoDecoderLoss:  # replaced by an nn.Module subclass in official_run (torch
 
 def official_run(spec: dict) -> None:
     """Runs inside the official venv, cwd = the checkout."""
+    stages = Stages()
     sys.path.insert(0, spec["checkout"])
     os.chdir(spec["checkout"])
     _install_stand_ins()
@@ -274,9 +344,22 @@ def official_run(spec: dict) -> None:
             return model, None, None
 
         enc.open_clip.create_model_and_transforms = tiny_clip
+    stages.data["imports"] = {"wall_s": time.perf_counter() - stages.t0, "cpu_s": time.process_time() - stages.c0, "calls": 1}
+    w, c = time.perf_counter(), time.process_time()
     model = instantiate_from_config(cfg)
-    load_state_dict(model, torch.load(spec["ckpt"], map_location="cpu"), strict=True)
+    stages.data["model_construction"] = {"wall_s": time.perf_counter() - w, "cpu_s": time.process_time() - c, "calls": 1}
+    w, c = time.perf_counter(), time.process_time()
+    sd = torch.load(spec["ckpt"], map_location="cpu")
+    stages.data["checkpoint_read"] = {"wall_s": time.perf_counter() - w, "cpu_s": time.process_time() - c, "calls": 1}
+    w, c = time.perf_counter(), time.process_time()
+    load_state_dict(model, sd, strict=True)
+    del sd
     model.freeze()
+    stages.data["load_state_dict"] = {"wall_s": time.perf_counter() - w, "cpu_s": time.process_time() - c, "calls": 1}
+    stages.wrap(model, "get_learned_conditioning", "text_context")
+    stages.wrap(model, "apply_condition_encoder", "vae_encode")
+    stages.wrap(model, "apply_model", "network_evaluations")
+    stages.wrap(model, "decode_first_stage", "vae_decode")
     p = predictor = predict.Predictor()
     predictor.model = model
     f = spec["fields"]
@@ -286,7 +369,9 @@ def official_run(spec: dict) -> None:
         tile_diffusion_size=f.get("tile_diffusion_size", 512), tile_diffusion_stride=f.get("tile_diffusion_stride", 256),
         tile_vae=bool(f.get("tile_vae", False)), vae_decoder_tile_size=224, vae_encoder_tile_size=1024,
         color_fix_type=f.get("color_fix_type", "adain"), t_max=0.6667, t_min=0.3333, seed=spec["seed"])
-    shutil.copyfile(out, spec["output"])
+    w, c = time.perf_counter(), time.process_time()
+    shutil.copyfile(out, spec["output"])  # the PNG itself was written inside predict (counted there)
+    stages.data["png_copy"] = {"wall_s": time.perf_counter() - w, "cpu_s": time.process_time() - c, "calls": 1}
 
 
 # ------------------------------------------------------------------- driver
@@ -305,7 +390,6 @@ def main() -> None:
     if not args.official or not args.official_python:
         ap.error("give --official and --official-python (or CCSR_OFFICIAL / CCSR_OFFICIAL_PYTHON); see the docstring")
     sys.path.insert(0, str(Path(__file__).resolve().parent))
-    from machine_info import machine
 
     results = []
     load_start = os.getloadavg()
@@ -325,6 +409,7 @@ def main() -> None:
                     print(f"   {res['wall_s']:.1f} s wall, {res['cpu_s']:.1f} s CPU, peak RSS {res['peak_rss_mb']:.0f} MB, "
                           f"load {res['load_before'][0]:.1f}" if res["rc"] == 0 else res["tail"], flush=True)
                     runs[side].append(res)
+                    save(args, results + [{"case": case, "partial": True, "runs": runs}], load_start)
             ok = {s: [x for x in v if x["rc"] == 0] for s, v in runs.items()}
             entry = {"case": case, "architecture": CASES[case][0], "input": list(CASES[case][1]), "fields": CASES[case][2],
                      "request": same_request(case, ok), "runs": runs}
@@ -338,6 +423,12 @@ def main() -> None:
                       f"({entry['ratio_cpu_s']:.2f}x); peak RSS {entry['ours_peak_rss_mb']:.0f} vs "
                       f"{entry['official_peak_rss_mb']:.0f} MB ({entry['ratio_peak_rss_mb']:.2f}x)", flush=True)
             results.append(entry)
+            save(args, results, load_start)  # after every case: a long run stopped early keeps what it measured
+
+
+def save(args, results: list[dict], load_start) -> None:
+    from machine_info import machine
+
     report = {"machine": machine(), "when": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
               "note": "whole process (imports, loading, request, PNG written); medians; ratio = ours / official; "
                       "cpu_s = user + sys of the process (wait4), less sensitive to the machine's load than wall_s",
@@ -347,7 +438,7 @@ def main() -> None:
               "results": results}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=2))
-    print(f"saved {args.out}")
+    print(f"saved {args.out}", flush=True)
 
 
 if __name__ == "__main__":

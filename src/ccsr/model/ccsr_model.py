@@ -241,11 +241,21 @@ class CCSRModel(nn.Module):
         device: torch.device | str = "cpu",
         dtype: torch.dtype = torch.float32,
     ) -> "CCSRModel":
-        """Load a .ckpt or .safetensors checkpoint (memory-mapped) and build the model."""
-        from ccsr.model.checkpoint import load_state_dict
+        """Load a .ckpt or .safetensors checkpoint (memory-mapped) and build the model.
+
+        Once built, the mapping's pages of every tensor the model does not use
+        as is (the text tower, read once for the context; tensors converted to
+        another dtype or device; training-only keys) are released (see
+        :func:`ccsr.model.checkpoint.release_mapped_pages`): they are never
+        read again, and would otherwise stay in the peak memory."""
+        from ccsr.model.checkpoint import load_state_dict, release_mapped_pages
 
         sd = load_state_dict(path, config, validate=False)
-        return cls.from_state_dict(sd, config, device=device, dtype=dtype)
+        model = cls.from_state_dict(sd, config, device=device, dtype=dtype)
+        kept = {t.data_ptr() for t in model.state_dict().values()}
+        released = release_mapped_pages(path, [t for t in sd.values() if t.data_ptr() not in kept])
+        log.debug("released %.0f MB of checkpoint pages the model does not use (%s)", released / 2**20, path)
+        return model
 
     # ------------------------------------------------------------ properties
     @property
