@@ -79,3 +79,24 @@ def test_from_file_releases_the_text_tower_and_keeps_the_networks(tiny_checkpoin
     x = torch.randn(1, 4, 8, 8)
     ref = CCSRModel.from_state_dict({k: v.clone() for k, v in sd.items()}, tiny_config)
     assert torch.equal(model.eps(x, torch.tensor(500), x), ref.eps(x, torch.tensor(500), x))
+
+
+@linux_only
+def test_from_file_weights_own_their_memory(tiny_checkpoint, tiny_config):
+    """No weight stays a view of the file mapping (reclaimable pages, re-read at every
+    evaluation on a machine short of memory), and the values are the file's."""
+    from ccsr.model.ccsr_model import CCSRModel
+    from ccsr.model.checkpoint import is_mapped, mapped_ranges
+
+    model = CCSRModel.from_file(tiny_checkpoint, tiny_config)
+    sd = load_state_dict(tiny_checkpoint, validate=False)  # a second mapping of the same file
+    ranges = mapped_ranges(tiny_checkpoint)
+    assert ranges
+    weights = model.state_dict()
+    assert not [k for k, t in weights.items() if is_mapped(t, ranges)]
+    from ccsr.model import keymap
+
+    copied = [e for e in keymap.entries(tiny_config) if e.op == keymap.COPY and e.module in ("unet", "controlnet", "vae")]
+    assert len(copied) > 50
+    for e in copied:
+        assert torch.equal(weights[f"{e.module}.{e.target}"], sd[e.key]), e.key

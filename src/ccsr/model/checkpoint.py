@@ -160,6 +160,29 @@ def _load_safetensors(path: Path, size: int) -> dict[str, torch.Tensor]:
 _MADV_DONTNEED = 4  # Linux
 
 
+def mapped_ranges(path: str | os.PathLike) -> list[tuple[int, int]]:
+    """Address ranges of this process's mappings of the file ``path`` (Linux; [] elsewhere)."""
+    target = os.path.realpath(path)
+    ranges = []
+    try:
+        with open("/proc/self/maps") as maps:
+            for line in maps:
+                parts = line.split(None, 5)
+                if len(parts) == 6 and parts[5].strip() == target:
+                    lo, hi = (int(x, 16) for x in parts[0].split("-"))
+                    ranges.append((lo, hi))
+    except OSError:
+        return []
+    return ranges
+
+
+def is_mapped(t: torch.Tensor, ranges: list[tuple[int, int]]) -> bool:
+    """Whether the tensor's data lies in one of ``ranges`` (see :func:`mapped_ranges`)."""
+    start = t.data_ptr()
+    end = start + t.numel() * t.element_size()
+    return any(lo <= start and end <= hi for lo, hi in ranges)
+
+
 def release_mapped_pages(path: str | os.PathLike, tensors: Iterable[torch.Tensor]) -> int:
     """Drop this process's resident pages of ``tensors`` where they are views of
     the memory-mapped checkpoint ``path``; return the bytes released.
@@ -178,14 +201,7 @@ def release_mapped_pages(path: str | os.PathLike, tensors: Iterable[torch.Tensor
         import ctypes
         import mmap
 
-        target = os.path.realpath(path)
-        ranges = []
-        with open("/proc/self/maps") as maps:
-            for line in maps:
-                parts = line.split(None, 5)
-                if len(parts) == 6 and parts[5].strip() == target:
-                    lo, hi = (int(x, 16) for x in parts[0].split("-"))
-                    ranges.append((lo, hi))
+        ranges = mapped_ranges(path)
         if not ranges:
             return 0
         libc = ctypes.CDLL(None, use_errno=True)
