@@ -116,6 +116,8 @@ def timed(cmd: list[str], cwd: Path | None = None, env: dict | None = None) -> d
     proc.returncode = os.waitstatus_to_exitcode(status)
     res = {"wall_s": wall, "cpu_s": usage.ru_utime + usage.ru_stime, "user_s": usage.ru_utime,
            "sys_s": usage.ru_stime, "peak_rss_mb": usage.ru_maxrss / 1024, "rc": proc.returncode,
+           # page faults: many minor ones and wall far above CPU mean the weights were reclaimed and re-read
+           "minor_faults": usage.ru_minflt, "major_faults": usage.ru_majflt,
            "load_before": [round(x, 2) for x in load_before], "load_after": [round(x, 2) for x in os.getloadavg()]}
     text = out.decode(errors="replace")
     for line in text.splitlines():
