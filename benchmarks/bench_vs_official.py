@@ -101,23 +101,102 @@ def input_image(size: tuple[int, int]) -> Path:
 
 
 def timed(cmd: list[str], cwd: Path | None = None, env: dict | None = None) -> dict:
-    """Run a process; wall seconds, peak RSS (MB) and exit status."""
+    """Run a process; wall seconds, CPU seconds (user + sys), peak RSS (MB), exit status
+    and the load averages around it.
+
+    On a shared machine the wall time moves with the other processes' load;
+    the CPU time much less so (it still grows a little with cache and
+    hyper-thread contention), so both are kept."""
+    load_before = os.getloadavg()
     t0 = time.perf_counter()
     proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     out = proc.stdout.read()
     _, status, usage = os.wait4(proc.pid, 0)
     wall = time.perf_counter() - t0
     proc.returncode = os.waitstatus_to_exitcode(status)
-    res = {"wall_s": wall, "peak_rss_mb": usage.ru_maxrss / 1024, "rc": proc.returncode}
+    res = {"wall_s": wall, "cpu_s": usage.ru_utime + usage.ru_stime, "user_s": usage.ru_utime,
+           "sys_s": usage.ru_stime, "peak_rss_mb": usage.ru_maxrss / 1024, "rc": proc.returncode,
+           # page faults: many minor ones and wall far above CPU mean the weights were reclaimed and re-read
+           "minor_faults": usage.ru_minflt, "major_faults": usage.ru_majflt,
+           "load_before": [round(x, 2) for x in load_before], "load_after": [round(x, 2) for x in os.getloadavg()]}
+    text = out.decode(errors="replace")
+    for line in text.splitlines():
+        if line.startswith(STAGES_TAG):
+            res.update(json.loads(line[len(STAGES_TAG):]))
     if proc.returncode:
-        res["tail"] = out.decode(errors="replace")[-3000:]
+        res["tail"] = text[-3000:]
     return res
+
+
+# ------------------------------------------------------------ stage timings
+STAGES_TAG = "BENCH-STAGES "
+
+
+class Stages:
+    """Wall and CPU seconds of named stages in this process, printed as one
+    tagged JSON line at exit (the driver reads it from the captured output).
+
+    ``wrap(owner, name, stage)`` times every call of ``owner.name``; calls of
+    a stage add up and are counted (the network evaluations are one stage)."""
+
+    def __init__(self) -> None:
+        import atexit
+
+        self.t0, self.c0 = time.perf_counter(), time.process_time()
+        self.data: dict[str, dict] = {}
+        self.first: dict[str, float] = {}
+        atexit.register(self.report)
+
+    def wrap(self, owner, name: str, stage: str) -> None:
+        import functools
+
+        fn = getattr(owner, name)
+
+        @functools.wraps(fn)
+        def timed_call(*a, **k):
+            self.first.setdefault(stage, time.perf_counter() - self.t0)
+            w, c = time.perf_counter(), time.process_time()
+            try:
+                return fn(*a, **k)
+            finally:
+                d = self.data.setdefault(stage, {"wall_s": 0.0, "cpu_s": 0.0, "calls": 0})
+                d["wall_s"] += time.perf_counter() - w
+                d["cpu_s"] += time.process_time() - c
+                d["calls"] += 1
+
+        setattr(owner, name, timed_call)
+
+    def report(self) -> None:
+        total = {"wall_s": time.perf_counter() - self.t0, "cpu_s": time.process_time() - self.c0}
+        print(STAGES_TAG + json.dumps({"stages": self.data, "started_at_s": self.first, "total": total}), flush=True)
+
+
+def ours_entry() -> None:
+    """``ccsr upscale`` with its stages timed (the command itself is unchanged)."""
+    stages = Stages()
+    import torch  # noqa: F401 - timed as the import stage
+
+    stages.data["imports_torch"] = {"wall_s": time.perf_counter() - stages.t0, "cpu_s": time.process_time() - stages.c0, "calls": 1}
+    from ccsr.model import ccsr_model
+    from ccsr.pipeline import preprocess
+
+    stages.wrap(ccsr_model.CCSRModel, "from_file", "load_model_total")
+    stages.wrap(ccsr_model, "_text_context", "text_context")
+    stages.wrap(ccsr_model, "convert_state_dict", "convert_weights")
+    stages.wrap(ccsr_model.CCSRModel, "encode_condition", "vae_encode")
+    stages.wrap(ccsr_model.CCSRModel, "eps", "network_evaluations")
+    stages.wrap(ccsr_model.CCSRModel, "decode", "vae_decode")
+    stages.wrap(preprocess, "save_image", "png_write")
+    from ccsr.cli import main
+
+    main()
 
 
 def ours_cmd(case: str, out: Path) -> list[str]:
     arch, size, fields = CASES[case]
-    cmd = [sys.executable, "-c", "from ccsr.cli import main; main()", "upscale", str(input_image(size)),
-           "-o", str(out), "--weights", str(checkpoint(arch)), "--device", "cpu", "--seed", "1"]
+    entry = f"import sys; sys.path.insert(0, {str(Path(__file__).resolve().parent)!r}); import bench_vs_official as b; b.ours_entry()"
+    cmd = [sys.executable, "-c", entry, "upscale", str(input_image(size)),
+           "-o", str(out), "--weights", str(checkpoint(arch)), "--device", "cpu", "--dtype", "fp32", "--seed", "1"]
     if arch == "tiny":
         cmd += ["--config", str(FIXTURES / "ccsr-tiny.yaml")]
     for k, v in fields.items():
@@ -130,6 +209,35 @@ def official_cmd(case: str, out: Path, official: Path, python: str) -> list[str]
     spec = {"checkout": str(official), "arch": arch, "ckpt": str(checkpoint(arch)), "input": str(input_image(size)),
             "output": str(out), "tiny_yaml": str(FIXTURES / "ccsr-tiny.yaml"), "fields": fields, "seed": 1}
     return [python, __file__, "--official-run", json.dumps(spec)]
+
+
+def output_size(path: Path) -> list[int]:
+    from PIL import Image
+
+    with Image.open(path) as im:
+        return [im.width, im.height]
+
+
+def same_request(case: str, ok: dict[str, list[dict]]) -> dict:
+    """What both sides were asked, and proof that they produced the same output size.
+
+    Both get the same fields (ours as CLI flags, the official predictor as
+    its arguments), t_max 0.6667 / t_min 0.3333 (both defaults), seed 1,
+    float32 on the CPU; the official code always runs fp32, ours is given
+    ``--dtype fp32``. Raises when the written PNGs differ in size."""
+    import torch
+
+    sizes = {side: sorted({tuple(x["output_size"]) for x in runs}) for side, runs in ok.items()}
+    if sizes["ours"] and sizes["official"] and sizes["ours"] != sizes["official"]:
+        raise SystemExit(f"{case}: the two sides wrote different output sizes: {sizes}")
+    from ccsr.pipeline import sampler, schedule
+
+    f = CASES[case][2]
+    return {"fields": f, "t_max": 0.6667, "t_min": 0.3333, "seed": 1, "dtype": "fp32", "device": "cpu",
+            "color_fix_type": f.get("color_fix_type", "adain"), "tile_vae": bool(f.get("tile_vae", False)),
+            "network_evaluations": sampler.num_evaluations(schedule.make_schedule(f["steps"]).num_steps, 0.6667, 0.3333),
+            "output_size": {side: [list(x) for x in v] for side, v in sizes.items()},
+            "torch_threads": torch.get_num_threads()}
 
 
 # ------------------------------------------------------------- official side
@@ -194,6 +302,7 @@ class NoDecoderLoss:  # replaced by an nn.Module subclass in official_run (torch
 
 def official_run(spec: dict) -> None:
     """Runs inside the official venv, cwd = the checkout."""
+    stages = Stages()
     sys.path.insert(0, spec["checkout"])
     os.chdir(spec["checkout"])
     _install_stand_ins()
@@ -237,9 +346,22 @@ def official_run(spec: dict) -> None:
             return model, None, None
 
         enc.open_clip.create_model_and_transforms = tiny_clip
+    stages.data["imports"] = {"wall_s": time.perf_counter() - stages.t0, "cpu_s": time.process_time() - stages.c0, "calls": 1}
+    w, c = time.perf_counter(), time.process_time()
     model = instantiate_from_config(cfg)
-    load_state_dict(model, torch.load(spec["ckpt"], map_location="cpu"), strict=True)
+    stages.data["model_construction"] = {"wall_s": time.perf_counter() - w, "cpu_s": time.process_time() - c, "calls": 1}
+    w, c = time.perf_counter(), time.process_time()
+    sd = torch.load(spec["ckpt"], map_location="cpu")
+    stages.data["checkpoint_read"] = {"wall_s": time.perf_counter() - w, "cpu_s": time.process_time() - c, "calls": 1}
+    w, c = time.perf_counter(), time.process_time()
+    load_state_dict(model, sd, strict=True)
+    del sd
     model.freeze()
+    stages.data["load_state_dict"] = {"wall_s": time.perf_counter() - w, "cpu_s": time.process_time() - c, "calls": 1}
+    stages.wrap(model, "get_learned_conditioning", "text_context")
+    stages.wrap(model, "apply_condition_encoder", "vae_encode")
+    stages.wrap(model, "apply_model", "network_evaluations")
+    stages.wrap(model, "decode_first_stage", "vae_decode")
     p = predictor = predict.Predictor()
     predictor.model = model
     f = spec["fields"]
@@ -249,7 +371,9 @@ def official_run(spec: dict) -> None:
         tile_diffusion_size=f.get("tile_diffusion_size", 512), tile_diffusion_stride=f.get("tile_diffusion_stride", 256),
         tile_vae=bool(f.get("tile_vae", False)), vae_decoder_tile_size=224, vae_encoder_tile_size=1024,
         color_fix_type=f.get("color_fix_type", "adain"), t_max=0.6667, t_min=0.3333, seed=spec["seed"])
-    shutil.copyfile(out, spec["output"])
+    w, c = time.perf_counter(), time.process_time()
+    shutil.copyfile(out, spec["output"])  # the PNG itself was written inside predict (counted there)
+    stages.data["png_copy"] = {"wall_s": time.perf_counter() - w, "cpu_s": time.process_time() - c, "calls": 1}
 
 
 # ------------------------------------------------------------------- driver
@@ -268,9 +392,9 @@ def main() -> None:
     if not args.official or not args.official_python:
         ap.error("give --official and --official-python (or CCSR_OFFICIAL / CCSR_OFFICIAL_PYTHON); see the docstring")
     sys.path.insert(0, str(Path(__file__).resolve().parent))
-    from machine_info import machine
 
     results = []
+    load_start = os.getloadavg()
     with tempfile.TemporaryDirectory() as tmp:
         for case in args.cases:
             runs: dict[str, list[dict]] = {"ours": [], "official": []}
@@ -282,25 +406,41 @@ def main() -> None:
                     res = timed(cmd, cwd=ROOT if side == "ours" else args.official)
                     if res["rc"] == 0 and not out.exists():
                         res.update(rc=-1, tail="no output written")
-                    print(f"   {res['wall_s']:.1f} s, peak RSS {res['peak_rss_mb']:.0f} MB" if res["rc"] == 0 else res["tail"], flush=True)
+                    if res["rc"] == 0:
+                        res["output_size"] = output_size(out)
+                    print(f"   {res['wall_s']:.1f} s wall, {res['cpu_s']:.1f} s CPU, peak RSS {res['peak_rss_mb']:.0f} MB, "
+                          f"load {res['load_before'][0]:.1f}" if res["rc"] == 0 else res["tail"], flush=True)
                     runs[side].append(res)
+                    save(args, results + [{"case": case, "partial": True, "runs": runs}], load_start)
             ok = {s: [x for x in v if x["rc"] == 0] for s, v in runs.items()}
-            entry = {"case": case, "architecture": CASES[case][0], "input": list(CASES[case][1]), "fields": CASES[case][2], "runs": runs}
+            entry = {"case": case, "architecture": CASES[case][0], "input": list(CASES[case][1]), "fields": CASES[case][2],
+                     "request": same_request(case, ok), "runs": runs}
             if ok["ours"] and ok["official"]:
-                for key in ("wall_s", "peak_rss_mb"):
+                for key in ("wall_s", "cpu_s", "peak_rss_mb"):
                     a = statistics.median(x[key] for x in ok["ours"])
                     b = statistics.median(x[key] for x in ok["official"])
                     entry[f"ours_{key}"], entry[f"official_{key}"], entry[f"ratio_{key}"] = a, b, a / b
                 print(f"   {case}: wall {entry['ours_wall_s']:.1f} s vs {entry['official_wall_s']:.1f} s "
-                      f"({entry['ratio_wall_s']:.2f}x); peak RSS {entry['ours_peak_rss_mb']:.0f} vs "
+                      f"({entry['ratio_wall_s']:.2f}x); CPU {entry['ours_cpu_s']:.1f} s vs {entry['official_cpu_s']:.1f} s "
+                      f"({entry['ratio_cpu_s']:.2f}x); peak RSS {entry['ours_peak_rss_mb']:.0f} vs "
                       f"{entry['official_peak_rss_mb']:.0f} MB ({entry['ratio_peak_rss_mb']:.2f}x)", flush=True)
             results.append(entry)
+            save(args, results, load_start)  # after every case: a long run stopped early keeps what it measured
+
+
+def save(args, results: list[dict], load_start) -> None:
+    from machine_info import machine
+
     report = {"machine": machine(), "when": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
-              "note": "whole process (imports, loading, request, PNG written); medians; ratio = ours / official",
+              "note": "whole process (imports, loading, request, PNG written); medians; ratio = ours / official; "
+                      "cpu_s = user + sys of the process (wait4), less sensitive to the machine's load than wall_s",
+              "load_average": {"start": [round(x, 2) for x in load_start], "end": [round(x, 2) for x in os.getloadavg()]},
+              "official_commit": subprocess.run(["git", "-C", str(args.official), "rev-parse", "HEAD"],
+                                                capture_output=True, text=True).stdout.strip(),
               "results": results}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=2))
-    print(f"saved {args.out}")
+    print(f"saved {args.out}", flush=True)
 
 
 if __name__ == "__main__":
