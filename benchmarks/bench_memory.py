@@ -1,0 +1,118 @@
+"""Calibrate the memory estimate (src/ccsr/pipeline/memory.py) against measured peaks.
+
+For the tiny and the full-size architecture (random weights, fp32, CPU) it
+measures the peak memory each stage adds (UNet + ControlNet call, VAE encoder,
+VAE decoder, tiled VAE) at a few sizes and compares it with the estimate. The
+estimate must be above every measurement (ratio estimate/measured >= 1); the
+script prints the ratios and saves them as JSON under benchmarks/results/.
+
+    python benchmarks/bench_memory.py                  # both architectures
+    python benchmarks/bench_memory.py --configs tiny   # the quick one
+
+Each architecture runs in its own subprocess with glibc's mmap threshold fixed
+(MALLOC_MMAP_THRESHOLD_), so large tensors are returned to the system when
+freed and the peak resident set of one case does not hide in the next.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "benchmarks" / "results"
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from machine_info import machine  # noqa: E402
+
+# (kind, size, extra): sizes in pixels of the image the stage works at
+CASES = {
+    "tiny": [("net", 256, 1), ("net", 512, 1), ("net", 256, 4), ("encode", 256, None), ("encode", 512, None),
+             ("decode", 256, None), ("decode", 512, None), ("tiled_decode", 512, 16), ("tiled_encode", 512, 128)],
+    "v1": [("net", 256, 1), ("net", 512, 1), ("encode", 256, None), ("encode", 512, None),
+           ("decode", 256, None), ("decode", 512, None), ("tiled_decode", 512, 16), ("tiled_encode", 512, 128)],
+}
+
+
+def run_config(name: str) -> list[dict]:
+    import torch
+
+    from bench_engine import checkpoint, load_config
+    from ccsr.model.ccsr_model import CCSRModel
+    from ccsr.pipeline import memory, tiled_vae
+
+    torch.manual_seed(0)
+    cfg = load_config(name)
+    model = CCSRModel.from_file(checkpoint(name, "fp32"), cfg)
+    dev, dt = torch.device("cpu"), torch.float32
+    out = []
+    for kind, size, extra in CASES[name]:
+        lat = size // 8
+        if kind == "net":
+            x = torch.randn(extra, 4, lat, lat)
+            fn = lambda: model.eps(x, torch.tensor(500), x)  # noqa: E731
+            est = memory.net_bytes(cfg, extra * lat * lat, dt)
+        elif kind == "encode":
+            x = torch.rand(1, 3, size, size)
+            fn = lambda: model.encode_condition(x)  # noqa: E731
+            est = memory.vae_bytes(cfg, size * size, dt, memory.K_ENC)
+        elif kind == "decode":
+            z = torch.randn(1, 4, lat, lat)
+            fn = lambda: model.decode(z)  # noqa: E731
+            est = memory.vae_bytes(cfg, size * size, dt, memory.K_DEC)
+        elif kind == "tiled_decode":
+            z = torch.randn(1, 4, lat, lat)
+            fn = lambda: tiled_vae.tiled_decode(model.vae, z, tile_size=extra, pad=memory.DECODER_PAD)  # noqa: E731
+            est = memory.tiled_vae_bytes(cfg, size, size, extra * 8, memory.DECODER_PAD * 8, dt, memory.K_DEC, False)
+        else:
+            x = torch.rand(1, 3, size, size) * 2 - 1
+            fn = lambda: tiled_vae.tiled_encode(model.vae, x, tile_size=extra, pad=memory.ENCODER_PAD)  # noqa: E731
+            est = memory.tiled_vae_bytes(cfg, size, size, extra, memory.ENCODER_PAD, dt, memory.K_ENC, False)
+        fn()  # warm-up: one-time allocations (kernels, caches) are not the request's
+        t0 = time.perf_counter()
+        _, peak = memory.measure_peak(fn, dev)
+        row = {"config": name, "kind": kind, "size_px": size, "extra": extra, "measured_mb": peak / 2**20,
+               "estimate_mb": est / 2**20, "ratio": est / max(peak, 1), "seconds": time.perf_counter() - t0}
+        print(f"  {name:4} {kind:12} {size:4} px {str(extra):4}: measured {row['measured_mb']:8.1f} MB, "
+              f"estimate {row['estimate_mb']:8.1f} MB, ratio {row['ratio']:.2f}", flush=True)
+        out.append(row)
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--configs", nargs="*", default=["tiny", "v1"])
+    ap.add_argument("--one", help=argparse.SUPPRESS)
+    ap.add_argument("--out", type=Path, default=RESULTS / "memory-calibration-cpu.json")
+    args = ap.parse_args()
+    if args.one:
+        print("RESULT " + json.dumps(run_config(args.one)), flush=True)
+        return
+    load = os.getloadavg()
+    rows = []
+    env = dict(os.environ, MALLOC_MMAP_THRESHOLD_="65536")
+    for name in args.configs:
+        print(f"== {name}", flush=True)
+        proc = subprocess.run([sys.executable, __file__, "--one", name], env=env, stdout=subprocess.PIPE, text=True)
+        line = next((ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")), None)
+        print("\n".join(ln for ln in proc.stdout.splitlines() if not ln.startswith("RESULT ")))
+        if proc.returncode or line is None:
+            rows.append({"config": name, "error": f"exit {proc.returncode}"})
+            continue
+        rows.extend(json.loads(line[len("RESULT "):]))
+    ratios = [r["ratio"] for r in rows if "ratio" in r]
+    report = {"machine": machine(), "when": time.strftime("%Y-%m-%d %H:%M:%S %Z"), "load_average": load,
+              "min_ratio_estimate_over_measured": min(ratios) if ratios else None, "results": rows}
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(report, indent=2))
+    print(f"smallest estimate/measured ratio: {report['min_ratio_estimate_over_measured']}")
+    print(f"saved {args.out}")
+
+
+if __name__ == "__main__":
+    main()
