@@ -226,11 +226,6 @@ def official(opts: dict) -> dict:
 
 
 def memory(opts: dict) -> dict:
-    import torch
-
-    from ccsr.pipeline import memory as mem
-    from ccsr.pipeline.upscaler import CCSRUpscaler
-
     out = {}
     name = "fp16" if opts["device"] == "cuda" else "fp32"
     for case, size, scale, gib in opts["memory_cases"]:

@@ -29,12 +29,14 @@ import math
 import re
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import TYPE_CHECKING, Any, Callable, Optional
 
 import torch
 
-from ccsr.model.config import CCSRConfig
 from ccsr.params import UpscaleParams, diffusion_size, min_short_side, target_size
+
+if TYPE_CHECKING:
+    from ccsr.model.config import CCSRConfig
 
 #: Peak activation bytes per unit, measured (fp32, CPU) and rounded up; see the module doc.
 K_NET = 40.0  # UNet + ControlNet: per latent pixel x model_channels x element size
