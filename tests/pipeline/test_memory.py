@@ -35,17 +35,40 @@ def test_plan_keeps_the_request_when_memory_is_plentiful(tiny_config):
     assert set(plan.stages) == {"encode", "sampling", "decode"} and plan.peak == max(plan.stages.values())
 
 
+#: A request where tiled VAE helps the tiny model: 256 px at scale 4 (a 1024 px output).
+BIG = dict(steps=4, scale=4)
+
+
+def _budget_for(tiny_config, p: UpscaleParams, w: int, h: int, **candidate) -> int:
+    """The smallest budget the given candidate fits in."""
+    est = memory.estimate(tiny_config, torch.float32, p, w, h, tile_batch_size=4, **candidate)
+    return int(max(est.values()) / memory.HEADROOM) + 1
+
+
 def test_plan_tiles_the_vae_when_memory_is_short(tiny_config):
-    p = UpscaleParams(**FAST)
-    untiled = _untiled_peak(tiny_config, p, 64, 48)
-    budget = int(untiled * 0.6)
-    plan = memory.plan(tiny_config, torch.float32, p, 64, 48, tile_batch_size=4, budget=budget)
+    p = UpscaleParams(**BIG)
+    untiled = _untiled_peak(tiny_config, p, 256, 256)
+    budget = _budget_for(tiny_config, p, 256, 256, tile_vae=True, encoder_tile=256, decoder_tile=32)
+    assert budget * memory.HEADROOM < untiled  # the precondition: tiling helps here
+    plan = memory.plan(tiny_config, torch.float32, p, 256, 256, tile_batch_size=4, budget=budget, allow_offload=False)
     assert plan.changed and plan.tile_vae and plan.fits, plan
     assert plan.peak <= budget * memory.HEADROOM < untiled
+    assert plan.tile_batch_size == 4  # no tiled diffusion: no tile batch to lower
     assert "tiled VAE" in plan.describe()
-    # nothing can fit a budget of a few bytes: the request runs as asked and says so
-    none = memory.plan(tiny_config, torch.float32, p, 64, 48, tile_batch_size=4, budget=1000)
-    assert not none.fits and not none.tile_vae and "does not fit" in none.describe()
+    # nothing fits a budget of a few bytes: the smallest plan runs, and says so
+    none = memory.plan(tiny_config, torch.float32, p, 256, 256, tile_batch_size=4, budget=1000, allow_offload=False)
+    assert not none.fits and none.tile_vae and none.peak < untiled and "does not fit" in none.describe()
+
+
+def test_plan_for_the_gpu_memory_cases_of_issue_9():
+    """What the plan does for the full-size model in fp16 (checked on CUDA by benchmarks/gpu_check.py)."""
+    from ccsr.model.config import CCSRConfig
+
+    cfg, weights = CCSRConfig.v1(), int(2.7 * 1024 ** 3)
+    hd = memory.plan(cfg, torch.float16, UpscaleParams(scale=2), 1920, 1080, tile_batch_size=4, budget=10 * 1024 ** 3 - weights)
+    assert hd.fits and hd.tile_vae and hd.offload_vae
+    default = memory.plan(cfg, torch.float16, UpscaleParams(scale=2), 512, 512, tile_batch_size=4, budget=100 * 1024 ** 3)
+    assert default.fits and not default.changed
 
 
 def test_plan_lowers_the_tile_batch_and_offloads_only_where_allowed(tiny_config):
@@ -95,11 +118,11 @@ def test_free_memory_of_the_cpu_is_known_and_sane():
 def test_planned_request_matches_the_untiled_one(tiny_model, tiny_config, photo):
     """A small budget makes the upscaler tile the VAE on its own; the picture stays
     within the tiled-VAE tolerance of the untiled run (tests/pipeline/test_upscaler.py)."""
-    p = UpscaleParams(**FAST)
-    budget = int(_untiled_peak(tiny_config, p, photo.width, photo.height) * 0.6)
+    image = photo.resize((256, 256), Image.BICUBIC)
+    budget = _budget_for(tiny_config, UpscaleParams(**BIG), 256, 256, tile_vae=True, encoder_tile=256, decoder_tile=32)
     logs = []
-    planned = CCSRUpscaler(tiny_model, memory_budget=budget)(photo, seed=2, log=logs.append, **FAST)
-    plain = CCSRUpscaler(tiny_model, auto_memory=False)(photo, seed=2, **FAST)
+    planned = CCSRUpscaler(tiny_model, memory_budget=budget)(image, seed=2, log=logs.append, **BIG)
+    plain = CCSRUpscaler(tiny_model, auto_memory=False)(image, seed=2, **BIG)
     assert planned.memory_plan is not None and planned.memory_plan.tile_vae
     assert plain.memory_plan is None
     assert any(m.startswith("memory plan:") for m in logs)

@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import math
 import re
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Optional
 
@@ -76,7 +76,7 @@ class MemoryPlan:
         vae = (f"tiled VAE (encoder {self.tile_vae_encoder_size} px, decoder {self.tile_vae_decoder_size} latent px"
                f"{', tiles parked on the CPU' if self.offload_vae else ''})" if self.tile_vae else "untiled VAE")
         return (f"memory plan: estimated peak {self.peak / gib:.2f} GiB of {budget} free, {vae}, "
-                f"tile batch {self.tile_batch_size}{'' if self.fits else ' (does not fit: running as asked)'}")
+                f"tile batch {self.tile_batch_size}{'' if self.fits else ' (does not fit even so: running the smallest plan)'}")
 
 
 def element_size(dtype: torch.dtype) -> int:
@@ -162,8 +162,13 @@ def plan(config: CCSRConfig, dtype: torch.dtype, p: UpscaleParams, width: int, h
          tile_batch_size: int, budget: Optional[int], allow_offload: bool = True, batch: int = 1) -> MemoryPlan:
     """The first of these that fits ``budget`` x HEADROOM: the request as asked; tiled VAE at
     the asked tile sizes; VAE tiles halved down to their minimum; tile batch halved down
-    to 1; tiled-VAE tiles parked on the CPU (when ``allow_offload``). ``budget`` None
-    (unknown) keeps the request as asked."""
+    to 1 (tiled diffusion only); tiled-VAE tiles parked on the CPU at the asked, then
+    halved sizes (when ``allow_offload``). When none fits, the one with the smallest
+    estimate (``fits`` False). ``budget`` None (unknown) keeps the request as asked.
+
+    Tiles advance in lockstep (pipeline/tiled_vae.py), so without parking, tiled VAE
+    saves only the transient part of the untiled peak, and small tiles cost their
+    margins: parking is what makes large outputs fit a small GPU."""
     asked = dict(tile_vae=p.tile_vae, encoder_tile=p.tile_vae_encoder_size, decoder_tile=p.tile_vae_decoder_size,
                  tile_batch_size=tile_batch_size, offload_vae=False)
 
@@ -175,7 +180,7 @@ def plan(config: CCSRConfig, dtype: torch.dtype, p: UpscaleParams, width: int, h
             c = dict(c, encoder_tile=max(MIN_ENCODER_TILE, c["encoder_tile"] // 2),
                      decoder_tile=max(MIN_DECODER_TILE, c["decoder_tile"] // 2))
             yield c
-        while c["tile_batch_size"] > 1:
+        while c["tile_batch_size"] > 1 and p.tile_diffusion != "none":  # untiled, there is no tile batch
             c = dict(c, tile_batch_size=c["tile_batch_size"] // 2)
             yield c
         if allow_offload:  # parked tiles: small tiles no longer cost their margins' share of held activations
@@ -194,10 +199,15 @@ def plan(config: CCSRConfig, dtype: torch.dtype, p: UpscaleParams, width: int, h
     if budget is None:
         return make(asked, True)
     limit = budget * HEADROOM
+    best, best_peak = asked, math.inf
     for c in candidates():
-        if max(estimate(config, dtype, p, width, height, batch=batch, **c).values()) <= limit:
+        peak = max(estimate(config, dtype, p, width, height, batch=batch, **c).values())
+        if peak <= limit:
             return make(c, True)
-    return replace(make(asked, False), budget=budget)
+        if peak < best_peak:
+            best, best_peak = c, peak
+    # Nothing fits (often the untiled diffusion itself): the smallest plan gives it its best chance.
+    return make(best, False)
 
 
 # ---------------------------------------------------------------- free memory
