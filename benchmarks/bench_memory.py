@@ -34,12 +34,12 @@ from machine_info import machine  # noqa: E402
 CASES = {
     "tiny": [("net", 256, 1), ("net", 512, 1), ("net", 256, 4), ("encode", 256, None), ("encode", 512, None),
              ("decode", 256, None), ("decode", 512, None), ("tiled_decode", 512, 16), ("tiled_encode", 512, 128)],
-    "v1": [("net", 256, 1), ("net", 512, 1), ("encode", 256, None), ("encode", 512, None),
-           ("decode", 256, None), ("decode", 512, None), ("tiled_decode", 512, 16), ("tiled_encode", 512, 128)],
+    "v1": [("net", 256, 1), ("decode", 256, None), ("encode", 256, None), ("net", 512, 1), ("decode", 512, None),
+           ("tiled_decode", 512, 16), ("encode", 512, None), ("tiled_encode", 512, 128)],
 }
 
 
-def run_config(name: str) -> list[dict]:
+def run_config(name: str, out_file: Path) -> list[dict]:
     import torch
 
     from bench_engine import checkpoint, load_config
@@ -81,6 +81,7 @@ def run_config(name: str) -> list[dict]:
         print(f"  {name:4} {kind:12} {size:4} px {str(extra):4}: measured {row['measured_mb']:8.1f} MB, "
               f"estimate {row['estimate_mb']:8.1f} MB, ratio {row['ratio']:.2f}", flush=True)
         out.append(row)
+        out_file.write_text(json.dumps(out))  # what is measured survives a run cut short
     return out
 
 
@@ -91,20 +92,22 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=RESULTS / "memory-calibration-cpu.json")
     args = ap.parse_args()
     if args.one:
-        print("RESULT " + json.dumps(run_config(args.one)), flush=True)
+        name, out_file = args.one.split(",", 1)
+        run_config(name, Path(out_file))
         return
     load = os.getloadavg()
     rows = []
     env = dict(os.environ, MALLOC_MMAP_THRESHOLD_="65536")
     for name in args.configs:
         print(f"== {name}", flush=True)
-        proc = subprocess.run([sys.executable, __file__, "--one", name], env=env, stdout=subprocess.PIPE, text=True)
-        line = next((ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")), None)
-        print("\n".join(ln for ln in proc.stdout.splitlines() if not ln.startswith("RESULT ")))
-        if proc.returncode or line is None:
+        part = args.out.with_suffix(f".{name}.part")
+        part.unlink(missing_ok=True)
+        proc = subprocess.run([sys.executable, __file__, "--one", f"{name},{part}"], env=env)
+        if part.exists():
+            rows.extend(json.loads(part.read_text()))
+            part.unlink()
+        if proc.returncode:
             rows.append({"config": name, "error": f"exit {proc.returncode}"})
-            continue
-        rows.extend(json.loads(line[len("RESULT "):]))
     ratios = [r["ratio"] for r in rows if "ratio" in r]
     report = {"machine": machine(), "when": time.strftime("%Y-%m-%d %H:%M:%S %Z"), "load_average": load,
               "min_ratio_estimate_over_measured": min(ratios) if ratios else None, "results": rows}
