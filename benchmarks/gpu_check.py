@@ -82,7 +82,11 @@ def _model(opts: dict, dtype):
 
     from ccsr.model.ccsr_model import CCSRModel
 
-    return CCSRModel.from_file(_checkpoint(opts["arch"]), _cfg(opts["arch"]), device=torch.device(opts["device"]), dtype=dtype)
+    model = CCSRModel.from_file(_checkpoint(opts["arch"]), _cfg(opts["arch"]), device=torch.device(opts["device"]), dtype=dtype)
+    if opts["device"] == "cpu":  # weights that share the file's mapped pages would count in the peak when re-read
+        for t in list(model.parameters()) + list(model.buffers()):
+            t.data = t.data.clone()
+    return model
 
 
 def _image(size: tuple[int, int]):
@@ -254,10 +258,10 @@ def _memory_case(opts: dict, dtype_name: str, size, scale, gib, tiled: bool) -> 
     if dev.type == "cuda":
         torch.cuda.set_per_process_memory_fraction(gib * 1024 ** 3 / torch.cuda.get_device_properties(dev).total_memory, dev)
         budget = None  # the fraction caps free_memory()
-    else:  # no fraction on a CPU: a budget a little above the tiled plan's peak makes the planner work
+    else:  # no fraction on a CPU: the budget of the smallest plan makes the planner work
         p = CCSRUpscaler(model).validate(fields, *size)
-        untiled = mem.plan(model.config, model.dtype, p, *size, tile_batch_size=4, budget=None).peak
-        budget = int(untiled * 0.6)
+        smallest = mem.plan(model.config, model.dtype, p, *size, tile_batch_size=4, budget=1, allow_offload=False).peak
+        budget = int(smallest / mem.HEADROOM) + 1
     up = CCSRUpscaler(model, memory_budget=budget)
     image = _image(size)
     logs: list[str] = []

@@ -152,7 +152,7 @@ def test_out_of_memory_with_a_tile_batch_retries_one_tile_at_a_time(tiny_model, 
     monkeypatch.setattr(tiny_model, "eps", small_gpu)
     logs = []
     got = CCSRUpscaler(tiny_model, tile_batch_size=4, auto_memory=False)(photo, log=logs.append, **kw)
-    assert calls.count(4) == 1 and set(calls[1:]) == {1}  # one failed batch, then single tiles only
+    assert calls[0] > 1 and set(calls[1:]) == {1}  # one failed batch (of all tiles), then single tiles only
     assert any("retrying one at a time" in m for m in logs)
     assert np.array_equal(_arr(got.image), _arr(want.image))
 
