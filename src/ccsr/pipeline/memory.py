@@ -94,9 +94,18 @@ def _half_extra(unit_px_ch: float, dtype: torch.dtype) -> float:
 
 
 def net_bytes(config: CCSRConfig, latent_pixels: int, dtype: torch.dtype) -> float:
-    """UNet + ControlNet of one network call over ``latent_pixels`` (batch x h x w)."""
+    """UNet + ControlNet of one network call over ``latent_pixels`` (batch x h x w).
+
+    Plus two copies of the widest 3x3 convolution's weights: on a CPU, oneDNN
+    reorders a convolution's weights at every call (measured: the full-size
+    model's 256 px call adds 125 MB, mostly these copies; the tiny model's,
+    whose weights are small, grows with the pixels alone). Counted on every
+    device: on a GPU it is a small overestimate.
+    """
     unit = latent_pixels * config.unet.model_channels
-    return K_NET * unit * element_size(dtype) + _half_extra(unit, dtype)
+    widest = config.unet.model_channels * max(config.unet.channel_mult)
+    weight_copies = 2 * widest * widest * 9 * element_size(dtype)
+    return K_NET * unit * element_size(dtype) + _half_extra(unit, dtype) + weight_copies
 
 
 def vae_bytes(config: CCSRConfig, pixels: int, dtype: torch.dtype, k: float) -> float:
