@@ -257,7 +257,8 @@ def _memory_case(opts: dict, dtype_name: str, size, scale, gib, tiled: bool) -> 
         fields.update(tile_diffusion="gaussian", tile_diffusion_size=1024, tile_diffusion_stride=512)
     if dev.type == "cuda":
         torch.cuda.set_per_process_memory_fraction(gib * 1024 ** 3 / torch.cuda.get_device_properties(dev).total_memory, dev)
-        budget = None  # the fraction caps free_memory()
+        # the same as free_memory() where torch exposes the fraction; explicit for torch builds that do not
+        budget = int(gib * 1024 ** 3 - torch.cuda.memory_allocated(dev))
     else:  # no fraction on a CPU: the budget of the smallest plan makes the planner work
         p = CCSRUpscaler(model).validate(fields, *size)
         smallest = mem.plan(model.config, model.dtype, p, *size, tile_batch_size=4, budget=1, allow_offload=False).peak
