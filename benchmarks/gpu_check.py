@@ -364,6 +364,10 @@ def main() -> None:
     start = time.perf_counter()
     _say(f"checkpoint: {_checkpoint(opts['arch'])}")  # written once, before the timed sections
     _checkpoint("tiny")
+    if args.official and "official" in args.sections:  # the official code reads a Lightning .ckpt: written before the timed part
+        import bench_vs_official
+
+        _say(f"official checkpoint: {bench_vs_official.checkpoint(opts['arch'])}")
     for name in args.sections:
         _say(f"== {name}")
         t0 = time.perf_counter()
