@@ -132,7 +132,7 @@ def main() -> None:
                   "note": "measurements as run; estimates recomputed with the coefficients of this commit (--reestimate)",
                   "min_ratio_estimate_over_measured": min(ratios), "results": rows}
         args.out.write_text(json.dumps(report, indent=2))
-        for r in rows:
+        for r in (r for r in rows if "ratio" in r):
             print(f"  {r['config']:4} {r['kind']:12} {r['size_px']:4} px: measured {r['measured_mb']:8.1f} MB, "
                   f"estimate {r['estimate_mb']:8.1f} MB, ratio {r['ratio']:.2f}")
         print(f"smallest estimate/measured ratio: {min(ratios):.2f}; saved {args.out}")
