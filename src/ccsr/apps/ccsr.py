@@ -28,7 +28,8 @@ class CCSRApp(App):
     Params = UpscaleParams
     Input = CCSRInput
     Output = CCSROutput
-    worker_settings = ("weights", "config", "device", "dtype", "tile_batch_size", "max_output_pixels")
+    worker_settings = ("weights", "config", "device", "dtype", "tile_batch_size", "max_output_pixels",
+                       "auto_memory", "memory_budget", "compile", "channels_last", "batch_size")
 
     def check(self, params: UpscaleParams) -> None:  # type: ignore[override]
         check_params(params)
@@ -54,6 +55,11 @@ class CCSRApp(App):
             dtype=None if dtype in (None, "auto") else dtype,
             tile_batch_size=int(settings.get("tile_batch_size") or 4),
             max_output_pixels=int(settings.get("max_output_pixels") or 4096 * 4096),
+            auto_memory=bool(settings.get("auto_memory", True)),
+            memory_budget=settings.get("memory_budget"),
+            compile=settings.get("compile") or "off",
+            channels_last={"on": True, "off": False}.get(settings.get("channels_last") or "auto"),
+            batch_size=int(settings.get("batch_size") or 1),
         )
 
     def run(self, engine: Any, image: Any, params: UpscaleParams, *, progress: ProgressFn,  # type: ignore[override]

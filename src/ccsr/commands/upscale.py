@@ -239,6 +239,8 @@ def _run(plan: _Plan, params: UpscaleParams, config: Optional[Path]) -> None:
             upscaler = CCSRUpscaler.from_checkpoint(
                 plan.weights_path, config=config, device=plan.device, dtype=plan.dtype,
                 tile_batch_size=settings.tile_batch_size, max_output_pixels=settings.max_output_pixels,
+                auto_memory=settings.auto_memory, memory_budget=settings.memory_budget, compile=settings.compile,
+                channels_last={"on": True, "off": False}.get(settings.channels_last),
             )
         bar.update(load, description=f"model on {upscaler.device} ({upscaler.dtype_name})", total=1, completed=1)
         for src, dst in zip(plan.inputs, plan.outputs):

@@ -14,7 +14,7 @@ x_T; [an unused draw, non-tiled path only]; the stage-A re-noise; one per step.
 
 from __future__ import annotations
 
-from typing import Callable, Optional
+from typing import Callable, Optional, Sequence, Union
 
 import torch
 
@@ -49,8 +49,16 @@ def num_evaluations(n: int, t_max: float, t_min: float) -> int:
     return 1 + u - m
 
 
-def _noise(shape, generator: torch.Generator, device, dtype) -> torch.Tensor:
-    return torch.randn(shape, generator=generator, dtype=torch.float32).to(device=device, dtype=dtype)
+def _noise(shape, generator, device, dtype) -> torch.Tensor:
+    """One draw of ``shape``; with a list of generators (a batch of requests), item
+    b of the batch is drawn from generator b alone, so it equals the draw a run of
+    that request by itself would make."""
+    if isinstance(generator, (list, tuple)):
+        one = (1, *shape[1:])
+        noise = torch.cat([torch.randn(one, generator=g, dtype=torch.float32) for g in generator])
+    else:
+        noise = torch.randn(shape, generator=generator, dtype=torch.float32)
+    return noise.to(device=device, dtype=dtype)
 
 
 _COEFFICIENTS = (
@@ -79,7 +87,7 @@ def sample_ccsr(
     shape: tuple[int, ...],
     t_max: float,
     t_min: float,
-    generator: torch.Generator,
+    generator: Union[torch.Generator, Sequence[torch.Generator]],
     *,
     device: torch.device | str = "cpu",
     dtype: torch.dtype = torch.float32,
@@ -98,7 +106,10 @@ def sample_ccsr(
     loop down to index 0 (the reference crashes there); that step adds no
     noise (nonzero mask) but still consumes a draw, like every step.
     The latent state is kept in ``dtype`` (float32 recommended, as the reference).
+    ``generator`` may be one generator per batch item (``shape[0]`` of them).
     """
+    if isinstance(generator, (list, tuple)) and len(generator) != shape[0]:
+        raise ValueError(f"{len(generator)} generators for a batch of {shape[0]}")
     n = schedule.num_steps
     k, u, m = loop_bounds(n, t_max, t_min)
     total, done = 1 + u - m, 0

@@ -17,7 +17,7 @@ import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator, Optional, Union
+from typing import Any, Callable, Iterator, Optional, Sequence, Union
 
 import torch
 from PIL import Image
@@ -25,7 +25,7 @@ from pydantic import ValidationError
 
 from ccsr.errors import InvalidParameter, OutOfMemory
 from ccsr.params import NATIVE_SIZE, UpscaleParams, check_request, diffusion_size, min_short_side  # noqa: F401 (re-exported)
-from ccsr.pipeline import color_fix, preprocess, sampler, schedule, tiled_vae, tiling
+from ccsr.pipeline import color_fix, memory, preprocess, sampler, schedule, tiled_vae, tiling
 from ccsr.pipeline.device import warn_if_emulated_half
 
 log = logging.getLogger(__name__)
@@ -47,6 +47,15 @@ class UpscaleResult:
     seed: int
     timings: dict[str, float] = field(default_factory=dict)
     evaluations: int = 0
+    memory_plan: Optional[memory.MemoryPlan] = None  # None when automatic memory planning is off
+
+
+@dataclass(frozen=True)
+class _Options:
+    """What the memory plan decided beyond the request's own fields."""
+
+    tile_batch: int
+    offload: Optional[str] = None  # where tiled-VAE tiles are parked between GroupNorms
 
 
 def pick_device(device: str = "auto") -> torch.device:
@@ -100,10 +109,17 @@ class CCSRUpscaler:
     has its own generator and state; the model itself is shared and read-only.
     """
 
-    def __init__(self, model, *, tile_batch_size: int = 4, max_output_pixels: int = 4096 * 4096):
+    def __init__(self, model, *, tile_batch_size: int = 4, max_output_pixels: int = 4096 * 4096,
+                 auto_memory: bool = True, memory_budget: Optional[int] = None, batch_size: int = 1):
         self.model = model
         self.tile_batch_size = max(1, int(tile_batch_size))
         self.max_output_pixels = int(max_output_pixels)
+        #: Plan tiled VAE / tile sizes from a peak-memory estimate before each request (pipeline/memory.py).
+        self.auto_memory = bool(auto_memory)
+        #: Bytes a request may use on the device; None: the device's free memory at the time.
+        self.memory_budget = memory_budget
+        #: Most requests :meth:`run_batch` sends through the network together.
+        self.batch_size = max(1, int(batch_size))
 
     # ------------------------------------------------------------------ loading
     @classmethod
@@ -113,11 +129,14 @@ class CCSRUpscaler:
         config: Optional[Union[str, os.PathLike, Any]] = None,
         device: str = "auto",
         dtype: Union[str, torch.dtype, None] = None,
+        compile: str = "off",
+        channels_last: Optional[bool] = None,
         **kwargs: Any,
     ) -> "CCSRUpscaler":
         """Load a .ckpt/.safetensors checkpoint. ``path`` None finds the default
         weights (``CCSR_WEIGHTS`` or the Hugging Face cache); ``config`` is an
-        official-format YAML path or a CCSRConfig (default: inferred)."""
+        official-format YAML path or a CCSRConfig (default: inferred).
+        ``compile`` and ``channels_last``: see :meth:`CCSRModel.optimize`."""
         from ccsr import weights
         from ccsr.model.ccsr_model import CCSRModel
         from ccsr.model.config import CCSRConfig
@@ -128,6 +147,7 @@ class CCSRUpscaler:
         dev = pick_device(device)
         dt = pick_dtype(dtype, dev)
         model = CCSRModel.from_file(path, config, device=dev, dtype=dt)
+        model.optimize(compile=compile, channels_last=channels_last)
         return cls(model, **kwargs)
 
     @classmethod
@@ -195,25 +215,76 @@ class CCSRUpscaler:
         at submit and :func:`ccsr.params.check_size` once the image is decoded,
         so the worker does not check a third time). ``__call__`` is the checked
         entry point for everyone else."""
-        seed = p.seed if p.seed is not None else secrets.randbelow(2**32)
+        return self.run_batch([image], [p], progress=progress, cancel=cancel, log=log)[0]
+
+    def run_batch(
+        self,
+        images: Sequence[Image.Image],
+        params: Sequence[UpscaleParams],
+        *,
+        progress: Optional[ProgressFn] = None,
+        cancel: Any = None,
+        log: Optional[LogFn] = None,
+    ) -> list[UpscaleResult]:
+        """Run requests of one input size and the same fields but the seed (checked as
+        for :meth:`run`) with their network evaluations batched, ``batch_size`` at a
+        time. Item b gets the noise of its own seed, drawn in the order a run by
+        itself draws it, so each result equals :meth:`run`'s up to float rounding of
+        batched kernels. ``progress`` counts the evaluations of each batch."""
+        if not images or len(images) != len(params):
+            raise ValueError(f"run_batch needs one parameter set per image, got {len(images)} images and {len(params)}")
+        if len({im.size for im in images}) != 1 or len({_fields_but_seed(p) for p in params}) != 1:
+            raise ValueError("run_batch needs images of one size and parameters that differ only in the seed")
+        out: list[UpscaleResult] = []
+        for start in range(0, len(images), self.batch_size):
+            part = slice(start, start + self.batch_size)
+            out.extend(self._run_batch(list(images[part]), list(params[part]), progress, cancel, log))
+        return out
+
+    def plan_memory(self, p: UpscaleParams, width: int, height: int, batch: int = 1) -> Optional[memory.MemoryPlan]:
+        """The memory plan of a request (None when ``auto_memory`` is off); see pipeline/memory.py."""
+        config = getattr(self.model, "config", None)
+        if not self.auto_memory or config is None:
+            return None
+        budget = memory.free_memory(self.device)
+        if self.memory_budget is not None:
+            budget = self.memory_budget if budget is None else min(budget, self.memory_budget)
+        return memory.plan(config, self.dtype, p, width, height, tile_batch_size=self.tile_batch_size,
+                           budget=budget, allow_offload=self.device.type != "cpu", batch=batch)
+
+    def _run_batch(self, images: list, params: list, progress, cancel, log) -> list[UpscaleResult]:
+        seeds = [p.seed if p.seed is not None else secrets.randbelow(2**32) for p in params]
         say = log or (lambda msg: None)
         timings: dict[str, float] = {}
         should_stop = _as_cancel(cancel)
+        p = params[0]
+        plan = self.plan_memory(p, images[0].width, images[0].height, batch=len(images))
+        opts = _Options(self.tile_batch_size)
+        if plan is not None:
+            if plan.changed or not plan.fits:
+                say(plan.describe())
+            p = p.model_copy(update=dict(tile_vae=plan.tile_vae, tile_vae_encoder_size=plan.tile_vae_encoder_size,
+                                         tile_vae_decoder_size=plan.tile_vae_decoder_size))
+            opts = _Options(plan.tile_batch_size, "cpu" if plan.offload_vae else None)
         with _oom_guard(p):
-            out, evaluations = self._run(image, p, seed, timings, progress, should_stop, say)
-        return UpscaleResult(out, seed, timings, evaluations)
+            outs, evaluations = self._run(images, p, seeds, timings, progress, should_stop, say, opts)
+        return [UpscaleResult(o, seed, dict(timings), evaluations, plan) for o, seed in zip(outs, seeds)]
 
-    def _run(self, image, p: UpscaleParams, seed: int, timings: dict, progress, should_stop, say):
-        model = self.model
+    def _run(self, images: list, p: UpscaleParams, seeds: list[int], timings: dict, progress, should_stop, say,
+             opts: _Options):
+        model, n = self.model, len(images)
         with _timer(timings, "preprocess", self.device):
-            lr, target = preprocess.prepare(image, p.scale, min_short_side(p))
-            x01 = preprocess.to_tensor01(lr).to(self.device)
-        say(f"input {image.width}x{image.height} -> diffusion {lr.width}x{lr.height} -> output {target[0]}x{target[1]}")
+            prepared = [preprocess.prepare(im, p.scale, min_short_side(p)) for im in images]
+            lr, target = prepared[0]
+            x01 = torch.cat([preprocess.to_tensor01(item[0]) for item in prepared]).to(self.device)
+        image = images[0]
+        say(f"input {image.width}x{image.height} -> diffusion {lr.width}x{lr.height} -> output {target[0]}x{target[1]}"
+            + (f", {n} requests batched" if n > 1 else ""))
         with _timer(timings, "condition_encode", self.device):
-            cond = self._encode(x01, p, say)
+            cond = torch.cat([self._encode(x01[b : b + 1], p, say, opts) for b in range(n)])
         sched = schedule.make_schedule(p.steps)
         ts = torch.as_tensor(sched.timesteps, device=self.device)
-        generator = torch.Generator("cpu").manual_seed(seed)
+        generators = [torch.Generator("cpu").manual_seed(seed) for seed in seeds]
         shape = tuple(cond.shape)
         total = sampler.num_evaluations(sched.num_steps, p.t_max, p.t_min)
 
@@ -226,41 +297,60 @@ class CCSRUpscaler:
             weights = tiling.gaussian_weights(tile) if p.tile_diffusion == "gaussian" else tiling.uniform_weights(tile)
             weights = weights.float().to(self.device)  # once, not at every step; cast on the CPU (no float64 on MPS)
             n_tiles = len(tiling.tile_origins(shape[-2], shape[-1], tile, stride))
-            say(f"tiled diffusion ({p.tile_diffusion}): {n_tiles} tiles of {tile * 8} px, stride {stride * 8} px, batch {self.tile_batch_size}")
+            say(f"tiled diffusion ({p.tile_diffusion}): {n_tiles} tiles of {tile * 8} px, stride {stride * 8} px, batch {opts.tile_batch}")
+            tile_batch = [opts.tile_batch]
+
+            def one_item(x: torch.Tensor, c: torch.Tensor, i: int) -> torch.Tensor:
+                def run() -> torch.Tensor:
+                    return tiling.tiled_eps(
+                        x, c, i, lambda xb, cb, j: model.eps(xb, ts[j], cb), tile, stride, weights,
+                        batch_size=tile_batch[0], cancel=should_stop,
+                    )
+                try:
+                    return run()
+                except RuntimeError as exc:
+                    if tile_batch[0] == 1 or not is_out_of_memory(exc):
+                        raise
+                # retried outside the except block, so the failed call's tensors are freed first
+                _empty_cache(self.device)
+                say(f"out of memory with {tile_batch[0]} diffusion tiles per network call: retrying one at a time")
+                tile_batch[0] = 1
+                return run()
 
             def eps_fn(x: torch.Tensor, i: int) -> torch.Tensor:
-                return tiling.tiled_eps(
-                    x, cond, i, lambda xb, cb, j: model.eps(xb, ts[j], cb), tile, stride, weights,
-                    batch_size=self.tile_batch_size, cancel=should_stop,
-                )
+                return torch.cat([one_item(x[b : b + 1], cond[b : b + 1], i) for b in range(n)])
 
-        say(f"sampling: {p.steps} steps, {total} network evaluations, seed {seed}")
+        say(f"sampling: {p.steps} steps, {total} network evaluations, seed {', '.join(map(str, seeds))}")
         with _timer(timings, "sampling", self.device):
             z = sampler.sample_ccsr(
-                eps_fn, sched, shape, p.t_max, p.t_min, generator, device=self.device, dtype=torch.float32,
+                eps_fn, sched, shape, p.t_max, p.t_min, generators[0] if n == 1 else generators,
+                device=self.device, dtype=torch.float32,
                 unused_draw=p.tile_diffusion == "none", progress=progress, cancel=should_stop,
             )
         timings["per_evaluation"] = timings["sampling"] / total
-        if p.tile_diffusion == "mix":
-            with _timer(timings, "decode", self.device):
-                fixed = tiling.mix_decode(
-                    z, x01, tile, stride, lambda zt: self._decode01(zt, p, say),
-                    lambda pix, ref: color_fix.color_fix(pix, ref, p.color_fix_type),
-                )
-            timings["color_fix"] = 0.0  # done per tile inside the decode, as the reference does
-        else:
-            with _timer(timings, "decode", self.device):
-                img01 = self._decode01(z, p, say)
-            with _timer(timings, "color_fix", self.device):
-                fixed = color_fix.color_fix(img01.float(), x01.float(), p.color_fix_type)
-        with _timer(timings, "postprocess", self.device):
-            out = preprocess.finalize(fixed, target)
-        return out, total
+        outs = []
+        for b in range(n):
+            zb, ref = z[b : b + 1], x01[b : b + 1]
+            if p.tile_diffusion == "mix":
+                with _timer(timings, "decode", self.device):
+                    fixed = tiling.mix_decode(
+                        zb, ref, tile, stride, lambda zt: self._decode01(zt, p, say, opts),
+                        lambda pix, r: color_fix.color_fix(pix, r, p.color_fix_type),
+                    )
+                timings["color_fix"] = 0.0  # done per tile inside the decode, as the reference does
+            else:
+                with _timer(timings, "decode", self.device):
+                    img01 = self._decode01(zb, p, say, opts)
+                with _timer(timings, "color_fix", self.device):
+                    fixed = color_fix.color_fix(img01.float(), ref.float(), p.color_fix_type)
+            with _timer(timings, "postprocess", self.device):
+                outs.append(preprocess.finalize(fixed, target))
+        return outs, total
 
-    def _encode(self, x01: torch.Tensor, p: UpscaleParams, say: LogFn) -> torch.Tensor:
+    def _encode(self, x01: torch.Tensor, p: UpscaleParams, say: LogFn, opts: _Options) -> torch.Tensor:
         """Condition latent of the whole image, once (tiled encoder when asked or when memory runs out)."""
         if p.tile_vae:
-            return self._tiled_encode(x01, p)
+            return self._tiled_encode(x01, p, opts)
         try:
             return self.model.encode_condition(x01)
         except RuntimeError as exc:
@@ -268,15 +358,15 @@ class CCSRUpscaler:
                 raise
             _empty_cache(self.device)
             say("out of memory in the VAE encoder: retrying with tiled VAE")
-            return self._tiled_encode(x01, p)
+        return self._tiled_encode(x01, p, opts)
 
-    def _tiled_encode(self, x01: torch.Tensor, p: UpscaleParams) -> torch.Tensor:
+    def _tiled_encode(self, x01: torch.Tensor, p: UpscaleParams, opts: _Options) -> torch.Tensor:
         vae = self.model.vae
         x = (x01 * 2 - 1).to(self.device, self.dtype)
-        mean = tiled_vae.tiled_encode(vae, x, tile_size=p.tile_vae_encoder_size, pad=ENCODER_PAD)
+        mean = tiled_vae.tiled_encode(vae, x, tile_size=p.tile_vae_encoder_size, pad=ENCODER_PAD, offload=opts.offload)
         return (mean * self.model.scale_factor).float()
 
-    def _decode01(self, z: torch.Tensor, p: UpscaleParams, say: LogFn) -> torch.Tensor:
+    def _decode01(self, z: torch.Tensor, p: UpscaleParams, say: LogFn, opts: _Options) -> torch.Tensor:
         """Latent -> image in about [0, 1] (unclamped), tiled when asked or when memory runs out."""
         if not p.tile_vae:
             try:
@@ -287,8 +377,12 @@ class CCSRUpscaler:
                 _empty_cache(self.device)
                 say("out of memory in the VAE decoder: retrying with tiled VAE")
         zz = (z / self.model.scale_factor).to(self.device, self.dtype)
-        out = tiled_vae.tiled_decode(self.model.vae, zz, tile_size=p.tile_vae_decoder_size, pad=DECODER_PAD)
+        out = tiled_vae.tiled_decode(self.model.vae, zz, tile_size=p.tile_vae_decoder_size, pad=DECODER_PAD, offload=opts.offload)
         return (out.float() + 1) / 2
+
+
+def _fields_but_seed(p: UpscaleParams) -> tuple:
+    return tuple(sorted(p.model_dump(exclude={"seed"}).items()))
 
 
 def is_out_of_memory(exc: BaseException) -> bool:
@@ -319,7 +413,7 @@ def _timer(timings: dict[str, float], name: str, device: torch.device) -> Iterat
     start = time.perf_counter()
     yield
     _sync(device)
-    timings[name] = time.perf_counter() - start
+    timings[name] = timings.get(name, 0.0) + time.perf_counter() - start  # summed over the items of a batch
 
 
 @contextmanager
