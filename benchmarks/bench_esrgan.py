@@ -65,6 +65,18 @@ def native_bf16() -> bool:
     return "avx512_bf16" in flags or "amx_bf16" in flags
 
 
+def _summarize(size: int, sizes: dict, tiles: dict, times: dict, cpu_times: dict, loads: list, repeats_done: int) -> dict:
+    """Medians and ratios against ncnn (> 1: ours is faster), wall and CPU time."""
+    med = {k: statistics.median(v) for k, v in times.items()}
+    med_cpu = {k: statistics.median(v) for k, v in cpu_times.items()}
+    entry = {"input": [size, size], "output": sizes, "our_tile": tiles, "repeats_done": repeats_done, "seconds": times, "median_s": med,
+             "cpu_seconds": cpu_times, "median_cpu_s": med_cpu, "load_avg_1min": loads}
+    if "ncnn-cpu-fp32" in med:
+        entry["speedup_vs_ncnn_cpu"] = {k: med["ncnn-cpu-fp32"] / v for k, v in med.items() if k != "ncnn-cpu-fp32"}
+        entry["cpu_time_speedup_vs_ncnn_cpu"] = {k: med_cpu["ncnn-cpu-fp32"] / v for k, v in med_cpu.items() if k != "ncnn-cpu-fp32"}
+    return entry
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--size", type=int, default=512, help="Input side (output is 4x).")
@@ -128,16 +140,11 @@ def main() -> None:
                 cpu_times[name].append(cpu)
                 sizes[name] = list(out[0].size)
                 print(f"{model} run {r + 1}/{args.repeats} {name}: {wall:.2f} s wall, {cpu:.2f} s CPU, load {loads[-1]:.2f}", flush=True)
-        med = {k: statistics.median(v) for k, v in times.items()}
-        med_cpu = {k: statistics.median(v) for k, v in cpu_times.items()}
-        entry = {"input": [args.size, args.size], "output": sizes, "our_tile": tiles, "seconds": times, "median_s": med, "cpu_seconds": cpu_times, "median_cpu_s": med_cpu, "load_avg_1min": loads}
-        if "ncnn-cpu-fp32" in med:
-            entry["speedup_vs_ncnn_cpu"] = {k: med["ncnn-cpu-fp32"] / v for k, v in med.items() if k != "ncnn-cpu-fp32"}
-            entry["cpu_time_speedup_vs_ncnn_cpu"] = {k: med_cpu["ncnn-cpu-fp32"] / v for k, v in med_cpu.items() if k != "ncnn-cpu-fp32"}
-        results[model] = entry
-        summary = {k: entry.get(k) for k in ("median_s", "median_cpu_s", "speedup_vs_ncnn_cpu", "cpu_time_speedup_vs_ncnn_cpu")}
+            # Saved after every repetition: a long x4plus run cut short keeps what it measured.
+            results[model] = _summarize(args.size, sizes, tiles, times, cpu_times, loads, r + 1)
+            save()
+        summary = {k: results[model].get(k) for k in ("median_s", "median_cpu_s", "speedup_vs_ncnn_cpu", "cpu_time_speedup_vs_ncnn_cpu")}
         print(json.dumps({model: summary}, indent=1), flush=True)
-        save()
 
 
 
