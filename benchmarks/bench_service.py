@@ -44,6 +44,8 @@ import httpx
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 FIXTURES = REPO / "tests" / "fixtures"  # in the repository: nothing beside it is needed
+sys.path.insert(0, str(HERE))
+from serving import wait_until_ready  # noqa: E402
 Q = "/queue/fal-ai/ccsr"
 
 
@@ -101,17 +103,8 @@ def start_server(args, data_dir: Path, db_url: str | None) -> tuple[subprocess.P
     log = open(data_dir / "server.log", "ab")
     proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
     base = f"http://127.0.0.1:{port}"
-    deadline = time.time() + 300
-    while time.time() < deadline:
-        if proc.poll() is not None:
-            raise SystemExit(f"server exited; see {data_dir / 'server.log'}")
-        try:
-            if httpx.get(base + "/readyz", timeout=2).status_code == 200:
-                return proc, base
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.2)
-    raise SystemExit("server did not become ready")
+    wait_until_ready(proc, base, data_dir / "server.log")
+    return proc, base
 
 
 # --- 1. polling ----------------------------------------------------------------------------

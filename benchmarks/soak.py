@@ -47,6 +47,7 @@ import psutil
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 from machine_info import machine  # noqa: E402
+from serving import wait_until_ready  # noqa: E402
 
 Q = "/queue/fal-ai/ccsr"
 SAMPLE_SECONDS = 10.0
@@ -85,17 +86,8 @@ def start_server(args, data_dir: Path) -> tuple[subprocess.Popen, str, int]:
     log = open(data_dir / "server.log", "ab")
     proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
     base = f"http://127.0.0.1:{port}"
-    deadline = time.time() + 300
-    while time.time() < deadline:
-        if proc.poll() is not None:
-            raise SystemExit(f"server exited; see {data_dir / 'server.log'}")
-        try:
-            if httpx.get(base + "/readyz", timeout=2).status_code == 200:
-                return proc, base, port
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.3)
-    raise SystemExit("server did not become ready")
+    wait_until_ready(proc, base, data_dir / "server.log", poll=0.3)
+    return proc, base, port
 
 
 def stop_server(proc: subprocess.Popen) -> None:

@@ -106,3 +106,18 @@ def png_claiming(width: int, height: int) -> bytes:
     data[16:24] = struct.pack(">II", width, height)
     data[29:33] = struct.pack(">I", zlib.crc32(bytes(data[12:29])) & 0xFFFFFFFF)
     return bytes(data)
+
+
+def wait_ready(base: str, proc, timeout: float = 240) -> dict:
+    """Wait for a spawned ``ccsr serve`` to answer ``/readyz`` with 200; its body."""
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        assert proc.poll() is None, "server exited"
+        try:
+            r = httpx.get(base + "/readyz", timeout=2)
+            if r.status_code == 200:
+                return r.json()
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.2)
+    raise AssertionError("server not ready")

@@ -13,7 +13,7 @@ import time
 import httpx
 import pytest
 
-from svc_helpers import free_port, png_data_uri
+from svc_helpers import free_port, png_data_uri, wait_ready
 
 Q = "/queue/fal-ai/ccsr"
 FAST = {"steps": 4, "tile_diffusion": "gaussian", "tile_diffusion_size": 64, "tile_diffusion_stride": 64, "scale": 2}
@@ -26,20 +26,6 @@ def start_server(port, data_dir, ckpt, cfg, db_url=None, extra=()):
         cmd += ["--database-url", db_url]
     log = open(os.path.join(data_dir, f"server-{time.time():.0f}.log"), "ab")
     return subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-
-
-def wait_ready(base: str, proc, timeout: float = 240) -> dict:
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        assert proc.poll() is None, "server exited"
-        try:
-            r = httpx.get(base + "/readyz", timeout=2)
-            if r.status_code == 200:
-                return r.json()
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.2)
-    raise AssertionError("server not ready")
 
 
 def pid_alive(pid: int) -> bool:

@@ -22,7 +22,7 @@ import pytest
 
 from ccsr.jobs.testing import temporary_postgres_database
 
-from svc_helpers import free_port, png_data_uri
+from svc_helpers import free_port, png_data_uri, wait_ready
 
 Q = "/queue/fal-ai/ccsr"
 QUICK = {"steps": 3, "scale": 2}  # the fake engine: 1 step
@@ -48,20 +48,6 @@ def _start(port: int, data_dir, db_url: str, run_log, log_name: str, step: float
     return subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
 
 
-def _ready(base: str, proc, timeout: float = 120) -> dict:
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        assert proc.poll() is None, "server exited"
-        try:
-            r = httpx.get(base + "/readyz", timeout=2)
-            if r.status_code == 200:
-                return r.json()
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.2)
-    raise AssertionError("server not ready")
-
-
 def _runs(run_log) -> list[tuple[int, int]]:
     if not os.path.exists(run_log):
         return []
@@ -77,7 +63,7 @@ def two_servers(tmp_path):
         procs = [_start(p, tmp_path, url, run_log, f"server-{i}.log") for i, p in enumerate(ports)]
         try:
             bases = [f"http://127.0.0.1:{p}" for p in ports]
-            pids = [_ready(b, pr)["workers"][0]["pid"] for b, pr in zip(bases, procs)]
+            pids = [wait_ready(b, pr, timeout=120)["workers"][0]["pid"] for b, pr in zip(bases, procs)]
             yield bases, procs, pids, run_log
         finally:
             for p in procs:
