@@ -23,4 +23,11 @@ fi
 if [ -f tests/js/package.json ] && command -v npm >/dev/null 2>&1; then
   (cd tests/js && npm ci --no-audit --no-fund --loglevel=error)
 fi
-exec .venv/bin/python -m pytest "$@"
+# Two pytest-xdist workers (CCSR_TEST_WORKERS to change; 0 runs in this process):
+# many tests wait on servers and subprocesses, so two run in about 60% of the
+# time one does on two cores. Each test file stays on one worker (tests/conftest.py).
+workers="${CCSR_TEST_WORKERS:-2}"
+if [ "$workers" = 0 ]; then
+  exec .venv/bin/python -m pytest "$@"
+fi
+exec .venv/bin/python -m pytest -n "$workers" --dist loadgroup "$@"

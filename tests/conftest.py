@@ -8,7 +8,15 @@ layout, .safetensors); no test downloads weights.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
+
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    # One intra-op thread per pytest-xdist worker (before torch is imported, and
+    # inherited by the servers and workers the tests spawn): two workers with
+    # two OpenMP threads each on two cores spin against each other and run the
+    # model tests 3-4 x slower than one thread each.
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 import pytest
 
@@ -17,7 +25,22 @@ import pytest
 from ccsr.jobs import ray_testing
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
+#: Test files that start a Ray cluster: they run one after another on one
+#: pytest-xdist worker (two local clusters at once double the memory and race
+#: for ports).
+RAY_FILES = ("test_ray_",)
 FIXTURES_DIR = REPO_ROOT / "tests" / "fixtures"
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Under ``pytest -n N --dist loadgroup`` (scripts/test.sh), keep each test
+    file on one worker, so module-scoped servers and models start once, and put
+    the Ray files in one group. Without xdist the marks change nothing."""
+    for item in items:
+        name = item.path.name
+        group = "ray" if name.startswith(RAY_FILES) else str(item.path.relative_to(REPO_ROOT))
+        item.add_marker(pytest.mark.xdist_group(group))
 
 
 @pytest.fixture(scope="session")
