@@ -122,17 +122,20 @@ class KeyRing:
     def dependency(self) -> Callable[[Request], str]:
         """A FastAPI dependency returning the caller's owner id (401 otherwise)."""
 
-        def _owner(request: Request) -> str:
+        async def _owner(request: Request) -> str:
             return self.require(request.headers.get("authorization"))
 
         return _owner
 
 
-def get_owner(request: Request) -> str:
+async def get_owner(request: Request) -> str:
     """FastAPI dependency using the KeyRing stored at ``app.state.keyring``.
 
     Lets routers declared before the app exists authenticate against the
     app's key ring (no keyring on the app means no authentication: "local").
+    ``async`` though it never awaits: FastAPI runs a plain ``def`` dependency
+    in its thread pool, and that hop cost every status poll more than the
+    check itself (one SHA-256 per configured key).
     """
     keyring: Optional[KeyRing] = getattr(request.app.state, "keyring", None)
     if keyring is None:
