@@ -43,6 +43,14 @@ def make_node_id() -> str:
     return f"{socket.gethostname()[:80]}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
 
 
+def start_message(attempts: int, interruptions: int) -> str:
+    """The log line of a run's start, naming a retry and the server
+    interruptions before it (neither on a first, uninterrupted run)."""
+    notes = ([f"attempt {attempts}"] if attempts > 1 else []) + (
+        [f"after {interruptions} server interruption{'s' if interruptions > 1 else ''}"] if interruptions else [])
+    return "request started" + (f" ({', '.join(notes)})" if notes else "")
+
+
 def not_to_run(rec: Any, max_interruptions: int, max_attempts: int, late_message: str) -> Optional[Outcome]:
     """How a just-claimed job ends instead of running, or None to run it."""
     if rec.interruptions >= max_interruptions:

@@ -19,6 +19,7 @@ INVALID_TYPE = "validation_error"
 TIMEOUT_TYPE = "request_timeout"
 INTERNAL_TYPE = "internal_server_error"
 OOM_TYPE = "out_of_memory"
+CANCELLED_RUNNING = "Request was cancelled while running."
 
 
 @dataclasses.dataclass(frozen=True)
@@ -59,3 +60,13 @@ class Outcome:
     @classmethod
     def failed(cls, message: str, error_type: str = INTERNAL_TYPE) -> "Outcome":
         return cls(FAILED, error=message, error_type=error_type)
+
+    @classmethod
+    def of_failure(cls, kind: str, message: str, field: Optional[str] = None) -> "Outcome":
+        """The outcome of a run the executor reported as failed (``Failed.kind``:
+        "cancelled", "invalid", "oom" or anything else for an internal error)."""
+        if kind == "cancelled":
+            return cls.cancelled(CANCELLED_RUNNING)
+        if kind == "invalid":
+            return cls.invalid(field or "body", message)
+        return cls.failed(message, OOM_TYPE if kind == "oom" else INTERNAL_TYPE)

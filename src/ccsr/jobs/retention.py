@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from typing import Callable, Optional
 
 from ccsr.jobs.edges import INPUT_BLOB_REF, input_blob_key
 from ccsr.jobs.live import LiveJobs
 from ccsr.jobs.store import JobStore
+from ccsr.jobs.view import JobView
 
 log = logging.getLogger("ccsr.jobs.retention")
 
@@ -22,6 +24,19 @@ class Retention:
         self.live = live
         self.delete_file = delete_file
         self.interval = interval
+
+    async def delivered(self, view: JobView, grace: float) -> None:
+        """The result was handed to the client; with store_io off (the
+        X-Fal-Store-IO: 0 header) it expires ``grace`` seconds from now."""
+        if view.delivered_at is not None:
+            return
+        now = time.time()
+        view.delivered_at = now
+        expires = None
+        if not view.store_io:
+            expires = min(view.expires_at or now + grace, now + grace)
+            view.expires_at = expires
+        await asyncio.to_thread(self.store.mark_delivered, view.request_id, now, expires)
 
     async def sweep(self, now: Optional[float] = None) -> int:
         expired = await asyncio.to_thread(self.store.expired, now)

@@ -24,13 +24,13 @@ import uuid
 from typing import Any, Awaitable, Callable, Mapping, Optional
 
 from ccsr.blobs import BlobStore
-from ccsr.jobs.edges import Edges, Hooks, Prepared, Published, input_blob_key
+from ccsr.jobs.edges import Edges, Hooks, Prepared, Published, run_blob_keys
 from ccsr.jobs.executor import Done, Event, Executor, Failed, Log, Progress, Task, WorkerLost, WorkerState
-from ccsr.jobs.cluster import NodeLoop, make_node_id, not_to_run
+from ccsr.jobs.cluster import NodeLoop, make_node_id, not_to_run, start_message
 from ccsr.jobs.live import LiveJobs
 from ccsr.jobs.logbuffer import LogBuffer
 from ccsr.jobs.models import CANCELLED, COMPLETED, FINAL_STATES, PRIORITY_NORMAL, QUEUED, RUNNING
-from ccsr.jobs.outcome import OOM_TYPE, Outcome
+from ccsr.jobs.outcome import CANCELLED_RUNNING, Outcome
 from ccsr.jobs.queue_index import QueueIndex
 from ccsr.jobs.retention import Retention
 from ccsr.jobs.store import JobStore, LogRecord
@@ -42,7 +42,6 @@ log = logging.getLogger("ccsr.jobs.scheduler")
 STORE_IO_GRACE = 60.0
 
 _CANCELLED_QUEUED = "Request was cancelled before it started."
-_CANCELLED_RUNNING = "Request was cancelled while running."
 _START_TIMEOUT = "Request was not started within its start timeout (X-Fal-Request-Timeout)."
 
 
@@ -247,15 +246,7 @@ class Scheduler:
 
     async def delivered(self, view: JobView) -> None:
         """The result was handed to the client; with store_io off, forget it soon."""
-        if view.delivered_at is not None:
-            return
-        now = time.time()
-        view.delivered_at = now
-        expires = None
-        if not view.store_io:
-            expires = min(view.expires_at or now + self.store_io_grace, now + self.store_io_grace)
-            view.expires_at = expires
-        await asyncio.to_thread(self.store.mark_delivered, view.request_id, now, expires)
+        await self.retention.delivered(view, self.store_io_grace)
 
     def _enqueue(self, view: JobView) -> None:
         if view.status == QUEUED:
@@ -323,10 +314,7 @@ class Scheduler:
         view.last_step_at = None  # the first step interval would include input decoding and encoding
         view.touch()
         self.hooks.job_started(view)
-        notes = ([f"attempt {view.attempts}"] if view.attempts > 1 else []) + (
-            [f"after {view.interruptions} server interruption{'s' if view.interruptions > 1 else ''}"]
-            if view.interruptions else [])
-        self.logs.add(view, "INFO", "request started" + (f" ({', '.join(notes)})" if notes else ""))
+        self.logs.add(view, "INFO", start_message(view.attempts, view.interruptions))
         self._preparing[view.app_id] += 1
         self._spawn(self._prepare_and_run(view))
 
@@ -380,14 +368,7 @@ class Scheduler:
             self._wake.set()
 
     def _drop_blobs(self, view: JobView, ended: bool = False) -> None:
-        """Remove a run's working blobs (the published result was copied out);
-        once the request has ended, also its submitted input (a data URI kept
-        in the blob store, see ``input_blob_key``): no run needs it any more."""
-        keys = [f"inputs/{view.request_id}"] + ([view.output_key] if view.output_key else [])
-        submitted = input_blob_key(view.input) if ended else None
-        if submitted:
-            keys.append(submitted)
-        for key in keys:
+        for key in run_blob_keys(view.request_id, view.output_key, view.input, ended):
             try:
                 self.blobs.delete(key)
             except Exception:  # noqa: BLE001
@@ -434,18 +415,11 @@ class Scheduler:
             self.logs.add(view, "INFO", f"done in {ev.inference_time:.2f}s{summary}")
             await self._finish(view, Outcome.completed(published.result, ev.inference_time, published.files))
         elif isinstance(ev, Failed):
-            if ev.kind == "cancelled":
-                await self._finish(view, Outcome.cancelled(_CANCELLED_RUNNING))
-            elif ev.kind == "invalid":
-                await self._finish(view, Outcome.invalid(ev.field or "body", ev.message))
-            elif ev.kind == "oom":
-                await self._finish(view, Outcome.failed(ev.message, OOM_TYPE))
-            else:
-                await self._finish(view, Outcome.failed(ev.message))
+            await self._finish(view, Outcome.of_failure(ev.kind, ev.message, ev.field))
         elif isinstance(ev, WorkerLost):
             self.logs.add(view, "ERROR", ev.message)
             if view.cancel_requested:
-                await self._finish(view, Outcome.cancelled(_CANCELLED_RUNNING))
+                await self._finish(view, Outcome.cancelled(CANCELLED_RUNNING))
             elif view.attempts < self.max_attempts:
                 self.logs.add(view, "WARN", f"retrying (attempt {view.attempts + 1} of {self.max_attempts})")
                 view.local_run = False
