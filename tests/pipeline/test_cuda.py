@@ -22,9 +22,8 @@ MIN_PSNR_DB = 30.0
 
 
 @pytest.fixture(scope="module")
-def photo(fixtures_dir) -> Image.Image:
-    with Image.open(fixtures_dir / "images" / "chelsea.png") as im:
-        return im.convert("RGB").resize((128, 96), Image.BICUBIC)
+def photo(chelsea) -> Image.Image:
+    return chelsea(128, 96)
 
 
 def _psnr(a: Image.Image, b: Image.Image) -> float:

@@ -21,9 +21,8 @@ def small(monkeypatch) -> None:
 
 
 @pytest.fixture(scope="module")
-def photo(fixtures_dir) -> Image.Image:
-    with Image.open(fixtures_dir / "images" / "chelsea.png") as im:
-        return im.convert("RGB").resize((32, 24), Image.BICUBIC)
+def photo(chelsea) -> Image.Image:
+    return chelsea(32, 24)
 
 
 def _arr(img: Image.Image) -> np.ndarray:

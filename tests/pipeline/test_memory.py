@@ -15,9 +15,8 @@ FAST = dict(steps=4, scale=2)
 
 
 @pytest.fixture(scope="module")
-def photo(fixtures_dir) -> Image.Image:
-    with Image.open(fixtures_dir / "images" / "chelsea.png") as im:
-        return im.convert("RGB").resize((64, 48), Image.BICUBIC)
+def photo(chelsea) -> Image.Image:
+    return chelsea(64, 48)
 
 
 def _arr(img: Image.Image) -> np.ndarray:

@@ -10,6 +10,7 @@ from pydantic import BaseModel, Field
 from ccsr.apps.base import App, FileInfo, Image, LogFn, Produced, ProgressFn, encode_png, image_input_model
 from ccsr.errors import OutOfMemory
 from ccsr.params import UpscaleParams, check_params, check_size
+from ccsr.settings import channels_last_flag
 
 CCSRInput = image_input_model(
     "CCSRInput", UpscaleParams, "Input of fal-ai/ccsr: the image URL and the upscaling parameters.",
@@ -58,7 +59,7 @@ class CCSRApp(App):
             auto_memory=bool(settings.get("auto_memory", True)),
             memory_budget=settings.get("memory_budget"),
             compile=settings.get("compile") or "off",
-            channels_last={"on": True, "off": False}.get(settings.get("channels_last") or "auto"),
+            channels_last=channels_last_flag(settings.get("channels_last")),
             batch_size=int(settings.get("batch_size") or 1),
         )
 

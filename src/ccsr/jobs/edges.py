@@ -32,11 +32,16 @@ def input_blob_key(stored_input: Optional[dict]) -> Optional[str]:
     return None
 
 
+def run_input_key(request_id: str) -> str:
+    """The blob key of a run's prepared input (PNG bytes the worker reads)."""
+    return f"inputs/{request_id}"
+
+
 def run_blob_keys(request_id: str, output_key: Optional[str], stored_input: Optional[dict], ended: bool) -> list[str]:
     """The blobs a run leaves behind: its prepared input and its raw result
     (the published result was copied out), and once the request has ended its
     submitted input (a data URI kept in the blob store): no run needs it any more."""
-    keys = [f"inputs/{request_id}"] + ([output_key] if output_key else [])
+    keys = [run_input_key(request_id)] + ([output_key] if output_key else [])
     submitted = input_blob_key(stored_input) if ended else None
     return keys + ([submitted] if submitted else [])
 

@@ -24,7 +24,7 @@ import uuid
 from typing import Any, Awaitable, Callable, Mapping, Optional
 
 from ccsr.blobs import BlobStore
-from ccsr.jobs.edges import Edges, Hooks, Prepared, Published, run_blob_keys
+from ccsr.jobs.edges import Edges, Hooks, Prepared, Published, run_blob_keys, run_input_key
 from ccsr.jobs.executor import Done, Event, Executor, Failed, Log, Progress, Task, WorkerLost, WorkerState
 from ccsr.jobs.cluster import NodeLoop, make_node_id, not_to_run, start_message
 from ccsr.jobs.live import LiveJobs
@@ -324,7 +324,7 @@ class Scheduler:
         t.add_done_callback(self._inflight.discard)
 
     async def _prepare_and_run(self, view: JobView) -> None:
-        input_key = f"inputs/{view.request_id}"
+        input_key = run_input_key(view.request_id)
         try:
             try:
                 prepared = await self.edges.prepare(view)
