@@ -78,6 +78,12 @@ def min_short_side(params: UpscaleParams) -> int:
     return params.tile_diffusion_size if params.tile_diffusion != "none" else NATIVE_SIZE
 
 
+def batch_key(params: UpscaleParams, width: int, height: int) -> tuple:
+    """Requests with equal keys can share the network's batch: one input size and
+    every field but the seed equal (each item draws its own seed's noise)."""
+    return (width, height, tuple(sorted(params.model_dump(exclude={"seed"}).items())))
+
+
 def check_params(params: UpscaleParams) -> None:
     """Cross-field rules that do not need the image (the first trust boundary:
     checked when a request is accepted, so an error comes back at submit).

@@ -20,7 +20,7 @@ import importlib
 import secrets
 import string
 import threading
-from typing import Any, Callable, ClassVar, Optional
+from typing import Any, Callable, ClassVar, Hashable, Optional
 
 from pydantic import BaseModel, ConfigDict, Field, create_model, field_validator
 
@@ -146,6 +146,25 @@ class App:
         """Run the engine on one decoded image (PIL, RGB); raise
         :class:`ccsr.errors.Cancelled` when ``cancel`` is set,
         :class:`ccsr.errors.OutOfMemory` when the device is full."""
+        raise NotImplementedError
+
+    def batch_key(self, params: BaseModel, width: int, height: int) -> Optional[Hashable]:
+        """Requests whose keys are equal (and not None) may go through the network
+        together (:meth:`run_batch`) when a worker takes several from the queue at
+        once (``batch_size``). None, the default: this request runs by itself."""
+        return None
+
+    @property
+    def batches(self) -> bool:
+        """True when the app can run requests batched (it overrides :meth:`batch_key`)."""
+        return type(self).batch_key is not App.batch_key
+
+    def run_batch(self, engine: Any, images: list, params: list, *, progress: ProgressFn,
+                  cancel: Any, log: LogFn) -> list[Produced]:
+        """Run requests of one :meth:`batch_key` together, one :class:`Produced` per
+        image, in order. ``progress``, ``cancel`` (``is_set()`` is true once every
+        request of the batch is cancelled) and ``log`` are the batch's; the worker
+        fans them out to each request."""
         raise NotImplementedError
 
     def oom_advice(self, params: BaseModel, detail: str) -> str:

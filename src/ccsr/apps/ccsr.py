@@ -9,7 +9,7 @@ from pydantic import BaseModel, Field
 
 from ccsr.apps.base import App, FileInfo, Image, LogFn, Produced, ProgressFn, encode_png, image_input_model
 from ccsr.errors import OutOfMemory
-from ccsr.params import UpscaleParams, check_params, check_size
+from ccsr.params import UpscaleParams, batch_key, check_params, check_size
 from ccsr.settings import channels_last_flag
 
 CCSRInput = image_input_model(
@@ -74,9 +74,17 @@ class CCSRApp(App):
             log(f"out of memory ({exc}); retrying with tile_vae=true", "WARN")
             params = params.model_copy(update={"tile_vae": True})
             result = engine.run(image, params, progress=progress, cancel=cancel, log=log)
-        out = result.image
-        fields = {"seed": int(result.seed), "width": out.width, "height": out.height}
-        return Produced(encode_png(out), "image/png", "png", fields, dict(getattr(result, "timings", {}) or {}))
+        return _produced(result)
+
+    def batch_key(self, params: UpscaleParams, width: int, height: int) -> Any:  # type: ignore[override]
+        return batch_key(params, width, height)
+
+    def run_batch(self, engine: Any, images: list, params: list, *, progress: ProgressFn,  # type: ignore[override]
+                  cancel: Any, log: LogFn) -> list[Produced]:
+        # An out-of-memory error propagates: the worker then runs the requests one by
+        # one, each with run()'s own retry.
+        results = engine.run_batch(images, params, progress=progress, cancel=cancel, log=log)
+        return [_produced(r) for r in results]
 
     def oom_advice(self, params: UpscaleParams, detail: str) -> str:  # type: ignore[override]
         return (
@@ -86,3 +94,9 @@ class CCSRApp(App):
             f"tile_diffusion_size (now {params.tile_diffusion_size}), lower scale (now {params.scale}) "
             f"or send a smaller image; on the server, lower tile_batch_size or use dtype fp16."
         )
+
+
+def _produced(result: Any) -> Produced:
+    out = result.image
+    fields = {"seed": int(result.seed), "width": out.width, "height": out.height}
+    return Produced(encode_png(out), "image/png", "png", fields, dict(getattr(result, "timings", {}) or {}))

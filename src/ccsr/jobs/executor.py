@@ -119,6 +119,10 @@ class Executor(abc.ABC):
     def submit(self, task: Task) -> None:
         """Start a task on an idle slot (callers check idle_slots first)."""
 
+    def flush(self) -> None:
+        """Nothing more is being prepared for now: start whatever was submitted
+        and held back to gather a batch (executors that batch override it)."""
+
     @abc.abstractmethod
     def cancel(self, request_id: str) -> None:
         """Ask a running task to stop at its next network evaluation."""

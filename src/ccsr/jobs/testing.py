@@ -50,37 +50,48 @@ class FakeEngine:
         self.step_seconds = step_seconds
         self.device = device
         self.run_log = run_log
+        self.batches: list[int] = []
 
     def __call__(self, image, params=None, *, progress=None, cancel=None, log=None):  # noqa: ANN001
+        return self.run_batch([image], [params], progress=progress, cancel=cancel, log=log)[0]
+
+    def run(self, image, params, *, progress=None, cancel=None, log=None):  # noqa: ANN001
+        """CCSRUpscaler.run's signature (the worker's entry point); the same as calling it."""
+        return self(image, params, progress=progress, cancel=cancel, log=log)
+
+    def run_batch(self, images, params, *, progress=None, cancel=None, log=None):  # noqa: ANN001
+        """CCSRUpscaler.run_batch's signature: the steps once for the whole batch;
+        ``batches`` records each batch's size."""
         import random
         import time
 
         from ccsr.errors import Cancelled
         from ccsr.params import UpscaleParams, target_size
 
-        params = params or UpscaleParams()
-        total = max(1, round(params.steps * params.t_max) - round(params.steps * params.t_min))
+        params = [p or UpscaleParams() for p in params]
+        first = params[0]
+        self.batches.append(len(images))
+        total = max(1, round(first.steps * first.t_max) - round(first.steps * first.t_min))
         if log:
-            log(f"fake engine: {total} steps")
+            log(f"fake engine: {total} steps" + (f", batch of {len(images)}" if len(images) > 1 else ""))
         for i in range(total):
             if cancel is not None and cancel.is_set():
                 raise Cancelled("cancelled")
             time.sleep(self.step_seconds)
             if progress:
                 progress(i + 1, total)
-        seed = params.seed if params.seed is not None else random.randrange(2**31)
-        if self.run_log:
-            # One line per finished run ("<seed> <worker pid>"), appended in one
-            # write: tests count how often each request really ran, and where.
-            import os
+        results = []
+        for image, p in zip(images, params):
+            seed = p.seed if p.seed is not None else random.randrange(2**31)
+            if self.run_log:
+                # One line per finished run ("<seed> <worker pid>"), appended in one
+                # write: tests count how often each request really ran, and where.
+                import os
 
-            with open(self.run_log, "a") as f:
-                f.write(f"{seed} {os.getpid()}\n")
-        return FakeResult(image.resize(target_size(image.width, image.height, params.scale)), seed, {"total": 0.0})
-
-    def run(self, image, params, *, progress=None, cancel=None, log=None):  # noqa: ANN001
-        """CCSRUpscaler.run's signature (the worker's entry point); the same as calling it."""
-        return self(image, params, progress=progress, cancel=cancel, log=log)
+                with open(self.run_log, "a") as f:
+                    f.write(f"{seed} {os.getpid()}\n")
+            results.append(FakeResult(image.resize(target_size(image.width, image.height, p.scale)), seed, {"total": 0.0}))
+        return results
 
 
 def fake_engine_factory(settings: dict, device: str) -> FakeEngine:

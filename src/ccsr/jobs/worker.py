@@ -2,10 +2,12 @@
 
 It speaks a tiny message protocol over a ``multiprocessing`` pipe:
 
-    parent -> worker: ("run", Task) | ("cancel", request_id) | ("stop",)
+    parent -> worker: ("run", [Task, ...]) | ("cancel", request_id) | ("stop",)
     worker -> parent: ("ready", info) | ("load_failed", message) | ("event", Event)
 
-Tasks run one after another on the main thread; a reader thread keeps
+Each "run" message carries the tasks the worker took from the queue at once
+(up to ``batch_size``); those that can share the network's batch run together
+(:func:`run_tasks`), the rest one after another, on the main thread. A reader thread keeps
 listening so a cancel arrives while a task runs and sets that task's
 ``threading.Event``, which the engine checks before each network evaluation.
 The worker reads its input from the blob store and writes the result there
@@ -48,12 +50,40 @@ def resolve_factory(spec: str) -> Callable[[dict, str], Any]:
     return resolve(spec)
 
 
-def run_task(app: App, engine: Any, task: Task, cancel: threading.Event, emit: Emit) -> None:
-    """Run one task and emit its progress, logs and exactly one ending."""
+def _read_input(task: Task) -> Any:
+    """The task's prepared input as a PIL RGB image."""
     from PIL import Image
 
+    with Image.open(io.BytesIO(blob_store(task.blob_store).read(task.input_key))) as im:
+        return im.convert("RGB")
+
+
+def _ending(app: App, task: Task, exc: BaseException) -> Failed:
+    """The Failed event of a run that raised ``exc``."""
     from ccsr.errors import CCSRError, Cancelled, InvalidParameter, OutOfMemory
 
+    rid = task.request_id
+    if isinstance(exc, Cancelled):
+        return Failed(rid, "cancelled", "Request was cancelled.")
+    if isinstance(exc, InvalidParameter):
+        return Failed(rid, "invalid", exc.message, field=exc.field)
+    if isinstance(exc, OutOfMemory):
+        return Failed(rid, "oom", app.oom_advice(task.params, str(exc)))
+    if isinstance(exc, CCSRError):
+        return Failed(rid, "error", str(exc))
+    if type(exc).__name__ == "OutOfMemoryError":  # torch.cuda.OutOfMemoryError not wrapped by the engine
+        return Failed(rid, "oom", app.oom_advice(task.params, str(exc).splitlines()[0]))
+    traceback.print_exception(exc)
+    return Failed(rid, "error", f"{type(exc).__name__}: {exc}")
+
+
+def _store_result(task: Task, out: Any, elapsed: float) -> Done:
+    info = blob_store(task.blob_store).put(task.output_key, out.data, content_type=out.content_type)
+    return Done(task.request_id, task.output_key, out.content_type, out.extension, info.size, out.fields,
+                elapsed, out.timings)
+
+
+def _reporters(task: Task, emit: Emit) -> tuple[Callable, Callable]:
     rid = task.request_id
 
     def log(message: str, level: str = "INFO") -> None:
@@ -62,31 +92,121 @@ def run_task(app: App, engine: Any, task: Task, cancel: threading.Event, emit: E
     def progress(step: int, total: int) -> None:
         emit(Progress(rid, int(step), int(total), time.time()))
 
+    return log, progress
+
+
+def run_task(app: App, engine: Any, task: Task, cancel: threading.Event, emit: Emit, image: Any = None) -> None:
+    """Run one task and emit its progress, logs and exactly one ending
+    (``image``: its input, when already read)."""
+    from ccsr.errors import Cancelled
+
+    log, progress = _reporters(task, emit)
     try:
-        store = blob_store(task.blob_store)
-        with Image.open(io.BytesIO(store.read(task.input_key))) as im:
-            image = im.convert("RGB")
+        if image is None:
+            image = _read_input(task)
         if cancel.is_set():
             raise Cancelled("cancelled before start")
         t0 = time.perf_counter()
         out = app.run(engine, image, task.params, progress=progress, cancel=cancel, log=log)
-        elapsed = time.perf_counter() - t0
-        info = store.put(task.output_key, out.data, content_type=out.content_type)
-        emit(Done(rid, task.output_key, out.content_type, out.extension, info.size, out.fields, elapsed, out.timings))
-    except Cancelled:
-        emit(Failed(rid, "cancelled", "Request was cancelled."))
-    except InvalidParameter as exc:
-        emit(Failed(rid, "invalid", exc.message, field=exc.field))
-    except OutOfMemory as exc:
-        emit(Failed(rid, "oom", app.oom_advice(task.params, str(exc))))
-    except CCSRError as exc:
-        emit(Failed(rid, "error", str(exc)))
+        emit(_store_result(task, out, time.perf_counter() - t0))
     except Exception as exc:  # noqa: BLE001 - a failure of one request must not end the worker
-        if type(exc).__name__ == "OutOfMemoryError":  # torch.cuda.OutOfMemoryError not wrapped by the engine
-            emit(Failed(rid, "oom", app.oom_advice(task.params, str(exc).splitlines()[0])))
+        emit(_ending(app, task, exc))
+
+
+class _AllSet:
+    """A cancel flag for a batch: set once every request in it is cancelled."""
+
+    def __init__(self, events: list[threading.Event]):
+        self.events = events
+
+    def is_set(self) -> bool:
+        return all(ev.is_set() for ev in self.events)
+
+
+def run_tasks(app: App, engine: Any, tasks: list[Task], cancels: dict[str, threading.Event], emit: Emit) -> None:
+    """Run tasks a worker took from the queue together. Those with one
+    :meth:`App.batch_key` go through the network as one batch (:meth:`App.run_batch`),
+    the others one by one, groups in the order of their first task; every task
+    still gets its own progress, logs and exactly one ending."""
+    if len(tasks) == 1 or not app.batches:
+        for task in tasks:
+            run_task(app, engine, task, cancels[task.request_id], emit)
+        return
+    groups: dict[Any, list[tuple[Task, Any]]] = {}
+    for task in tasks:
+        try:
+            image = _read_input(task)
+            key = app.batch_key(task.params, image.width, image.height)
+        except Exception as exc:  # noqa: BLE001
+            emit(_ending(app, task, exc))
+            continue
+        groups.setdefault(object() if key is None else key, []).append((task, image))
+    for group in groups.values():
+        if len(group) == 1:
+            task, image = group[0]
+            run_task(app, engine, task, cancels[task.request_id], emit, image)
         else:
-            emit(Failed(rid, "error", f"{type(exc).__name__}: {exc}"))
-            traceback.print_exc()
+            _run_group(app, engine, group, cancels, emit)
+
+
+def _run_group(app: App, engine: Any, group: list[tuple[Task, Any]], cancels: dict[str, threading.Event],
+               emit: Emit) -> None:
+    from ccsr.errors import OutOfMemory
+
+    ended: set[str] = set()
+    reporters = {t.request_id: _reporters(t, emit) for t, _ in group}
+
+    def end_cancelled() -> None:
+        # A request cancelled inside a running batch ends at once; the others go on.
+        for t, _ in group:
+            if t.request_id not in ended and cancels[t.request_id].is_set():
+                ended.add(t.request_id)
+                emit(Failed(t.request_id, "cancelled", "Request was cancelled."))
+
+    def live() -> list[str]:
+        return [t.request_id for t, _ in group if t.request_id not in ended]
+
+    def log(message: str, level: str = "INFO") -> None:
+        for rid in live():
+            reporters[rid][0](message, level)
+
+    def progress(step: int, total: int) -> None:
+        end_cancelled()
+        for rid in live():
+            reporters[rid][1](step, total)
+
+    end_cancelled()
+    if not live():
+        return
+    todo = [(t, im) for t, im in group if t.request_id not in ended]
+    if len(todo) == 1:
+        run_task(app, engine, todo[0][0], cancels[todo[0][0].request_id], emit, todo[0][1])
+        return
+    log(f"running {len(todo)} queued requests batched through the network")
+    t0 = time.perf_counter()
+    try:
+        outs = app.run_batch(engine, [im for _, im in todo], [t.params for t, _ in todo], progress=progress,
+                             cancel=_AllSet([cancels[t.request_id] for t, _ in todo]), log=log)
+    except OutOfMemory as exc:
+        log(f"the batch ran out of memory ({exc}); running its requests one by one", "WARN")
+        for t, im in todo:
+            if t.request_id not in ended:
+                run_task(app, engine, t, cancels[t.request_id], emit, im)
+        return
+    except Exception as exc:  # noqa: BLE001
+        for t, _ in todo:
+            if t.request_id not in ended:
+                emit(_ending(app, t, exc))
+        return
+    elapsed = time.perf_counter() - t0
+    end_cancelled()
+    for (t, _), out in zip(todo, outs):
+        if t.request_id in ended:
+            continue
+        try:
+            emit(_store_result(t, out, elapsed))
+        except Exception as exc:  # noqa: BLE001
+            emit(_ending(app, t, exc))
 
 
 def worker_main(conn: Any, settings: dict, device: str, app_ref: str, factory_spec: Optional[str] = None) -> None:
@@ -107,7 +227,7 @@ def worker_main(conn: Any, settings: dict, device: str, app_ref: str, factory_sp
         return
     send(("ready", {"device": str(getattr(engine, "device", device)), "pid": os.getpid()}))
 
-    tasks: "queue.Queue[Optional[Task]]" = queue.Queue()
+    batches: "queue.Queue[Optional[list[Task]]]" = queue.Queue()
     current: dict[str, threading.Event] = {}
     cancelled_early: set[str] = set()
     lock = threading.Lock()
@@ -121,7 +241,7 @@ def worker_main(conn: Any, settings: dict, device: str, app_ref: str, factory_sp
                 # restarted server never finds a second model on this device.
                 os._exit(0)
             if msg[0] == "run":
-                tasks.put(msg[1])
+                batches.put(list(msg[1]))
             elif msg[0] == "cancel":
                 with lock:
                     ev = current.get(msg[1])
@@ -133,25 +253,26 @@ def worker_main(conn: Any, settings: dict, device: str, app_ref: str, factory_sp
                 with lock:
                     for ev in current.values():
                         ev.set()
-                tasks.put(None)
+                batches.put(None)
                 return
 
     threading.Thread(target=reader, daemon=True, name="ccsr-worker-reader").start()
     while True:
-        task = tasks.get()
-        if task is None:
+        tasks = batches.get()
+        if tasks is None:
             break
-        ev = threading.Event()
+        events = {t.request_id: threading.Event() for t in tasks}
         with lock:
-            current[task.request_id] = ev
-            if task.request_id in cancelled_early:
-                cancelled_early.discard(task.request_id)
-                ev.set()
+            current.update(events)
+            for rid in events.keys() & cancelled_early:
+                cancelled_early.discard(rid)
+                events[rid].set()
         try:
-            run_task(app, engine, task, ev, lambda e: send(("event", e)))
+            run_tasks(app, engine, tasks, events, lambda e: send(("event", e)))
         finally:
             with lock:
-                current.pop(task.request_id, None)
+                for rid in events:
+                    current.pop(rid, None)
     try:
         conn.close()
     except OSError:

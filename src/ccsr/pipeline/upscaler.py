@@ -24,7 +24,7 @@ from PIL import Image
 from pydantic import ValidationError
 
 from ccsr.errors import InvalidParameter, OutOfMemory
-from ccsr.params import NATIVE_SIZE, UpscaleParams, check_request, diffusion_size, min_short_side  # noqa: F401 (re-exported)
+from ccsr.params import NATIVE_SIZE, UpscaleParams, batch_key, check_request, diffusion_size, min_short_side  # noqa: F401 (re-exported)
 from ccsr.pipeline import color_fix, memory, preprocess, sampler, schedule, tiled_vae, tiling
 from ccsr.pipeline.device import warn_if_emulated_half
 
@@ -233,7 +233,7 @@ class CCSRUpscaler:
         batched kernels. ``progress`` counts the evaluations of each batch."""
         if not images or len(images) != len(params):
             raise ValueError(f"run_batch needs one parameter set per image, got {len(images)} images and {len(params)}")
-        if len({im.size for im in images}) != 1 or len({_fields_but_seed(p) for p in params}) != 1:
+        if len({im.size for im in images}) != 1 or len({batch_key(p, 0, 0) for p in params}) != 1:
             raise ValueError("run_batch needs images of one size and parameters that differ only in the seed")
         out: list[UpscaleResult] = []
         for start in range(0, len(images), self.batch_size):
@@ -379,10 +379,6 @@ class CCSRUpscaler:
         zz = (z / self.model.scale_factor).to(self.device, self.dtype)
         out = tiled_vae.tiled_decode(self.model.vae, zz, tile_size=p.tile_vae_decoder_size, pad=DECODER_PAD, offload=opts.offload)
         return (out.float() + 1) / 2
-
-
-def _fields_but_seed(p: UpscaleParams) -> tuple:
-    return tuple(sorted(p.model_dump(exclude={"seed"}).items()))
 
 
 def is_out_of_memory(exc: BaseException) -> bool:

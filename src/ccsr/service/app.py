@@ -59,7 +59,8 @@ def worker_pool(app: App, settings: Settings, factory: Optional[str] = None) -> 
                            actor_options=settings.ray_actor_options, app_ref=app.ref, factory=factory)
     from ccsr.jobs.pool import WorkerPool
 
-    return WorkerPool(wsettings, worker_devices(settings), app_ref=app.ref, factory=factory)
+    return WorkerPool(wsettings, worker_devices(settings), app_ref=app.ref, factory=factory,
+                      batch_size=settings.batch_size if app.batches else 1, batch_wait=settings.batch_wait)
 
 
 def create_app(
