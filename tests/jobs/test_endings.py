@@ -24,6 +24,17 @@ def test_each_failure_kind_has_its_outcome(kind, status, error_type, error):
     assert Outcome.of_failure("invalid", "bad", None).field == "body"
 
 
+def test_a_preparation_error_naming_a_field_is_invalid_and_any_other_failed():
+    from ccsr.errors import InvalidParameter
+
+    bad = Outcome.of_prepare_error(InvalidParameter("image_url", "the image is 9000x9000, above the limit"))
+    assert (bad.status, bad.error_type, bad.field) == (FAILED, INVALID_TYPE, "image_url")
+    assert "above the limit" in bad.error
+    broken = Outcome.of_prepare_error(OSError("disk full"))
+    assert (broken.status, broken.error_type) == (FAILED, INTERNAL_TYPE)
+    assert broken.error == "Could not prepare the input: disk full"
+
+
 def test_a_run_leaves_its_input_and_raw_result_and_at_the_end_the_submitted_input():
     submitted = {"image_url": "blob:submitted/r1"}
     assert run_blob_keys("r1", "results/r1.1", submitted, ended=False) == ["inputs/r1", "results/r1.1"]

@@ -70,3 +70,13 @@ class Outcome:
         if kind == "invalid":
             return cls.invalid(field or "body", message)
         return cls.failed(message, OOM_TYPE if kind == "oom" else INTERNAL_TYPE)
+
+    @classmethod
+    def of_prepare_error(cls, exc: BaseException) -> "Outcome":
+        """The outcome of a request whose input could not be prepared: invalid when the
+        error names a field (a bad image, too large), else failed."""
+        field = getattr(exc, "field", None)
+        message = getattr(exc, "message", None) or str(exc)
+        if field is None:
+            return cls.failed(f"Could not prepare the input: {message}")
+        return cls.invalid(field, message)

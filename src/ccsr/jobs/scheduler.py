@@ -88,7 +88,6 @@ class Scheduler:
         self.logs = LogBuffer(store, log_flush_interval)
         self.retention = Retention(store, self.live, edges.delete_file, sweep_interval)
         self._preparing = {app_id: 0 for app_id in self.executors}
-        self._claiming: set[str] = set()  # apps whose dispatch pass is claiming now
         self._wake = asyncio.Event()
         self._tasks: list[asyncio.Task] = []
         self._inflight: set[asyncio.Task] = set()
@@ -266,17 +265,16 @@ class Scheduler:
                 for app_id, executor in self.executors.items():
                     # From the database, not the local queue: jobs submitted to
                     # other servers run here when this one has a free slot.
-                    self._claiming.add(app_id)
-                    try:
-                        while executor.idle_slots() - self._preparing[app_id] > 0:
-                            rec = await asyncio.to_thread(self.store.claim_next, app_id=app_id, node=self.node,
-                                                          lease=self.lease_seconds)
-                            if rec is None:
-                                break
-                            await self._start(rec)
-                    finally:
-                        self._claiming.discard(app_id)
-                    self._flush_if_settled(app_id)
+                    while executor.idle_slots() - self._preparing[app_id] > 0:
+                        rec = await asyncio.to_thread(self.store.claim_next, app_id=app_id, node=self.node,
+                                                      lease=self.lease_seconds)
+                        if rec is None:
+                            break
+                        await self._start(rec)
+                    if not self._preparing[app_id]:
+                        # Nothing more is coming: start the batch the executor gathered
+                        # (each preparation's end wakes this loop).
+                        executor.flush()
             except asyncio.CancelledError:
                 raise
             except Exception:  # noqa: BLE001 - keep dispatching whatever happens
@@ -335,13 +333,9 @@ class Scheduler:
             try:
                 prepared = await self.edges.prepare(view)
             except Exception as exc:  # noqa: BLE001
-                field = getattr(exc, "field", None)
-                message = getattr(exc, "message", None) or str(exc)
-                if field is None:
+                if getattr(exc, "field", None) is None:
                     log.exception("preparing %s failed", view.request_id)
-                    await self._finish(view, Outcome.failed(f"Could not prepare the input: {message}"))
-                else:
-                    await self._finish(view, Outcome.invalid(field, message))
+                await self._finish(view, Outcome.of_prepare_error(exc))
                 return
             try:
                 await asyncio.to_thread(self.blobs.put, input_key, prepared.data, content_type="image/png")
@@ -371,14 +365,7 @@ class Scheduler:
                 self._wake.set()
         finally:
             self._preparing[view.app_id] -= 1
-            self._flush_if_settled(view.app_id)
             self._wake.set()
-
-    def _flush_if_settled(self, app_id: str) -> None:
-        """Nothing of this app is being claimed or prepared: let its executor start
-        the batch it gathered (with batch_size 1 there is never one to start)."""
-        if not self._preparing[app_id] and app_id not in self._claiming:
-            self.executors[app_id].flush()
 
     def _drop_blobs(self, view: JobView, ended: bool = False) -> None:
         for key in run_blob_keys(view.request_id, view.output_key, view.input, ended):
