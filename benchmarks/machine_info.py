@@ -11,9 +11,12 @@ def machine() -> dict:
     info = {"platform": platform.platform(), "python": platform.python_version(), "cpus": os.cpu_count()}
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
+            if line.startswith("model name") and "cpu" not in info:
                 info["cpu"] = line.split(":", 1)[1].strip()
-                break
+            elif line.startswith("flags") and "cpu_isa" not in info:
+                # The vector extensions that decide CPU speed (and whether half precision is native).
+                flags = set(line.split(":", 1)[1].split())
+                info["cpu_isa"] = sorted(flags & {"avx2", "avx512f", "avx512_bf16", "avx512_fp16", "amx_bf16", "amx_tile"})
     except OSError:
         pass
     try:

@@ -386,7 +386,7 @@ def _own_weights(model: nn.Module, path: str | os.PathLike) -> int:
                     t.data = own
                 else:
                     store[name] = own
-                released += release_mapped_pages(path, [src])
+                released += release_mapped_pages(path, [src], ranges)
     return released
 
 

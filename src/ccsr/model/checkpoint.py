@@ -10,13 +10,14 @@ time, so loading the 3.4 GB fp16 file needs little more RAM than the model.
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import os
 import pickle
 import struct
 from pathlib import Path
-from typing import Iterable, Mapping
+from typing import Iterable, Mapping, Optional
 
 import torch
 
@@ -176,6 +177,15 @@ def mapped_ranges(path: str | os.PathLike) -> list[tuple[int, int]]:
     return ranges
 
 
+@functools.lru_cache(maxsize=1)
+def _libc():  # noqa: ANN202 - ctypes handle
+    import ctypes
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.madvise.argtypes = (ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int)
+    return libc
+
+
 def is_mapped(t: torch.Tensor, ranges: list[tuple[int, int]]) -> bool:
     """Whether the tensor's data lies in one of ``ranges`` (see :func:`mapped_ranges`)."""
     start = t.data_ptr()
@@ -183,7 +193,8 @@ def is_mapped(t: torch.Tensor, ranges: list[tuple[int, int]]) -> bool:
     return any(lo <= start and end <= hi for lo, hi in ranges)
 
 
-def release_mapped_pages(path: str | os.PathLike, tensors: Iterable[torch.Tensor]) -> int:
+def release_mapped_pages(path: str | os.PathLike, tensors: Iterable[torch.Tensor],
+                         ranges: Optional[list[tuple[int, int]]] = None) -> int:
     """Drop this process's resident pages of ``tensors`` where they are views of
     the memory-mapped checkpoint ``path``; return the bytes released.
 
@@ -196,16 +207,18 @@ def release_mapped_pages(path: str | os.PathLike, tensors: Iterable[torch.Tensor
     (from /proc/self/maps) are touched, whole pages only: an in-memory tensor
     is never advised, since MADV_DONTNEED would zero anonymous memory.
     Linux only; elsewhere (or when anything is unexpected) it does nothing.
+    ``ranges``: the file's mappings when the caller already read them
+    (:func:`mapped_ranges`; reading /proc/self/maps for every tensor of a
+    model cost seconds of loading).
     """
     try:
-        import ctypes
         import mmap
 
-        ranges = mapped_ranges(path)
+        if ranges is None:
+            ranges = mapped_ranges(path)
         if not ranges:
             return 0
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.madvise.argtypes = (ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int)
+        libc = _libc()
         page = mmap.PAGESIZE
         released = 0
         for t in tensors:
