@@ -64,9 +64,10 @@ def test_from_file_releases_the_text_tower_and_keeps_the_networks(tiny_checkpoin
     offered: list[torch.Tensor] = []
     real = checkpoint.release_mapped_pages
 
-    def spy(path, tensors):
+    def spy(path, tensors, ranges=None):
+        tensors = list(tensors)
         offered.extend(tensors)
-        return real(path, offered)
+        return real(path, tensors, ranges)
 
     monkeypatch.setattr(checkpoint, "release_mapped_pages", spy)
     model = CCSRModel.from_file(tiny_checkpoint, tiny_config)
