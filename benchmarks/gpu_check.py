@@ -20,7 +20,9 @@ run cut short keeps what it measured):
   input at scale 4 within 8 GB and a 1920x1080 input at scale 2 within 10 GB
   (automatic memory plan on), with peak memory.
 - ``throughput``: requests per second for 1, 2, 4 and 8 queued requests of the
-  default request, batched through the network (``run_batch``).
+  default request, batched through the network (``run_batch``: what a worker
+  runs for queued requests of one shape with ``batch_size`` N;
+  ``bench_batching.py`` measures the same through a worker process).
 
 On CUDA each section runs in its own process (a memory fraction and a crash
 stay inside it) under its own time limit. Weights are random (the

@@ -207,8 +207,11 @@ def test_the_pool_gathers_a_batch_until_flushed_then_runs_it_in_one_worker(tmp_p
         pool.flush()
         assert pool.idle_slots() == 0 and set(pool.running()) == {"a", "b", "c"}
         pool.submit(tasks[3])  # the worker is busy: kept for its next batch
+        pool.submit(Task("x", APP.app_id, UpscaleParams(steps=12, seed=7), "inputs/a", "results/x.1", tasks[0].blob_store))
         assert pool.idle_slots() == 0
-        ends = await _until(events, "abcd")
+        pool.cancel("x")  # cancelled while kept: it ends without running
+        ends = await _until(events, ["a", "b", "c", "d", "x"])
+        assert ends["x"][0].kind == "cancelled" and "x" not in pool.running()
         assert all(isinstance(ends[r][0], Done) for r in "abcd")
         for r in "abc":
             assert "fake engine: 4 steps, batch of 3" in _logs(events, r)

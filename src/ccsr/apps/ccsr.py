@@ -30,7 +30,7 @@ class CCSRApp(App):
     Input = CCSRInput
     Output = CCSROutput
     worker_settings = ("weights", "config", "device", "dtype", "tile_batch_size", "max_output_pixels",
-                       "auto_memory", "memory_budget", "compile", "channels_last", "batch_size")
+                       "auto_memory", "memory_budget", "compile", "channels_last", "batch_size", "tune_malloc")
 
     def check(self, params: UpscaleParams) -> None:  # type: ignore[override]
         check_params(params)
@@ -61,6 +61,7 @@ class CCSRApp(App):
             compile=settings.get("compile") or "off",
             channels_last=channels_last_flag(settings.get("channels_last")),
             batch_size=int(settings.get("batch_size") or 1),
+            tune_malloc=bool(settings.get("tune_malloc", True)),
         )
 
     def run(self, engine: Any, image: Any, params: UpscaleParams, *, progress: ProgressFn,  # type: ignore[override]

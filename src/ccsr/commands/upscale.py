@@ -241,7 +241,7 @@ def _run(plan: _Plan, params: UpscaleParams, config: Optional[Path]) -> None:
                 plan.weights_path, config=config, device=plan.device, dtype=plan.dtype,
                 tile_batch_size=settings.tile_batch_size, max_output_pixels=settings.max_output_pixels,
                 auto_memory=settings.auto_memory, memory_budget=settings.memory_budget, compile=settings.compile,
-                channels_last=channels_last_flag(settings.channels_last),
+                channels_last=channels_last_flag(settings.channels_last), tune_malloc=settings.tune_malloc,
             )
         bar.update(load, description=f"model on {upscaler.device} ({upscaler.dtype_name})", total=1, completed=1)
         for src, dst in zip(plan.inputs, plan.outputs):

@@ -25,7 +25,7 @@ from pydantic import ValidationError
 
 from ccsr.errors import InvalidParameter, OutOfMemory
 from ccsr.params import NATIVE_SIZE, UpscaleParams, batch_key, check_request, diffusion_size, min_short_side  # noqa: F401 (re-exported)
-from ccsr.pipeline import color_fix, memory, preprocess, sampler, schedule, tiled_vae, tiling
+from ccsr.pipeline import allocator, color_fix, memory, preprocess, sampler, schedule, tiled_vae, tiling
 from ccsr.pipeline.device import warn_if_emulated_half
 
 log = logging.getLogger(__name__)
@@ -131,12 +131,15 @@ class CCSRUpscaler:
         dtype: Union[str, torch.dtype, None] = None,
         compile: str = "off",
         channels_last: Optional[bool] = None,
+        tune_malloc: bool = True,
         **kwargs: Any,
     ) -> "CCSRUpscaler":
         """Load a .ckpt/.safetensors checkpoint. ``path`` None finds the default
         weights (``CCSR_WEIGHTS`` or the Hugging Face cache); ``config`` is an
         official-format YAML path or a CCSRConfig (default: inferred).
-        ``compile`` and ``channels_last``: see :meth:`CCSRModel.optimize`."""
+        ``compile`` and ``channels_last``: see :meth:`CCSRModel.optimize`.
+        ``tune_malloc``: on a CPU, keep freed activation buffers in the process
+        for the next network call (process-wide; see pipeline/allocator.py)."""
         from ccsr import weights
         from ccsr.model.ccsr_model import CCSRModel
         from ccsr.model.config import CCSRConfig
@@ -146,6 +149,8 @@ class CCSRUpscaler:
             config = CCSRConfig.from_yaml(Path(config))
         dev = pick_device(device)
         dt = pick_dtype(dtype, dev)
+        if tune_malloc and dev.type == "cpu":
+            allocator.keep_freed_memory()
         model = CCSRModel.from_file(path, config, device=dev, dtype=dt)
         model.optimize(compile=compile, channels_last=channels_last)
         return cls(model, **kwargs)
