@@ -182,13 +182,17 @@ async def _pool_run(pool: WorkerPool, steps):
         await pool.close()
 
 
-async def _until(events, rids, timeout=30.0):
+async def _wait(holds, what: str, timeout: float = 30.0) -> None:
     for _ in range(int(timeout / 0.02)):
-        ends = _endings(events)
-        if all(r in ends for r in rids):
-            return ends
+        if holds():
+            return
         await asyncio.sleep(0.02)
-    raise AssertionError(f"no ending for {rids}: {events}")
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+async def _until(events, rids, timeout=30.0):
+    await _wait(lambda: all(r in _endings(events) for r in rids), f"the endings of {rids}", timeout)
+    return _endings(events)
 
 
 def _logs(events, rid):
@@ -256,17 +260,10 @@ def test_a_worker_killed_mid_batch_reports_every_request_lost(tmp_path, monkeypa
         for t in tasks:
             pool.submit(t)
         pool.flush()
-        for _ in range(500):
-            if any(isinstance(e, Progress) for e in events):
-                break
-            await asyncio.sleep(0.02)
+        await _wait(lambda: any(isinstance(e, Progress) for e in events), "the batch's first step")
         os.kill(pool.running()["a"], signal.SIGKILL)
-        for _ in range(500):
-            lost = {e.request_id for e in events if isinstance(e, WorkerLost)}
-            if lost == {"a", "b", "c"}:
-                break
-            await asyncio.sleep(0.02)
-        assert lost == {"a", "b", "c"}
+        await _wait(lambda: {e.request_id for e in events if isinstance(e, WorkerLost)} == {"a", "b", "c"},
+                    "every request of the batch reported lost")
         assert pool.running() == {}
 
     asyncio.run(_pool_run(WorkerPool({}, ["cpu"], app_ref=APP.ref, factory=FAKE, batch_size=4), steps))
