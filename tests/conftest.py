@@ -96,3 +96,11 @@ def ray_cluster():
         yield cluster
     finally:
         cluster.shutdown()
+
+
+@pytest.fixture()
+def small(monkeypatch) -> None:
+    """Requests diffuse at 128 px instead of 512 (the minimum short side), for quick engine tests."""
+    import ccsr.params as params_mod
+
+    monkeypatch.setattr(params_mod, "NATIVE_SIZE", 128)

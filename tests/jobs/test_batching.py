@@ -128,13 +128,6 @@ def test_an_unreadable_input_fails_alone(tmp_path):
     assert ends["b"][0].kind == "error"
 
 
-@pytest.fixture()
-def small(monkeypatch) -> None:
-    """A 128 px diffusion image: batching does not depend on the size."""
-    import ccsr.params as params_mod
-
-    monkeypatch.setattr(params_mod, "NATIVE_SIZE", 128)
-
 
 def test_queued_requests_batched_give_the_pictures_they_give_alone(small, tiny_model, tmp_path):
     """The real engine: three queued requests with their own seeds, batched by

@@ -12,13 +12,6 @@ from ccsr.pipeline import sampler, schedule
 from ccsr.pipeline.upscaler import CCSRUpscaler
 
 
-@pytest.fixture()
-def small(monkeypatch) -> None:
-    """A 128 px diffusion image: batching does not depend on the size."""
-    import ccsr.params as params_mod
-
-    monkeypatch.setattr(params_mod, "NATIVE_SIZE", 128)
-
 
 @pytest.fixture(scope="module")
 def photos(fixtures_dir) -> list[Image.Image]:

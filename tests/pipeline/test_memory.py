@@ -141,7 +141,7 @@ def test_planned_request_matches_the_untiled_one(tiny_model, tiny_config, photo)
     assert 0 < diff.mean() < 3.0, diff.mean()  # tiled (so not identical) but close
 
 
-def test_plenty_of_memory_leaves_the_picture_unchanged(small_diffusion_128, tiny_model, photo):
+def test_plenty_of_memory_leaves_the_picture_unchanged(small, tiny_model, photo):
     a = CCSRUpscaler(tiny_model, memory_budget=10 * 1024 ** 3)(photo, seed=3, **FAST)
     b = CCSRUpscaler(tiny_model, auto_memory=False)(photo, seed=3, **FAST)
     assert a.memory_plan is not None and not a.memory_plan.changed
@@ -166,10 +166,3 @@ def test_out_of_memory_with_a_tile_batch_retries_one_tile_at_a_time(tiny_model, 
     assert calls[0] > 1 and set(calls[1:]) == {1}  # one failed batch (of all tiles), then single tiles only
     assert any("retrying one at a time" in m for m in logs)
     assert np.array_equal(_arr(got.image), _arr(want.image))
-
-
-@pytest.fixture()
-def small_diffusion_128(monkeypatch) -> None:
-    import ccsr.params as params_mod
-
-    monkeypatch.setattr(params_mod, "NATIVE_SIZE", 128)

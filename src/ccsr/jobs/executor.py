@@ -79,6 +79,10 @@ class Failed:
     message: str
     field: Optional[str] = None
 
+    @classmethod
+    def cancelled(cls, request_id: str) -> "Failed":
+        return cls(request_id, "cancelled", "Request was cancelled.")
+
 
 @dataclasses.dataclass
 class WorkerLost:

@@ -122,7 +122,7 @@ class WorkerPool(Executor):
             if t.request_id == request_id:
                 self.backlog.remove(t)
                 # Delivered on the next loop turn, as every other event: never inside the caller's cancel.
-                self._loop.call_soon(self._emit, Failed(request_id, "cancelled", "Request was cancelled."))
+                self._loop.call_soon(self._emit, Failed.cancelled(request_id))
 
     def _gathering(self, w: _Worker) -> bool:
         """Ready, and not running a batch: it can take more tasks."""

@@ -64,7 +64,7 @@ def _ending(app: App, task: Task, exc: BaseException) -> Failed:
 
     rid = task.request_id
     if isinstance(exc, Cancelled):
-        return Failed(rid, "cancelled", "Request was cancelled.")
+        return Failed.cancelled(rid)
     if isinstance(exc, InvalidParameter):
         return Failed(rid, "invalid", exc.message, field=exc.field)
     if isinstance(exc, OutOfMemory):
@@ -161,7 +161,7 @@ def _run_group(app: App, engine: Any, group: list[tuple[Task, Any]], cancels: di
         for t, _ in group:
             if t.request_id not in ended and cancels[t.request_id].is_set():
                 ended.add(t.request_id)
-                emit(Failed(t.request_id, "cancelled", "Request was cancelled."))
+                emit(Failed.cancelled(t.request_id))
 
     def live() -> list[str]:
         return [t.request_id for t, _ in group if t.request_id not in ended]
