@@ -1,0 +1,38 @@
+"""benchmarks/bench_cpu_floor.py works end to end on the tiny model: every stage
+counted and timed, the evaluation split by operator class, the goal's budget computed."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_tiny_floor_report(tmp_path):
+    out = tmp_path / "floor.json"
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "bench_cpu_floor.py"), "--arch", "tiny", "--size", "128",
+         "--evaluations", "3", "--repeats", "1", "--official-wall", "10", "--load-s", "1", "--out", str(out)],
+        capture_output=True, text=True, timeout=600,
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    res = json.loads(out.read_text())
+    assert "cpu" in res["machine"] and res["rates"]["matmul_4096_gflops"] > 0
+    stages = res["stages"]
+    assert set(stages) == {"encode", "evaluation", "decode"} and stages["evaluation"]["calls"] == 3
+    for s in stages.values():
+        assert s["tflop_per_call"] > 0 and s["median_s_per_call"] > 0
+        # the classes add up to the counter's total
+        assert abs(sum(s["tflop_by_class"].values()) - s["tflop_per_call"]) < 1e-9
+    ev = stages["evaluation"]
+    # the UNet and ControlNet are convolutions, linear layers and attention: each counted and timed
+    assert {"convolution", "linear", "attention"} <= set(ev["gflops_by_class"])
+    q = res["request"]
+    assert abs(q["tflop"] - sum(s["tflop_per_call"] * s["calls"] for s in stages.values())) < 1e-9
+    assert 0 < q["floor_at_measured_rates_s"] and isinstance(res["goal_half_official"]["floor_fits_budget"], bool)
+    g = res["goal_half_official"]
+    assert g["arithmetic_budget_s"] == 4.0 and g["needed_gflops"] > 0
+    assert "goal 0.5 x 10.0 s" in proc.stdout
