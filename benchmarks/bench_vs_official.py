@@ -385,6 +385,13 @@ def official_run(spec: dict) -> None:
 
 
 # ------------------------------------------------------------------- driver
+#: torch on an AVX-512 machine limited to what an AVX2-only CPU (such as the AMD EPYC
+#: of issue 9's first figures) runs: ATen's vector kernels, oneDNN (convolutions,
+#: half precision) and MKL (matrix products). Same cores, narrower vectors: a stand-in,
+#: not that machine.
+AVX2_LIMITS = {"ATEN_CPU_CAPABILITY": "avx2", "ONEDNN_MAX_CPU_ISA": "AVX2", "MKL_ENABLE_INSTRUCTIONS": "AVX2"}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--official", type=Path, default=os.environ.get("CCSR_OFFICIAL"), help="official CCSR checkout (commit 15778ed)")
@@ -392,6 +399,8 @@ def main() -> None:
     ap.add_argument("--cases", nargs="*", default=DEFAULT_CASES, help=f"cases: {', '.join(CASES)}")
     ap.add_argument("--repeats", type=int, default=1, help="runs of each side per case (medians reported)")
     ap.add_argument("--out", type=Path, default=RESULTS / "vs-official-cpu.json")
+    ap.add_argument("--isa", choices=["native", "avx2"], default="native",
+                    help="avx2: limit torch to AVX2 on both sides (see AVX2_LIMITS), standing in for an AVX2-only CPU")
     ap.add_argument("--official-run", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.official_run:
@@ -400,6 +409,14 @@ def main() -> None:
     if not args.official or not args.official_python:
         ap.error("give --official and --official-python (or CCSR_OFFICIAL / CCSR_OFFICIAL_PYTHON); see the docstring")
     sys.path.insert(0, str(Path(__file__).resolve().parent))
+    args.isa_limits = {}
+    if args.isa == "avx2":
+        os.environ.update(AVX2_LIMITS)  # every process below inherits them
+        args.isa_limits = dict(AVX2_LIMITS, capability={
+            side: subprocess.run([py, "-c", "import torch; print(torch.backends.cpu.get_cpu_capability())"],
+                                 capture_output=True, text=True).stdout.strip()
+            for side, py in (("ours", sys.executable), ("official", args.official_python))})
+        print(f"ISA limited: {args.isa_limits}", flush=True)
 
     results = []
     load_start = os.getloadavg()
@@ -443,6 +460,7 @@ def save(args, results: list[dict], load_start) -> None:
               "note": "whole process (imports, loading, request, PNG written); medians; ratio = ours / official; "
                       "cpu_s = user + sys of the process (wait4), less sensitive to the machine's load than wall_s",
               "load_average": {"start": [round(x, 2) for x in load_start], "end": [round(x, 2) for x in os.getloadavg()]},
+              "isa_limits": getattr(args, "isa_limits", {}) or "none (the CPU's own instructions)",
               "official_commit": subprocess.run(["git", "-C", str(args.official), "rev-parse", "HEAD"],
                                                 capture_output=True, text=True).stdout.strip(),
               "results": results}

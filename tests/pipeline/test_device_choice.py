@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import platform
+
 import pytest
 import torch
 
@@ -82,9 +84,53 @@ def test_explicit_half_on_an_emulating_cpu_warns_and_elsewhere_not(monkeypatch):
         with pytest.warns(SlowHalfPrecisionWarning, match=f"no native {name} arithmetic"):
             assert pick_dtype(name, torch.device("cpu")) is dt
     monkeypatch.setattr(device, "cpu_flags", lambda: frozenset({"avx512_fp16", "avx512_bf16"}))
+    monkeypatch.setattr(device, "torch_isa_capped", lambda: False)  # whatever limit this test run has
     with warnings.catch_warnings():
         warnings.simplefilter("error", SlowHalfPrecisionWarning)
         assert pick_dtype("fp16", torch.device("cpu")) is torch.float16
         assert pick_dtype("bf16", torch.device("cpu")) is torch.bfloat16
         monkeypatch.setattr(device, "cpu_flags", lambda: frozenset())
         assert pick_dtype("fp16", torch.device("cuda")) is torch.float16  # not a CPU: no warning
+
+
+def test_torch_limited_below_avx512_counts_as_emulated_half(monkeypatch):
+    """An AVX-512 CPU whose torch is limited to AVX2 (ONEDNN_MAX_CPU_ISA / ATEN_CPU_CAPABILITY)
+    emulates half precision: the flags in /proc/cpuinfo must not silence the warning."""
+    import ccsr.pipeline.device as device
+    from ccsr.pipeline.device import SlowHalfPrecisionWarning
+
+    monkeypatch.setattr(device.platform, "system", lambda: "Linux")
+    monkeypatch.setattr(device.platform, "machine", lambda: "x86_64")
+    monkeypatch.setattr(device, "cpu_flags", lambda: frozenset({"avx512f", "avx512_bf16", "avx512_fp16"}))
+    monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: "AVX512")
+    monkeypatch.delenv("ONEDNN_MAX_CPU_ISA", raising=False)
+    assert not device.torch_isa_capped() and device.native_half_support(torch.bfloat16)
+    for limit in ("AVX2", "avx2_vnni", "SSE41"):
+        monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", limit)
+        assert device.torch_isa_capped() and not device.native_half_support(torch.bfloat16)
+        with pytest.warns(SlowHalfPrecisionWarning, match="no native bf16 arithmetic"):
+            pick_dtype("bf16", torch.device("cpu"))
+    for limit in ("AVX512_CORE_BF16", "ALL"):
+        monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", limit)
+        assert not device.torch_isa_capped()
+    monkeypatch.delenv("ONEDNN_MAX_CPU_ISA")
+    monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: "AVX2")
+    assert device.torch_isa_capped() and not device.native_half_support(torch.float16)
+    # flags given explicitly describe another CPU: the limit of this process does not apply
+    assert device.native_half_support(torch.bfloat16, flags={"avx512_bf16"}, machine="x86_64")
+
+
+@pytest.mark.skipif(platform.machine().lower() not in ("x86_64", "amd64"), reason="x86 ISA limits")
+def test_a_process_started_with_avx2_limits_sees_them():
+    """The real torch reads the limits at start: a child process started with them reports them."""
+    import os
+    import subprocess
+    import sys
+
+    env = dict(os.environ, ATEN_CPU_CAPABILITY="avx2", ONEDNN_MAX_CPU_ISA="AVX2")
+    code = ("import torch; from ccsr.pipeline import device; "
+            "print(torch.backends.cpu.get_cpu_capability(), device.torch_isa_capped(), "
+            "device.native_half_support(torch.bfloat16))")
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.split() == ["AVX2", "True", "False"]

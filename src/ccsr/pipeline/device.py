@@ -11,6 +11,7 @@ picks half precision on a CPU, and an explicit fp16/bf16 there gets a
 from __future__ import annotations
 
 import functools
+import os
 import platform
 import warnings
 from pathlib import Path
@@ -44,14 +45,41 @@ def cpu_flags() -> frozenset[str]:
     return frozenset()
 
 
+#: oneDNN ISA limits (``ONEDNN_MAX_CPU_ISA``) below AVX-512: its half-precision kernels are then off.
+_BELOW_AVX512 = frozenset({"sse41", "avx", "avx2", "avx2_vnni", "avx2_vnni_2"})
+
+
+def torch_isa_capped() -> bool:
+    """Whether torch was told to use less than this x86 CPU's AVX-512 (``ATEN_CPU_CAPABILITY``
+    or ``ONEDNN_MAX_CPU_ISA``, read by torch at start).
+
+    Why: the AVX-512 half-precision flags in /proc/cpuinfo only help when the
+    kernels that use them run. With the limit set (as when an AVX-512 machine
+    stands in for an AVX2-only one) half precision is emulated, and a 3x3
+    convolution ran over a thousand times slower than in fp32 on a 2-core
+    AMD EPYC limited so."""
+    if os.environ.get("ONEDNN_MAX_CPU_ISA", "").strip().lower() in _BELOW_AVX512:
+        return True
+    try:
+        capability = torch.backends.cpu.get_cpu_capability()
+    except (AttributeError, RuntimeError):
+        return False
+    return capability.upper() in ("DEFAULT", "AVX2", "NO AVX")
+
+
 def native_half_support(dtype: torch.dtype, flags: Iterable[str] | None = None, machine: str | None = None) -> bool:
-    """True when the CPU computes in ``dtype`` natively (fp32 always is)."""
+    """True when the CPU computes in ``dtype`` natively (fp32 always is).
+
+    With ``flags`` None this machine is read, and on x86 a torch limited below
+    AVX-512 (:func:`torch_isa_capped`) counts as no native half precision."""
     if dtype not in NATIVE_FLAGS:
         return True
     machine = (machine if machine is not None else platform.machine()).lower()
     if flags is None:
         if platform.system() == "Darwin" and machine == "arm64":
             return True  # Apple silicon: every M-series core has fp16 (and, since M2, bf16) arithmetic
+        if machine in ("x86_64", "amd64") and torch_isa_capped():
+            return False
         flags = cpu_flags()
     return bool(NATIVE_FLAGS[dtype] & set(flags))
 
