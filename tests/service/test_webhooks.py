@@ -315,6 +315,27 @@ async def test_app_wiring_enqueues_and_delivers(tmp_path, receiver):
 
 
 @pytest.mark.asyncio
+async def test_stop_right_after_a_wake_still_stops(tmp_path):
+    """A wake-up (a send finishing) in the same loop turn as stop() must not
+    swallow the cancellation: on Python 3.11 ``asyncio.wait_for`` returns the
+    finished inner wait instead of raising, and the loop then ran forever."""
+    settings, _, factory, keys = setup(tmp_path)
+    sender = sender_for(settings, factory, keys, Clock(), poll_interval=60.0)
+    task = sender.start()
+    for _ in range(200):  # until the loop sleeps on its wake event
+        await asyncio.sleep(0.01)
+        if sender._wake is not None and task._fut_waiter is not None:
+            break
+    sender.notify()
+    stopping = asyncio.ensure_future(sender.stop())
+    done, _ = await asyncio.wait({stopping}, timeout=5)  # asyncio.wait never cancels, so a hang shows
+    if not done:
+        task.cancel()  # a second cancel gets through; let the test end
+        await stopping
+    assert done and task.done()
+
+
+@pytest.mark.asyncio
 async def test_prune_removes_only_old_finished_rows(tmp_path, receiver):
     settings, _, factory, keys = setup(tmp_path)
     clock = Clock()

@@ -255,9 +255,10 @@ class Scheduler:
     # --- dispatching ---------------------------------------------------------------------
     async def _dispatch_loop(self) -> None:
         while not self._stopping:
-            try:
-                await asyncio.wait_for(self._wake.wait(), timeout=0.5)
-            except asyncio.TimeoutError:
+            try:  # not wait_for: on 3.11 it can swallow stop()'s cancel (see the webhook sender)
+                async with asyncio.timeout(0.5):
+                    await self._wake.wait()
+            except TimeoutError:
                 pass
             self._wake.clear()
             try:

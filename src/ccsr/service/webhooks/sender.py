@@ -78,6 +78,7 @@ class WebhookSender:
         self._inflight: dict[str, int] = {}
         self._tasks: set[asyncio.Task] = set()
         self._wake: Optional[asyncio.Event] = None
+        self._stopping = False
         self._task: Optional[asyncio.Task] = None
 
     # --- claiming and recording (blocking DB work, run in a thread) -----------------
@@ -242,7 +243,7 @@ class WebhookSender:
         """Loop forever: deliver due rows, then sleep until woken or the next poll."""
         self._wake = asyncio.Event()
         last_prune = 0.0
-        while True:
+        while not self._stopping:  # the flag as well as the cancel: shutdown never hangs on one lost cancel
             try:
                 await self.dispatch()
                 if self.clock() - last_prune > 3600:
@@ -252,17 +253,29 @@ class WebhookSender:
                 raise
             except Exception:  # noqa: BLE001 - a DB hiccup must not kill the loop
                 log.exception("webhook sender pass failed")
-            try:
-                await asyncio.wait_for(self._wake.wait(), self.poll_interval)
-            except TimeoutError:
-                pass
+            await self._sleep()
             self._wake.clear()
 
+    async def _sleep(self) -> None:
+        """Wait for notify() or the poll interval.
+
+        Not ``asyncio.wait_for``: on Python 3.11 it returns normally when the
+        wait finishes in the same loop turn as a cancel, swallowing the cancel,
+        and stop() then waited forever. ``asyncio.timeout`` keeps the cancel."""
+        try:
+            async with asyncio.timeout(self.poll_interval):
+                await self._wake.wait()
+        except TimeoutError:
+            pass
+
     def start(self) -> asyncio.Task:
+        self._stopping = False
         self._task = asyncio.create_task(self.run(), name="ccsr-webhook-sender")
         return self._task
 
     async def stop(self) -> None:
+        self._stopping = True
+        self.notify()
         for task in list(self._tasks):  # rows keep their lease and are resent after it
             task.cancel()
         if self._task is not None:
