@@ -4,7 +4,7 @@
     python benchmarks/bench_batching.py --arch v1 --device cuda --dtype fp16 --size 512 --scale 2
 
 For 1, 2, 4 and 8 requests waiting in the queue (one input size and settings,
-each its own seed), a real worker process (``ccsr.jobs.pool.WorkerPool``, the
+each its own seed), a real worker process (``ccsr.executors.pool.WorkerPool``, the
 executor ``ccsr serve`` uses) holding the engine on a random checkpoint is
 handed all of them at once, the way the scheduler hands over what it claimed,
 and the time until the last result is stored is measured: once with
@@ -51,11 +51,11 @@ def _input(store, size: int) -> str:
 async def _measure(settings: dict, device: str, batch_size: int, count: int, repeats: int, params: dict,
                    blobs_dir: Path, size: int) -> list[float]:
     """Seconds from handing ``count`` tasks to a fresh pool's idle worker until the last ended."""
-    from ccsr.apps.ccsr import CCSRApp
-    from ccsr.blobs import LocalBlobStore
-    from ccsr.jobs.executor import Done, Failed, Task, WorkerState
-    from ccsr.jobs.pool import WorkerPool
-    from ccsr.params import UpscaleParams
+    from ccsr.models.ccsr_v1.app import CCSRApp
+    from ccsr.storage import LocalBlobStore
+    from ccsr.executors.base import Done, Failed, Task, WorkerState
+    from ccsr.executors.pool import WorkerPool
+    from ccsr.models.ccsr_v1.params import UpscaleParams
 
     app = CCSRApp()
     store = LocalBlobStore(blobs_dir)

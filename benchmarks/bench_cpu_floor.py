@@ -126,12 +126,12 @@ def run(arch: str, size: int, steps_evals: int, repeats: int, official_wall: flo
         *, tile_px: int | None = None, tiles: int = 1, tile_batch: int = 4, goal: float = 0.5) -> dict:
     import torch
 
-    from ccsr.model.ccsr_model import CCSRModel
-    from ccsr.model.config import CCSRConfig
-    from ccsr.model.random import random_state_dict
-    from ccsr.pipeline import allocator
+    from ccsr.models.ccsr_v1.networks.model import CCSRModel
+    from ccsr.models.ccsr_v1.networks.config import CCSRConfig
+    from ccsr.models.ccsr_v1.random_weights import random_state_dict
+    from ccsr.engine import allocator
 
-    allocator.keep_freed_memory()  # as the engine does on a CPU (pipeline/allocator.py)
+    allocator.keep_freed_memory()  # as the engine does on a CPU (engine/allocator.py)
     torch.manual_seed(0)
     cfg = CCSRConfig.v1() if arch == "v1" else CCSRConfig.from_yaml(FIXTURES / "ccsr-tiny.yaml")
     model = CCSRModel.from_state_dict(random_state_dict(cfg, seed=0), cfg)

@@ -46,15 +46,15 @@ GPU_CASES = ["gpu-default-512to1024", "gpu-tiled-1080p-to-4k"]
 
 def load_config(name: str):
     """CCSRConfig of the named architecture: "v1" (full size) or "tiny" (tests/fixtures)."""
-    from ccsr.model.config import CCSRConfig
+    from ccsr.models.ccsr_v1.networks.config import CCSRConfig
 
     return CCSRConfig.v1() if name == "v1" else CCSRConfig.from_yaml(FIXTURES / "ccsr-tiny.yaml")
 
 
 def checkpoint(config: str, dtype: str) -> Path:
     """Random weights of the named architecture, written once."""
-    from ccsr.model.random import write_random_checkpoint
-    from ccsr.pipeline.upscaler import DTYPES
+    from ccsr.models.ccsr_v1.random_weights import write_random_checkpoint
+    from ccsr.engine.device import DTYPES
 
     path = CACHE / f"random-{config}-{dtype}.safetensors"
     if not path.exists():
@@ -71,9 +71,10 @@ def run_case(name: str, device: str, dtype: str) -> dict:
     import torch
     from PIL import Image
 
-    from ccsr.model.ccsr_model import CCSRModel
-    from ccsr.pipeline import preprocess
-    from ccsr.pipeline.upscaler import CCSRUpscaler, pick_dtype
+    from ccsr.models.ccsr_v1.networks.model import CCSRModel
+    from ccsr.models.ccsr_v1 import preprocess
+    from ccsr.engine.device import pick_dtype
+    from ccsr.models.ccsr_v1.engine import CCSRUpscaler
 
     config_name, wdtype, size, fields, repeats, tile_batch = CASES[name]
     cfg = load_config(config_name)
@@ -84,8 +85,8 @@ def run_case(name: str, device: str, dtype: str) -> dict:
     model = CCSRModel.from_file(path, cfg, device=dev, dtype=dt)
     load_s = time.perf_counter() - t0
     # the text context is computed once per checkpoint at load; time it alone too
-    from ccsr.model.ccsr_model import _text_context
-    from ccsr.model.checkpoint import load_state_dict
+    from ccsr.models.ccsr_v1.networks.model import _text_context
+    from ccsr.models.ccsr_v1.checkpoint import load_state_dict
 
     sd = load_state_dict(path, cfg, validate=False)
     t0 = time.perf_counter()

@@ -92,7 +92,7 @@ def main() -> None:
     import torch
     from PIL import Image
 
-    from ccsr.pipeline.esrgan import ESRGANUpscaler
+    from ccsr.models.esrgan.engine import ESRGANUpscaler
 
     src = Image.open(ROOT / "tests" / "fixtures" / "images" / "astronaut.png").convert("RGB")
     img = src.resize((args.size, args.size), Image.BICUBIC) if src.size != (args.size, args.size) else src

@@ -63,7 +63,7 @@ def free_port() -> int:
 @contextlib.contextmanager
 def servers(n: int, src: Path, data_dir: Path, db_url: str):
     procs, bases = [], []
-    env = {**os.environ, "PYTHONPATH": str(src), "CCSR_ENGINE_FACTORY": "ccsr.jobs.testing:fake_engine_factory",
+    env = {**os.environ, "PYTHONPATH": str(src), "CCSR_ENGINE_FACTORY": "ccsr.testing:fake_engine_factory",
            "CCSR_FAKE_STEP_SECONDS": "0", "CCSR_APPS": "fal-ai/ccsr", "CCSR_DATABASE_URL": db_url,
            "CCSR_API_KEYS": ""}
     try:
@@ -137,7 +137,7 @@ def main() -> None:
     for name, src, n in runs:
         with tempfile.TemporaryDirectory() as tmp, contextlib.ExitStack() as stack:
             if args.database == "postgresql":
-                from ccsr.jobs.testing import temporary_postgres_database
+                from ccsr.testing import temporary_postgres_database
 
                 db_url = stack.enter_context(temporary_postgres_database())
             else:

@@ -26,8 +26,8 @@ OUT = ROOT / "benchmarks" / "results" / "load-memory-cpu.json"
 def load_once(path: str, dtype: str) -> dict:
     import torch
 
-    from ccsr.model.ccsr_model import CCSRModel
-    from ccsr.pipeline.upscaler import DTYPES
+    from ccsr.models.ccsr_v1.networks.model import CCSRModel
+    from ccsr.engine.device import DTYPES
 
     t0 = time.perf_counter()
     model = CCSRModel.from_file(path, None, device="cpu", dtype=DTYPES[dtype])
@@ -53,9 +53,9 @@ def main() -> None:
     if args.one:
         print("RESULT " + json.dumps(load_once(*args.one)))
         return
-    from ccsr.model.config import CCSRConfig
-    from ccsr.model.random import write_random_checkpoint
-    from ccsr.pipeline.upscaler import DTYPES
+    from ccsr.models.ccsr_v1.networks.config import CCSRConfig
+    from ccsr.models.ccsr_v1.random_weights import write_random_checkpoint
+    from ccsr.engine.device import DTYPES
 
     results = []
     for fmt in args.formats:

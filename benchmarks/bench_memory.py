@@ -1,4 +1,4 @@
-"""Calibrate the memory estimate (src/ccsr/pipeline/memory.py) against measured peaks.
+"""Calibrate the memory estimate (src/ccsr/models/ccsr_v1/memory.py) against measured peaks.
 
 For the tiny and the full-size architecture (random weights, fp32, CPU) it
 measures the peak memory each stage adds (UNet + ControlNet call, VAE encoder,
@@ -40,11 +40,11 @@ CASES = {
 
 
 def estimate(name: str, kind: str, size: int, extra) -> float:
-    """The current estimate (src/ccsr/pipeline/memory.py) of one case, in bytes."""
+    """The current estimate (src/ccsr/models/ccsr_v1/memory.py) of one case, in bytes."""
     import torch
 
     from bench_engine import load_config
-    from ccsr.pipeline import memory
+    from ccsr.models.ccsr_v1 import memory
 
     cfg, dt = load_config(name), torch.float32
     if kind == "net":
@@ -69,8 +69,9 @@ def run_config(name: str, out_file: Path) -> list[dict]:
     import torch
 
     from bench_engine import checkpoint, load_config
-    from ccsr.model.ccsr_model import CCSRModel
-    from ccsr.pipeline import memory, tiled_vae
+    from ccsr.models.ccsr_v1.networks.model import CCSRModel
+    from ccsr.engine import tiled_vae
+    from ccsr.models.ccsr_v1 import memory
 
     torch.manual_seed(0)
     cfg = load_config(name)

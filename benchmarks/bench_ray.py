@@ -4,12 +4,12 @@ overhead of the Ray path against the local worker pool, in one run.
     python benchmarks/bench_ray.py                  # defaults below
     python benchmarks/bench_ray.py --jobs 36 --job-seconds 0.5
 
-It starts a local Ray cluster on loopback (``ccsr.jobs.ray_testing``: a head
+It starts a local Ray cluster on loopback (``ccsr.testing.ray_cluster``: a head
 and three worker nodes, each offering one ``ccsr_worker`` in place of a GPU)
 and drives the executors directly, the way the scheduler does: a job is
 submitted whenever ``idle_slots()`` says an actor is free.
 
-The engine is the fake one (``ccsr.jobs.testing.FakeEngine``): it *sleeps*
+The engine is the fake one (``ccsr.testing.FakeEngine``): it *sleeps*
 per step instead of computing, because this machine has 2 CPU cores shared by
 the head, the nodes and the driver; an engine burning CPU would measure the
 cores, not the executor. With real GPUs each actor has its own device, which
@@ -38,10 +38,10 @@ ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from ccsr.jobs import ray_testing  # noqa: E402  (sets Ray's environment before ray is imported)
+from ccsr.testing import ray_cluster as ray_testing  # noqa: E402  (sets Ray's environment before ray is imported)
 from machine_info import machine  # noqa: E402
 
-FAKE = "ccsr.jobs.testing:fake_engine_factory"
+FAKE = "ccsr.testing:fake_engine_factory"
 APP_ID = "fal-ai/ccsr"
 
 
@@ -52,7 +52,7 @@ def fake_steps(job_seconds: float, step_seconds: float) -> int:
 
 async def run_jobs(ex, events: asyncio.Queue, n: int, params, src: dict, out_dir: str, concurrent: bool) -> dict:
     """Submit ``n`` jobs (as slots free up, or one at a time) and time them."""
-    from ccsr.jobs.executor import Done, Failed, Task
+    from ccsr.executors.base import Done, Failed, Task
 
     started: dict[str, float] = {}
     overheads, submitted, finished = [], 0, 0
@@ -76,7 +76,7 @@ async def run_jobs(ex, events: asyncio.Queue, n: int, params, src: dict, out_dir
 
 
 async def with_executor(ex, ready: int, body):
-    from ccsr.jobs.executor import Done, Failed
+    from ccsr.executors.base import Done, Failed
 
     events: asyncio.Queue = asyncio.Queue()
     await ex.start(lambda e: isinstance(e, (Done, Failed)) and events.put_nowait(e))
@@ -92,9 +92,9 @@ async def with_executor(ex, ready: int, body):
 
 
 async def bench(args, cluster, src: dict, out_dir: str) -> dict:
-    from ccsr.apps.ccsr import CCSRApp
-    from ccsr.jobs.pool import WorkerPool
-    from ccsr.jobs.ray_executor import RayExecutor
+    from ccsr.models.ccsr_v1.app import CCSRApp
+    from ccsr.executors.pool import WorkerPool
+    from ccsr.executors.ray import RayExecutor
 
     app = CCSRApp()
     params = app.Params(steps=fake_steps(args.job_seconds, args.step_seconds), scale=2)
@@ -152,7 +152,7 @@ def main() -> None:
         import ray
 
         ray.init(address=cluster.address, log_to_driver=False)
-        from ccsr.blobs.local import LocalBlobStore
+        from ccsr.storage.local import LocalBlobStore
 
         store = LocalBlobStore(f"{tmp}/blobs")
         buf = io.BytesIO()

@@ -89,11 +89,11 @@ def start_server(args, data_dir: Path, db_url: str | None) -> tuple[subprocess.P
            "--log-level", "warning", "--device", "cpu"]
     env = dict(os.environ)
     if args.engine == "fake":
-        cmd += ["--engine-factory", "ccsr.jobs.testing:fake_engine_factory"]
+        cmd += ["--engine-factory", "ccsr.testing:fake_engine_factory"]
         env["CCSR_FAKE_STEP_SECONDS"] = str(args.step_seconds)
     else:
-        from ccsr.model.config import CCSRConfig
-        from ccsr.model.random import write_random_checkpoint
+        from ccsr.models.ccsr_v1.networks.config import CCSRConfig
+        from ccsr.models.ccsr_v1.random_weights import write_random_checkpoint
 
         cfg = FIXTURES / "ccsr-tiny.yaml"
         ckpt = write_random_checkpoint(CCSRConfig.from_yaml(cfg), data_dir / "tiny.safetensors", seed=0)
@@ -328,7 +328,7 @@ def main() -> None:
         data_dir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="ccsr-bench-")))
         db_url = None
         if args.database == "postgresql":
-            from ccsr.jobs.testing import temporary_postgres_database
+            from ccsr.testing import temporary_postgres_database
 
             db_url = stack.enter_context(temporary_postgres_database())
         proc, base = start_server(args, data_dir, db_url)

@@ -77,8 +77,8 @@ def checkpoint(arch: str) -> Path:
     """The random checkpoint (seed 0) as an official Lightning .ckpt, written once."""
     path = CACHE / f"random-{arch}-fp32.ckpt"
     if not path.exists():
-        from ccsr.model.config import CCSRConfig
-        from ccsr.model.random import random_state_dict
+        from ccsr.models.ccsr_v1.networks.config import CCSRConfig
+        from ccsr.models.ccsr_v1.random_weights import random_state_dict
         import torch
 
         cfg = CCSRConfig.v1() if arch == "v1" else CCSRConfig.from_yaml(FIXTURES / "ccsr-tiny.yaml")
@@ -177,8 +177,8 @@ def ours_entry() -> None:
     import torch  # noqa: F401 - timed as the import stage
 
     stages.data["imports_torch"] = {"wall_s": time.perf_counter() - stages.t0, "cpu_s": time.process_time() - stages.c0, "calls": 1}
-    from ccsr.model import ccsr_model
-    from ccsr.pipeline import preprocess
+    from ccsr.models.ccsr_v1.networks import model as ccsr_model
+    from ccsr.models.ccsr_v1 import preprocess
 
     stages.wrap(ccsr_model.CCSRModel, "from_file", "load_model_total")
     stages.wrap(ccsr_model, "_text_context", "text_context")
@@ -230,7 +230,8 @@ def same_request(case: str, ok: dict[str, list[dict]]) -> dict:
     sizes = {side: sorted({tuple(x["output_size"]) for x in runs}) for side, runs in ok.items()}
     if sizes["ours"] and sizes["official"] and sizes["ours"] != sizes["official"]:
         raise SystemExit(f"{case}: the two sides wrote different output sizes: {sizes}")
-    from ccsr.pipeline import sampler, schedule
+    from ccsr.models.ccsr_v1 import sampler
+    from ccsr.models.ccsr_v1 import schedule
 
     f = CASES[case][2]
     return {"fields": f, "t_max": 0.6667, "t_min": 0.3333, "seed": 1, "dtype": "fp32", "device": "cpu",

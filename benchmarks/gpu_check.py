@@ -82,7 +82,7 @@ def _checkpoint(arch: str) -> Path:
 def _model(opts: dict, dtype):
     import torch
 
-    from ccsr.model.ccsr_model import CCSRModel
+    from ccsr.models.ccsr_v1.networks.model import CCSRModel
 
     model = CCSRModel.from_file(_checkpoint(opts["arch"]), _cfg(opts["arch"]), device=torch.device(opts["device"]), dtype=dtype)
     if opts["device"] == "cpu":  # weights that share the file's mapped pages would count in the peak when re-read
@@ -148,7 +148,7 @@ def correctness(opts: dict) -> dict:
 
 
 def fp16_psnr(opts: dict) -> dict:
-    from ccsr.pipeline.upscaler import CCSRUpscaler
+    from ccsr.models.ccsr_v1.engine import CCSRUpscaler
 
     out = {}
     image = _image((opts["psnr_input"], opts["psnr_input"]))
@@ -167,7 +167,7 @@ def fp16_psnr(opts: dict) -> dict:
 def noise(opts: dict) -> dict:
     import torch
 
-    from ccsr.pipeline import sampler
+    from ccsr.models.ccsr_v1 import sampler
 
     device = "cuda" if torch.cuda.is_available() else "cpu"
     shape = (1, 4, 128, 128)
@@ -189,7 +189,7 @@ def _request_times(up, image, repeats: int, warmup: int = 1, **fields) -> dict:
 
 
 def speed(opts: dict) -> dict:
-    from ccsr.pipeline.upscaler import CCSRUpscaler
+    from ccsr.models.ccsr_v1.engine import CCSRUpscaler
 
     image = _image((opts["default_input"], opts["default_input"]))
     fields = dict(scale=2, steps=opts["steps"])
@@ -248,8 +248,8 @@ def _memory_case(opts: dict, dtype_name: str, size, scale, gib, tiled: bool) -> 
     import torch
 
     from ccsr.errors import OutOfMemory
-    from ccsr.pipeline import memory as mem
-    from ccsr.pipeline.upscaler import CCSRUpscaler
+    from ccsr.models.ccsr_v1 import memory as mem
+    from ccsr.models.ccsr_v1.engine import CCSRUpscaler
 
     dev = torch.device(opts["device"])
     model = _model(opts, _dtypes()[dtype_name])
@@ -288,8 +288,8 @@ def _memory_case(opts: dict, dtype_name: str, size, scale, gib, tiled: bool) -> 
 
 
 def throughput(opts: dict) -> dict:
-    from ccsr.params import UpscaleParams
-    from ccsr.pipeline.upscaler import CCSRUpscaler
+    from ccsr.models.ccsr_v1.params import UpscaleParams
+    from ccsr.models.ccsr_v1.engine import CCSRUpscaler
 
     name = "fp16" if opts["device"] == "cuda" else "fp32"
     model = _model(opts, _dtypes()[name])
@@ -345,9 +345,9 @@ def main() -> None:
     ap.add_argument("--section", help=argparse.SUPPRESS)
     args = ap.parse_args()
     opts = dict(SMOKE if args.cpu_smoke else FULL, official=args.official, official_python=args.official_python or sys.executable)
-    import ccsr.params
+    import ccsr.models.ccsr_v1.params
 
-    ccsr.params.NATIVE_SIZE = opts["native"]  # the smoke run's diffusion images are 64 px, not 512
+    ccsr.models.ccsr_v1.params.NATIVE_SIZE = opts["native"]  # the smoke run's diffusion images are 64 px, not 512
     if args.section:  # one section in this process (the CUDA driver's child)
         print("RESULT " + json.dumps(run_section(args.section, opts)), flush=True)
         return

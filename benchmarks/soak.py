@@ -77,7 +77,7 @@ def start_server(args, data_dir: Path) -> tuple[subprocess.Popen, str, int]:
     port = free_port()
     cmd = [sys.executable, "-m", "ccsr.cli", "serve", "--host", "127.0.0.1", "--port", str(port),
            "--data-dir", str(data_dir), "--log-level", "warning", "--device", "cpu",
-           "--engine-factory", "ccsr.jobs.testing:fake_engine_factory"]
+           "--engine-factory", "ccsr.testing:fake_engine_factory"]
     if args.database_url:
         cmd += ["--database-url", args.database_url]
     env = {k: v for k, v in os.environ.items() if not k.startswith("CCSR_")}

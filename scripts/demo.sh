@@ -43,7 +43,7 @@ else
   echo
   $CCSR weights random -o out/random-tiny.safetensors
   $CCSR upscale "$IN" -o out/demo.png --scale 2 --steps 20 --weights out/random-tiny.safetensors \
-    --config src/ccsr/configs/ccsr-tiny.yaml
+    --config src/ccsr/models/ccsr_v1/configs/ccsr-tiny.yaml
   echo
   echo "wrote out/demo.png with RANDOM weights: it shows the pipeline working, not real super-resolution."
   echo "For the real thing: .venv/bin/ccsr weights download, then run this script again."

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw
 
-from ccsr.pipeline.esrgan import ESRGANUpscaler
+from ccsr.models.esrgan.engine import ESRGANUpscaler
 
 ROOT = Path(__file__).resolve().parents[1]
 

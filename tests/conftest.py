@@ -18,11 +18,16 @@ if os.environ.get("PYTEST_XDIST_WORKER"):
     # model tests 3-4 x slower than one thread each.
     os.environ.setdefault("OMP_NUM_THREADS", "1")
 
+import sys
+
 import pytest
+
+# The service tests' helpers (svc_helpers.py) serve every folder's tests.
+sys.path.insert(0, str(Path(__file__).resolve().parent / "service"))
 
 # Sets the environment Ray reads when first imported (loopback only, no usage
 # stats); it must come before any test module imports ray.
-from ccsr.jobs import ray_testing
+from ccsr.testing import ray_cluster as ray_testing
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 #: Test files that start a Ray cluster: they run one after another on one
@@ -57,7 +62,7 @@ def tiny_config_path(fixtures_dir: Path) -> Path:
 @pytest.fixture(scope="session")
 def tiny_config(tiny_config_path: Path):
     """CCSRConfig of the reduced test architecture (tests/fixtures/ccsr-tiny.yaml)."""
-    from ccsr.model.config import CCSRConfig
+    from ccsr.models.ccsr_v1.networks.config import CCSRConfig
 
     return CCSRConfig.from_yaml(tiny_config_path)
 
@@ -65,7 +70,7 @@ def tiny_config(tiny_config_path: Path):
 @pytest.fixture(scope="session")
 def tiny_checkpoint(tmp_path_factory: pytest.TempPathFactory, tiny_config) -> Path:
     """A random tiny checkpoint in the official layout (.safetensors, fp32, seed 0)."""
-    from ccsr.model.random import write_random_checkpoint
+    from ccsr.models.ccsr_v1.random_weights import write_random_checkpoint
 
     path = tmp_path_factory.mktemp("ckpt") / "ccsr-tiny.safetensors"
     return write_random_checkpoint(tiny_config, path, seed=0)
@@ -74,7 +79,7 @@ def tiny_checkpoint(tmp_path_factory: pytest.TempPathFactory, tiny_config) -> Pa
 @pytest.fixture(scope="session")
 def tiny_model(tiny_checkpoint: Path, tiny_config):
     """CCSRModel (fp32, CPU) loaded from ``tiny_checkpoint``. Shared: do not modify it."""
-    from ccsr.model.ccsr_model import CCSRModel
+    from ccsr.models.ccsr_v1.networks.model import CCSRModel
 
     return CCSRModel.from_file(tiny_checkpoint, tiny_config)
 
@@ -86,7 +91,7 @@ RAY_FAKE_STEP_SECONDS = 0.05
 @pytest.fixture(scope="module")
 def ray_cluster():
     """A local Ray cluster on loopback: a head and two worker nodes, each offering
-    one ``ccsr_worker`` (standing in for a GPU; see ccsr.jobs.ray_testing).
+    one ``ccsr_worker`` (standing in for a GPU; see ccsr.testing.ray_cluster).
 
     One per test module (it costs about 1.3 GB and 10-20 s to start); its
     actors run the fake engine at ``RAY_FAKE_STEP_SECONDS`` per step.
@@ -101,6 +106,6 @@ def ray_cluster():
 @pytest.fixture()
 def small(monkeypatch) -> None:
     """Requests diffuse at 128 px instead of 512 (the minimum short side), for quick engine tests."""
-    import ccsr.params as params_mod
+    import ccsr.models.ccsr_v1.params as params_mod
 
     monkeypatch.setattr(params_mod, "NATIVE_SIZE", 128)

@@ -47,7 +47,7 @@ class S3Server:
 
     def store(self, prefix: Optional[str] = None, **kw):
         """An S3BlobStore on the session bucket under ``prefix`` (default: a fresh one)."""
-        from ccsr.blobs.s3 import S3BlobStore
+        from ccsr.storage.s3 import S3BlobStore
 
         return S3BlobStore(self.bucket, endpoint_url=self.endpoint_url, region=self.region,
                            access_key_id=self.access_key_id, secret_access_key=self.secret_access_key,

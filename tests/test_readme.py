@@ -44,7 +44,7 @@ def test_nothing_reads_a_folder_beside_the_repository():
 
 def test_the_demo_reads_only_files_in_the_repository():
     demo = (ROOT / "scripts" / "demo.sh").read_text()
-    for rel in ("tests/fixtures/images/chelsea.png", "src/ccsr/configs/ccsr-tiny.yaml"):
+    for rel in ("tests/fixtures/images/chelsea.png", "src/ccsr/models/ccsr_v1/configs/ccsr-tiny.yaml"):
         assert rel in demo and (ROOT / rel).is_file()
     assert "weights download --timeout" in demo  # the real weights first, bounded wait
     assert demo.count("RANDOM") >= 2  # said before and after the fallback

@@ -6,7 +6,8 @@ from __future__ import annotations
 import typer
 
 from ccsr.client import cli as client_cli
-from ccsr.commands import esrgan, upscale, weights
+from ccsr.commands import upscale, weights
+from ccsr.models.esrgan import cli as esrgan
 from ccsr.service import cli as service_cli
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, help="CCSR super-resolution: upscale images, manage weights, run the service.")

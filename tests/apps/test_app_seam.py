@@ -18,8 +18,8 @@ import pytest
 from PIL import Image
 
 from ccsr.apps.registry import default_registry
-from ccsr.jobs.local import ThreadExecutor
-from ccsr.jobs.testing import FakeEngine
+from ccsr.executors.thread import ThreadExecutor
+from ccsr.testing import FakeEngine
 from ccsr.service.app import create_app
 from ccsr.settings import Settings
 

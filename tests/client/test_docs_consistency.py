@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from ccsr.params import UpscaleParams
+from ccsr.models.ccsr_v1.params import UpscaleParams
 from ccsr.settings import Settings
 
 DOCS = Path(__file__).resolve().parents[2] / "docs"

@@ -31,7 +31,7 @@ def photo_dir(tmp_path: Path, fixtures_dir: Path) -> Path:
 
 @pytest.fixture()
 def no_model(monkeypatch):
-    import ccsr.pipeline.upscaler as up
+    import ccsr.models.ccsr_v1.engine as up
 
     monkeypatch.setattr(up.CCSRUpscaler, "from_checkpoint", lambda *a, **k: pytest.fail("the model loaded"))
 
@@ -100,8 +100,8 @@ def test_folders_and_globs_are_inputs_and_random_weights_are_said(tmp_path, phot
 def test_half_precision_on_an_emulating_cpu_warns(tmp_path, photo_dir, tiny_checkpoint, monkeypatch):
     """The CPU's flags are replaced by an empty set (the rule, whatever CPU runs
     the test), and loading by a stop: the warning comes before it."""
-    import ccsr.pipeline.device as device
-    import ccsr.pipeline.upscaler as up
+    import ccsr.engine.device as device
+    import ccsr.models.ccsr_v1.engine as up
     from ccsr.errors import CCSRError
 
     def stop(*a, **k):

@@ -28,7 +28,7 @@ def small_inputs(tmp_path: Path, fixtures_dir: Path) -> list[Path]:
 def small_diffusion(monkeypatch) -> None:
     """A 128 px diffusion image instead of the native 512 px: these tests are
     about files, formats, sizes and seeds, not the picture, and run ~16x cheaper."""
-    import ccsr.pipeline.upscaler as upscaler_mod
+    import ccsr.models.ccsr_v1.engine as upscaler_mod
 
     monkeypatch.setattr(upscaler_mod, "NATIVE_SIZE", 128)
 
@@ -72,7 +72,7 @@ def test_upscale_several_files_into_a_folder_as_png(small_diffusion, tmp_path, s
     ],
 )
 def test_upscale_bad_values_name_the_flag_before_loading(tmp_path, small_inputs, tiny_checkpoint, tiny_config_path, args, needle, monkeypatch):
-    import ccsr.pipeline.upscaler as up
+    import ccsr.models.ccsr_v1.engine as up
 
     monkeypatch.setenv("CCSR_MAX_OUTPUT_PIXELS", str(512 * 512))
     monkeypatch.setattr(up.CCSRUpscaler, "from_checkpoint", lambda *a, **k: pytest.fail("model loaded"))
@@ -93,7 +93,7 @@ def test_upscale_without_weights_says_what_to_run(tmp_path, small_inputs, monkey
 
 
 def test_weights_random_writes_a_loadable_official_layout_file(tmp_path, tiny_config_path):
-    from ccsr.model.checkpoint import load_state_dict
+    from ccsr.models.ccsr_v1.checkpoint import load_state_dict
 
     out = tmp_path / "r.safetensors"
     res = runner.invoke(app, ["weights", "random", "--config", str(tiny_config_path), "-o", str(out), "--seed", "4", "--dtype", "fp16"])
@@ -115,7 +115,7 @@ def test_weights_path_reports_missing_weights(tmp_path, monkeypatch):
 
 
 def test_upscale_unreadable_input_is_named_before_loading(tmp_path, small_inputs, monkeypatch):
-    import ccsr.pipeline.upscaler as up
+    import ccsr.models.ccsr_v1.engine as up
 
     def no_load(*a, **k):
         raise AssertionError("the model must not load for a bad input")
@@ -130,7 +130,7 @@ def test_upscale_unreadable_input_is_named_before_loading(tmp_path, small_inputs
 
 
 def test_upscale_unwritable_output_format_fails_before_loading(tmp_path, small_inputs, monkeypatch):
-    import ccsr.pipeline.upscaler as up
+    import ccsr.models.ccsr_v1.engine as up
 
     monkeypatch.setattr(up.CCSRUpscaler, "from_checkpoint", lambda *a, **k: pytest.fail("model loaded"))
     res = runner.invoke(app, ["upscale", str(small_inputs[0]), "-o", str(tmp_path / "x.bmp")])

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pytest
 
-from ccsr import weights
+from ccsr.models.ccsr_v1 import weights
 
 BODY = b"\0" * 300_000
 FILE_PATH = f"/{weights.REPO_ID}/resolve/main/{weights.FILENAME}"
@@ -111,7 +111,7 @@ def test_random_weights_carry_the_marker_and_official_layout_files_do_not(tmp_pa
     assert weights.is_random(out)
     assert weights.safetensors_metadata(out)[weights.RANDOM_MARKER] == "true"
     # The same tensors saved without the marker (as any other checkpoint) are not random.
-    from ccsr.model.checkpoint import load_state_dict, save_state_dict
+    from ccsr.models.ccsr_v1.checkpoint import load_state_dict, save_state_dict
 
     plain = save_state_dict(load_state_dict(out), tmp_path / "plain.safetensors")
     assert not weights.is_random(plain)

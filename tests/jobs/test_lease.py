@@ -120,7 +120,7 @@ def test_servers_starting_together_create_the_schema_once():
     """Several servers started at once on one fresh PostgreSQL database (the
     shared case; SQLite serves one server): no one fails on a table or column
     another is creating (an advisory lock serialises them)."""
-    from ccsr.jobs.testing import temporary_postgres_database
+    from ccsr.testing import temporary_postgres_database
 
     with temporary_postgres_database() as url:
         _start_together(url)

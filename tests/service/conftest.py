@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from ccsr.jobs.testing import temporary_postgres_database
+from ccsr.testing import temporary_postgres_database
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])

@@ -35,7 +35,7 @@ def _ready(client: httpx.Client) -> None:
 
 def test_waiting_requests_of_one_shape_run_as_one_batch(tmp_path, monkeypatch):
     monkeypatch.setenv("CCSR_FAKE_STEP_SECONDS", "0.05")
-    app = create_app(Settings(data_dir=tmp_path, batch_size=4), worker_factory="ccsr.jobs.testing:fake_engine_factory")
+    app = create_app(Settings(data_dir=tmp_path, batch_size=4), worker_factory="ccsr.testing:fake_engine_factory")
     with serve_app(app) as base, httpx.Client(base_url=base, timeout=30) as client:
         _ready(client)
         first = client.post(Q, json={"image_url": png_data_uri(), "steps": 60, "seed": 1}).json()
@@ -62,7 +62,7 @@ def test_waiting_requests_of_one_shape_run_as_one_batch(tmp_path, monkeypatch):
 
 def test_batch_size_one_takes_one_request_at_a_time(tmp_path, monkeypatch):
     monkeypatch.setenv("CCSR_FAKE_STEP_SECONDS", "0.05")
-    app = create_app(Settings(data_dir=tmp_path), worker_factory="ccsr.jobs.testing:fake_engine_factory")
+    app = create_app(Settings(data_dir=tmp_path), worker_factory="ccsr.testing:fake_engine_factory")
     with serve_app(app) as base, httpx.Client(base_url=base, timeout=30) as client:
         _ready(client)
         first = client.post(Q, json={"image_url": png_data_uri(), "steps": 30, "seed": 1}).json()

@@ -10,8 +10,8 @@ import httpx
 import pytest
 from PIL import Image
 
-from ccsr.jobs.local import ThreadExecutor
-from ccsr.jobs.testing import FakeEngine
+from ccsr.executors.thread import ThreadExecutor
+from ccsr.testing import FakeEngine
 from ccsr.service.app import create_app
 from ccsr.service.decode_proc import decode_to_png
 from ccsr.service.images import InputError

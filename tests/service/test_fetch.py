@@ -29,7 +29,7 @@ from ccsr.service.fetch import (
     load_input_image,
 )
 from ccsr.service.images import decode_image
-from ccsr.service.storage import FileStore
+from ccsr.storage.files import FileStore
 from ccsr.settings import Settings
 
 def png_bytes(size=(8, 6), mode="RGB", color=(200, 10, 10)) -> bytes:

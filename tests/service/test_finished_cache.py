@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import httpx
 
-from ccsr.jobs.local import ThreadExecutor
-from ccsr.jobs.testing import FakeEngine
+from ccsr.executors.thread import ThreadExecutor
+from ccsr.testing import FakeEngine
 from ccsr.service.app import create_app
 from ccsr.settings import Settings
 

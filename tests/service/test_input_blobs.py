@@ -14,9 +14,9 @@ import httpx
 from PIL import Image
 from sqlalchemy import func, select
 
-from ccsr.jobs.local import ThreadExecutor
+from ccsr.executors.thread import ThreadExecutor
 from ccsr.jobs.models import Job
-from ccsr.jobs.testing import FakeEngine
+from ccsr.testing import FakeEngine
 from ccsr.service.app import create_app
 from ccsr.settings import Settings
 

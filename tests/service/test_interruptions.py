@@ -14,10 +14,10 @@ import time
 import httpx
 from sqlalchemy import update
 
-from ccsr.jobs.local import ThreadExecutor
+from ccsr.executors.thread import ThreadExecutor
 from ccsr.jobs.models import Job
 from ccsr.jobs.store import JobStore
-from ccsr.jobs.testing import FakeEngine
+from ccsr.testing import FakeEngine
 from ccsr.service.app import create_app
 from ccsr.settings import Settings
 
@@ -80,7 +80,7 @@ def test_kill_9_loses_no_log_line_older_than_the_flush_interval(tmp_path, any_db
     a kill -9 are in the database afterwards (slack: 0.5 s for a loaded CI box)."""
     port = free_port()
     base = f"http://127.0.0.1:{port}"
-    env = {**os.environ, "CCSR_ENGINE_FACTORY": "ccsr.jobs.testing:fake_engine_factory",
+    env = {**os.environ, "CCSR_ENGINE_FACTORY": "ccsr.testing:fake_engine_factory",
            "CCSR_FAKE_STEP_SECONDS": "0.03", "CCSR_APPS": "fal-ai/ccsr", "CCSR_API_KEYS": ""}
     cmd = [sys.executable, "-m", "ccsr.cli", "serve", "--host", "127.0.0.1", "--port", str(port),
            "--data-dir", str(tmp_path), "--device", "cpu", "--log-level", "warning"]

@@ -11,8 +11,8 @@ import time
 
 import httpx
 
-from ccsr.jobs.local import ThreadExecutor
-from ccsr.jobs.testing import FakeEngine
+from ccsr.executors.thread import ThreadExecutor
+from ccsr.testing import FakeEngine
 from ccsr.service.app import create_app
 from ccsr.settings import Settings
 
@@ -48,7 +48,7 @@ APP_ID = "fal-ai/ccsr"
 
 def test_two_workers_run_side_by_side(tmp_path, monkeypatch):
     monkeypatch.setenv("CCSR_FAKE_STEP_SECONDS", "0.1")
-    app = create_app(Settings(data_dir=tmp_path, workers="cpu,cpu"), worker_factory="ccsr.jobs.testing:fake_engine_factory")
+    app = create_app(Settings(data_dir=tmp_path, workers="cpu,cpu"), worker_factory="ccsr.testing:fake_engine_factory")
     with serve_app(app) as base, httpx.Client(base_url=base, timeout=30) as client:
         deadline = time.time() + 60
         while sum(w["ready"] for w in client.get("/readyz").json()["workers"] if w["app"] == APP_ID) < 2:

@@ -26,8 +26,8 @@ import pytest
 import uvicorn
 from PIL import Image
 
-from ccsr.jobs.local import ThreadExecutor
-from ccsr.jobs.testing import FakeEngine
+from ccsr.executors.thread import ThreadExecutor
+from ccsr.testing import FakeEngine
 from ccsr.service.app import create_app
 from ccsr.service.webhooks import verify_webhook
 from ccsr.settings import Settings

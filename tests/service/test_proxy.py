@@ -17,7 +17,8 @@ from fastapi.testclient import TestClient
 
 from ccsr.service.auth import KeyRing
 from ccsr.service.proxy import TargetError, map_target, proxy_router
-from ccsr.service.storage import FileStore, storage_router
+from ccsr.storage.files import FileStore
+from ccsr.service.storage_routes import storage_router
 from ccsr.settings import Settings
 
 KEY = "proxy-key"

@@ -31,7 +31,7 @@ def test_api_key_flags_and_allow_private_urls(tmp_path, tiny_checkpoint, tiny_co
     images = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _ImageHandler)
     threading.Thread(target=images.serve_forever, daemon=True).start()
     image_url = f"http://127.0.0.1:{images.server_address[1]}/red.png"
-    env = {"CCSR_ENGINE_FACTORY": "ccsr.jobs.testing:fake_engine_factory", "CCSR_ALLOW_PRIVATE_URLS": "0"}
+    env = {"CCSR_ENGINE_FACTORY": "ccsr.testing:fake_engine_factory", "CCSR_ALLOW_PRIVATE_URLS": "0"}
     try:
         with serve(tiny_checkpoint, tmp_path / "data", config=tiny_config_path, api_keys=["from-env"],
                    extra_env=env, extra_args=("--api-key", "k1", "--api-key", "k2", "--allow-private-urls")) as base:
@@ -50,7 +50,7 @@ def test_api_key_flags_and_allow_private_urls(tmp_path, tiny_checkpoint, tiny_co
 
 
 def test_private_urls_refused_by_default(tmp_path, tiny_checkpoint, tiny_config_path):
-    env = {"CCSR_ENGINE_FACTORY": "ccsr.jobs.testing:fake_engine_factory"}
+    env = {"CCSR_ENGINE_FACTORY": "ccsr.testing:fake_engine_factory"}
     with serve(tiny_checkpoint, tmp_path / "data", config=tiny_config_path, extra_env=env) as base:
         r = httpx.post(f"{base}/fal-ai/ccsr", json={"image_url": "http://127.0.0.1:9/x.png"}, timeout=60)
         assert r.status_code == 422

@@ -15,8 +15,8 @@ import time
 import httpx
 import pytest
 
-from ccsr.jobs.local import ThreadExecutor
-from ccsr.jobs.testing import FakeEngine
+from ccsr.executors.thread import ThreadExecutor
+from ccsr.testing import FakeEngine
 from ccsr.service.app import create_app
 from ccsr.service.logflood import RepeatFilter
 from ccsr.service.server import build_server

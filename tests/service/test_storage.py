@@ -20,15 +20,8 @@ from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
 from ccsr.service.auth import KeyRing
-from ccsr.service.storage import (
-    FileStore,
-    NotFound,
-    TooLarge,
-    clean_content_type,
-    clean_file_name,
-    is_valid_key,
-    storage_router,
-)
+from ccsr.storage.files import FileStore, NotFound, TooLarge, clean_content_type, clean_file_name, is_valid_key
+from ccsr.service.storage_routes import storage_router
 from ccsr.settings import Settings
 from s3_server import s3_server  # noqa: F401 - the session fixture
 
@@ -472,9 +465,9 @@ def test_upload_url_download_and_retention_on_s3(s3_server, tmp_path):
     """The whole queue protocol with blob_store=s3: upload the input, run,
     download the result through its file URL, and see retention delete the
     result from the bucket."""
-    from ccsr.blobs import from_settings
-    from ccsr.jobs.local import ThreadExecutor
-    from ccsr.jobs.testing import FakeEngine
+    from ccsr.storage import from_settings
+    from ccsr.executors.thread import ThreadExecutor
+    from ccsr.testing import FakeEngine
     from ccsr.service.app import create_app
     from PIL import Image
     from svc_helpers import png_data_uri, serve_app, wait_status

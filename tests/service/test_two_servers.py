@@ -20,7 +20,7 @@ import time
 import httpx
 import pytest
 
-from ccsr.jobs.testing import temporary_postgres_database
+from ccsr.testing import temporary_postgres_database
 
 from svc_helpers import free_port, png_data_uri, wait_ready
 
@@ -31,7 +31,7 @@ QUICK = {"steps": 3, "scale": 2}  # the fake engine: 1 step
 def _start(port: int, data_dir, db_url: str, run_log, log_name: str, step: float = 0.01):
     env = {
         **os.environ,
-        "CCSR_ENGINE_FACTORY": "ccsr.jobs.testing:fake_engine_factory",
+        "CCSR_ENGINE_FACTORY": "ccsr.testing:fake_engine_factory",
         "CCSR_FAKE_STEP_SECONDS": str(step),
         "CCSR_FAKE_RUN_LOG": str(run_log),
         "CCSR_APPS": "fal-ai/ccsr",

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 
-from ccsr.model.checkpoint import load_state_dict, save_state_dict
+from ccsr.models.ccsr_v1.checkpoint import load_state_dict, save_state_dict
 from ccsr.service.weights_status import announce, weights_status
 from ccsr.settings import Settings
 

@@ -23,7 +23,7 @@ Q = "/queue/fal-ai/ccsr"
 @pytest.fixture
 def pool_server(tmp_path, monkeypatch):
     monkeypatch.setenv("CCSR_FAKE_STEP_SECONDS", "0.1")
-    app = create_app(Settings(data_dir=tmp_path), worker_factory="ccsr.jobs.testing:fake_engine_factory")
+    app = create_app(Settings(data_dir=tmp_path), worker_factory="ccsr.testing:fake_engine_factory")
     with serve_app(app) as base, httpx.Client(base_url=base, timeout=30) as client:
         deadline = time.time() + 60
         while client.get("/readyz").status_code != 200:

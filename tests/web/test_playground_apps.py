@@ -15,8 +15,8 @@ TESTS = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(TESTS / "apps"), str(TESTS / "service")]
 
 from ccsr.apps.registry import default_registry  # noqa: E402
-from ccsr.jobs.local import ThreadExecutor  # noqa: E402
-from ccsr.jobs.testing import FakeEngine  # noqa: E402
+from ccsr.executors.thread import ThreadExecutor  # noqa: E402
+from ccsr.testing import FakeEngine  # noqa: E402
 from ccsr.service.app import create_app  # noqa: E402
 from ccsr.settings import Settings  # noqa: E402
 from mirror_app import MirrorApp, MirrorEngine  # noqa: E402
@@ -67,7 +67,7 @@ def test_the_page_offers_every_app_and_runs_the_chosen_one(page, two_apps, tmp_p
 
 
 def test_a_single_app_server_shows_no_choice(page, tmp_path):
-    from ccsr.apps.ccsr import CCSRApp
+    from ccsr.models.ccsr_v1.app import CCSRApp
     from ccsr.apps.registry import Registry
 
     app = create_app(Settings(data_dir=tmp_path), registry=Registry([CCSRApp()]),

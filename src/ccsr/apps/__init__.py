@@ -1,4 +1,4 @@
-"""Apps: one module per endpoint (``ccsr.apps.ccsr`` for ``fal-ai/ccsr``), the
+"""Apps: one module per endpoint (``ccsr.models.ccsr_v1.app`` for ``fal-ai/ccsr``), the
 :class:`App` seam they implement, and the :class:`Registry` the service serves."""
 
 from ccsr.apps.base import App, FileInfo, Image, Produced

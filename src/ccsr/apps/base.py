@@ -175,7 +175,7 @@ class App:
 def encode_png(image: Any) -> bytes:
     """PNG bytes of a PIL image (OpenCV's fast encoder when present)."""
     try:
-        from ccsr.pipeline.preprocess import encode_image
+        from ccsr.engine.images import encode_image
 
         return encode_image(image, "png")
     except ImportError:  # pragma: no cover - engine extras missing

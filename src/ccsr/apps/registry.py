@@ -14,7 +14,7 @@ from typing import Iterable, Iterator, Optional
 from ccsr.apps.base import App, load_app
 
 #: The apps that ship with the package, in the order the playground lists them.
-BUILTIN: tuple[str, ...] = ("ccsr.apps.ccsr:CCSRApp", "ccsr.apps.esrgan:ESRGANApp")
+BUILTIN: tuple[str, ...] = ("ccsr.models.ccsr_v1.app:CCSRApp", "ccsr.models.esrgan.app:ESRGANApp")
 
 
 class Registry:

@@ -1,6 +1,6 @@
 """`ccsr run|submit|status|result|cancel`: the client commands, against a remote server.
 
-The request flags are generated from :class:`ccsr.params.UpscaleParams`, one
+The request flags are generated from :class:`ccsr.models.ccsr_v1.params.UpscaleParams`, one
 per field and named after it (``--scale``, ``--tile-diffusion`` ...), so the
 commands cannot drift from the API. Only the flags a user gives are sent; the
 server applies its defaults to the rest.
@@ -21,7 +21,7 @@ from rich.console import Console
 from ccsr.client import protocol as P
 from ccsr.client.protocol import ClientError, Log, Progress, Status
 from ccsr.client.sync import Client
-from ccsr.params import UpscaleParams
+from ccsr.models.ccsr_v1.params import UpscaleParams
 
 err = Console(stderr=True, highlight=False)
 out = Console(highlight=False)

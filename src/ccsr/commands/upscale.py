@@ -1,6 +1,6 @@
 """`ccsr upscale INPUT... -o OUT`: the engine on local files.
 
-One flag per request field of :class:`ccsr.params.UpscaleParams`, named
+One flag per request field of :class:`ccsr.models.ccsr_v1.params.UpscaleParams`, named
 after it (``t_max`` -> ``--t-max``); values are validated by that same model,
 so the CLI accepts exactly what the API accepts.
 
@@ -23,7 +23,7 @@ from typing import List, Optional
 import typer
 
 from ccsr.errors import CCSRError, InvalidParameter
-from ccsr.params import UpscaleParams
+from ccsr.models.ccsr_v1.params import UpscaleParams
 
 #: Exit code of a mistake in the command line (the same as click's own usage errors).
 USAGE_ERROR = 2
@@ -70,7 +70,7 @@ def _output_paths(inputs: list[Path], output: Optional[Path]) -> list[Path]:
     A suffix names a file and must be a format we write; a name without one
     (or an existing folder) is a folder. Checked before the model loads, so a
     bad -o never costs a whole run."""
-    from ccsr.pipeline.preprocess import FORMATS
+    from ccsr.engine.images import FORMATS
 
     if output is None:
         return [p.with_name(f"{p.stem}_ccsr.png") for p in inputs]
@@ -185,9 +185,10 @@ class _Plan:
 def _plan(inputs, output, params, weights, device, dtype) -> _Plan:
     """Every check that needs no model: inputs, output path and format, the
     request rules for each input's size, the device and dtype, the weights file."""
-    from ccsr import weights as weights_mod
-    from ccsr.pipeline.device import SlowHalfPrecisionWarning
-    from ccsr.pipeline.upscaler import CCSRUpscaler, pick_device, pick_dtype
+    from ccsr.models.ccsr_v1 import weights as weights_mod
+    from ccsr.engine.device import SlowHalfPrecisionWarning
+    from ccsr.engine.device import pick_device, pick_dtype
+    from ccsr.models.ccsr_v1.engine import CCSRUpscaler
     from ccsr.settings import Settings
 
     # Flags win; otherwise the CCSR_* environment (one settings object for every entry point).
@@ -219,9 +220,9 @@ def _plan(inputs, output, params, weights, device, dtype) -> _Plan:
 def _run(plan: _Plan, params: UpscaleParams, config: Optional[Path]) -> None:
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from ccsr.pipeline.device import SlowHalfPrecisionWarning
-    from ccsr.pipeline.preprocess import save_image
-    from ccsr.pipeline.upscaler import CCSRUpscaler
+    from ccsr.engine.device import SlowHalfPrecisionWarning
+    from ccsr.engine.images import save_image
+    from ccsr.models.ccsr_v1.engine import CCSRUpscaler
     from ccsr.settings import channels_last_flag
 
     settings = plan.settings

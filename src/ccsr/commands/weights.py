@@ -10,7 +10,7 @@ import typer
 from ccsr.errors import CCSRError
 
 #: The reduced architecture of the tests and the demo, shipped inside the package.
-TINY_CONFIG = Path(__file__).resolve().parents[1] / "configs" / "ccsr-tiny.yaml"
+TINY_CONFIG = Path(__file__).resolve().parents[1] / "models" / "ccsr_v1" / "configs" / "ccsr-tiny.yaml"
 
 weights_app = typer.Typer(no_args_is_help=True, help="Get the official weights, or write random ones for tests and demos.")
 
@@ -24,10 +24,10 @@ def download_cmd(
     url: Optional[str] = typer.Option(None, "--url", help="With --model: fetch from this mirror URL instead of the GitHub release (same size and hash checks)."),
 ) -> None:
     """Fetch real-world_ccsr-fp16.safetensors (3.44 GB) from Kijai/ccsr-safetensors, or with --model a Real-ESRGAN .pth."""
-    from ccsr import weights
+    from ccsr.models.ccsr_v1 import weights
 
     if model is not None:
-        from ccsr.commands.esrgan import download_esrgan
+        from ccsr.models.esrgan.cli import download_esrgan
 
         download_esrgan(model, dest_dir=cache_dir, force=force, url=url)
         return
@@ -42,7 +42,7 @@ def download_cmd(
 @weights_app.command("path")
 def path_cmd(weights_path: Optional[Path] = typer.Option(None, "--weights", help="Explicit weights file.")) -> None:
     """Print the weights file the CLI and the service would load."""
-    from ccsr import weights
+    from ccsr.models.ccsr_v1 import weights
 
     try:
         typer.echo(str(weights.resolve(weights_path)))
@@ -64,8 +64,8 @@ def random_cmd(
     (``ccsr upscale``, ``ccsr serve``, the playground) says so."""
     import torch
 
-    from ccsr.model.config import CCSRConfig
-    from ccsr.model.random import write_random_checkpoint
+    from ccsr.models.ccsr_v1.networks.config import CCSRConfig
+    from ccsr.models.ccsr_v1.random_weights import write_random_checkpoint
 
     dtypes = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
     if dtype not in dtypes:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import dataclasses
 from typing import TYPE_CHECKING, Any, Optional, Protocol
 
-from ccsr.jobs.executor import Done
+from ccsr.executors.base import Done
 
 if TYPE_CHECKING:
     from ccsr.jobs.view import JobView

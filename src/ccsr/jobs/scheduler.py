@@ -23,9 +23,9 @@ import time
 import uuid
 from typing import Any, Awaitable, Callable, Mapping, Optional
 
-from ccsr.blobs import BlobStore
+from ccsr.storage import BlobStore
 from ccsr.jobs.edges import Edges, Hooks, Prepared, Published, run_blob_keys, run_input_key
-from ccsr.jobs.executor import Done, Event, Executor, Failed, Log, Progress, Task, WorkerLost, WorkerState
+from ccsr.executors.base import Done, Event, Executor, Failed, Log, Progress, Task, WorkerLost, WorkerState
 from ccsr.jobs.cluster import NodeLoop, make_node_id, not_to_run, start_message
 from ccsr.jobs.live import LiveJobs
 from ccsr.jobs.logbuffer import LogBuffer

@@ -20,8 +20,8 @@ from ccsr import web
 
 from ccsr.apps.base import App
 from ccsr.apps.registry import Registry, default_registry
-from ccsr.blobs import from_settings as blob_store_from_settings
-from ccsr.jobs.executor import Executor
+from ccsr.storage import from_settings as blob_store_from_settings
+from ccsr.executors.base import Executor
 from ccsr.jobs.scheduler import Scheduler
 from ccsr.jobs.store import JobStore
 from ccsr.service import hardening
@@ -34,7 +34,8 @@ from ccsr.service.outcomes import WebhookView
 from ccsr.service.routes_queue import QueueAPI, queue_router
 from ccsr.service.runtime import ServiceEdges
 from ccsr.service.schemas import AppInfo, AppList
-from ccsr.service.storage import FileStore, storage_router
+from ccsr.storage.files import FileStore
+from ccsr.service.storage_routes import storage_router
 from ccsr.service.weights_status import announce, weights_status
 from ccsr.settings import Settings
 
@@ -53,11 +54,11 @@ def worker_pool(app: App, settings: Settings, factory: Optional[str] = None) -> 
     wsettings = {k: (str(v) if isinstance(v, Path) else v) for k, v in settings.model_dump().items()
                  if k in app.worker_settings}
     if settings.executor == "ray":  # ray is imported only here
-        from ccsr.jobs.ray_executor import RayExecutor
+        from ccsr.executors.ray import RayExecutor
 
         return RayExecutor(wsettings, address=settings.ray_address, workers=settings.ray_workers,
                            actor_options=settings.ray_actor_options, app_ref=app.ref, factory=factory)
-    from ccsr.jobs.pool import WorkerPool
+    from ccsr.executors.pool import WorkerPool
 
     return WorkerPool(wsettings, worker_devices(settings), app_ref=app.ref, factory=factory,
                       batch_size=settings.batch_size if app.batches else 1, batch_wait=settings.batch_wait)

@@ -25,7 +25,7 @@ from PIL import Image
 
 from ccsr.service.cloud_metadata import METADATA_ADDRESSES, METADATA_HOSTS, is_metadata_address, is_metadata_host
 from ccsr.service.images import InputError, decode_image
-from ccsr.service.storage import FileStore
+from ccsr.storage.files import FileStore
 from ccsr.settings import Settings
 
 IPAddress = Union[ipaddress.IPv4Address, ipaddress.IPv6Address]

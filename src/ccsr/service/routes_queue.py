@@ -36,7 +36,7 @@ from ccsr.service.outcomes import error_body, error_status, validation_body
 from ccsr.service.schemas import CancelResponse, QueueStatus, SubmitResponse, absolute_file_urls
 from ccsr.service.status import status_body, status_events
 from ccsr.service.idempotent_submit import submit_once
-from ccsr.service.storage import lifecycle_ttl, public_base_url
+from ccsr.service.urls import lifecycle_ttl, public_base_url
 from ccsr.service.submit_checks import check_submitted_input
 from ccsr.settings import Settings
 

@@ -12,14 +12,14 @@ from pydantic import BaseModel, ValidationError
 
 from ccsr.apps.base import FileInfo, random_file_name
 from ccsr.apps.registry import Registry
-from ccsr.blobs import BlobStore
-from ccsr.blobs.base import BlobNotFound
+from ccsr.storage import BlobStore
+from ccsr.storage.base import BlobNotFound
 from ccsr.errors import InvalidParameter
 from ccsr.service.images import InputError
 from ccsr.jobs.edges import INPUT_BLOB_REF, Prepared, Published, input_blob_key
-from ccsr.jobs.executor import Done
+from ccsr.executors.base import Done
 from ccsr.jobs.view import JobView
-from ccsr.service.storage import FileStore
+from ccsr.storage.files import FileStore
 from ccsr.settings import Settings
 
 

@@ -1,7 +1,7 @@
 """Which weights the server runs, and whether they are random.
 
 Read from the checkpoint itself (the marker ``ccsr weights random`` writes into
-the safetensors metadata, see :func:`ccsr.weights.is_random`), once at start:
+the safetensors metadata, see :func:`ccsr.models.ccsr_v1.weights.is_random`), once at start:
 the start-up log warns, ``/readyz`` reports ``random_weights`` and the
 playground shows a banner from it. Header-only: this process never imports torch.
 """
@@ -19,7 +19,7 @@ log = logging.getLogger("ccsr.service")
 
 def weights_status(settings: Settings) -> dict[str, Optional[object]]:
     """``{"weights": path or None, "random_weights": True/False, or None when no file is found}``."""
-    from ccsr import weights
+    from ccsr.models.ccsr_v1 import weights
 
     try:
         path = weights.resolve(settings.weights)

@@ -1,0 +1,145 @@
+"""The narrow seam between the scheduler and whatever runs the model.
+
+The scheduler hands an :class:`Executor` a :class:`Task` (blob keys of the
+prepared input and of the output, the typed parameters) and receives :data:`Event` objects
+back: progress, log lines, and exactly one ending per task (``Done``,
+``Failed`` or ``WorkerLost``). Cancellation is a request; the ending says what
+happened. Nothing here imports torch, so the HTTP process stays light, and a
+different executor (a Ray cluster, say) can replace the local worker pool
+without touching the routes or the scheduler.
+"""
+
+from __future__ import annotations
+
+import abc
+import dataclasses
+from typing import Any, Callable, Optional, Union
+
+
+@dataclasses.dataclass
+class Task:
+    """One run of one app over one prepared input.
+
+    Everything here crosses a process (or machine) boundary, so it names blobs,
+    never files: the worker rebuilds the blob store from ``blob_store`` (its
+    :meth:`ccsr.storage.BlobStore.spec`), reads the input from ``input_key`` and
+    writes the result to ``output_key``.
+    """
+
+    request_id: str
+    app_id: str
+    params: Any  # the app's typed parameters (a pydantic model, already checked)
+    input_key: str  # the prepared input image (PNG), put there by the scheduler
+    output_key: str  # where the worker puts the result
+    blob_store: dict  # spec of the store holding both keys
+    attempt: int = 1
+
+
+@dataclasses.dataclass
+class Progress:
+    request_id: str
+    step: int
+    total: int
+    time: float
+
+
+@dataclasses.dataclass
+class Log:
+    request_id: str
+    level: str
+    message: str
+    time: float
+
+
+@dataclasses.dataclass
+class Done:
+    """The run made a result: the blob at ``output_key`` and the app's ``fields``
+    (seed, width, height...) from which the app renders the output JSON."""
+
+    request_id: str
+    output_key: str
+    content_type: str
+    extension: str
+    file_size: int
+    fields: dict
+    inference_time: float
+    timings: dict
+
+
+@dataclasses.dataclass
+class Failed:
+    """The run ended without a result.
+
+    kind: ``invalid`` (bad parameter, ``field`` names it), ``cancelled``,
+    ``oom`` (out of device memory), ``error`` (anything else).
+    """
+
+    request_id: str
+    kind: str
+    message: str
+    field: Optional[str] = None
+
+    @classmethod
+    def cancelled(cls, request_id: str) -> "Failed":
+        return cls(request_id, "cancelled", "Request was cancelled.")
+
+
+@dataclasses.dataclass
+class WorkerLost:
+    """The process running ``request_id`` died (crash, kill, OOM-killer)."""
+
+    request_id: str
+    message: str
+
+
+@dataclasses.dataclass
+class WorkerState:
+    """A worker came up (ready=True) or failed to load the model."""
+
+    worker: str
+    ready: bool
+    message: str = ""
+
+
+Event = Union[Progress, Log, Done, Failed, WorkerLost, WorkerState]
+Emit = Callable[[Event], None]
+
+
+class Executor(abc.ABC):
+    """Runs tasks somewhere; reports through the ``emit`` callback given to start.
+
+    ``emit`` is always called on the event loop thread that called ``start``.
+    """
+
+    @abc.abstractmethod
+    async def start(self, emit: Emit) -> None:
+        """Start workers (may return before the model is loaded)."""
+
+    @abc.abstractmethod
+    def idle_slots(self) -> int:
+        """How many more tasks could start right now."""
+
+    @abc.abstractmethod
+    def submit(self, task: Task) -> None:
+        """Start a task on an idle slot (callers check idle_slots first)."""
+
+    def flush(self) -> None:
+        """Nothing more is being prepared for now: start whatever was submitted
+        and held back to gather a batch (executors that batch override it)."""
+
+    @abc.abstractmethod
+    def cancel(self, request_id: str) -> None:
+        """Ask a running task to stop at its next network evaluation."""
+
+    @property
+    @abc.abstractmethod
+    def ready(self) -> bool:
+        """True when at least one worker holds a loaded model."""
+
+    @abc.abstractmethod
+    async def close(self) -> None:
+        """Stop every worker."""
+
+    def describe(self) -> list[dict]:
+        """Per-worker information for /readyz."""
+        return []

@@ -1,0 +1,359 @@
+"""RayExecutor: the :class:`Executor` seam over Ray actors, one per GPU.
+
+The job store stays the only queue: the scheduler hands a task to this
+executor only when :meth:`idle_slots` says an actor is free, and each actor
+runs one task at a time, so priority, FIFO and queue positions stay exact and
+nothing ever waits inside Ray. Ray only places the actors (``num_gpus=1`` by
+default, or whatever ``ray_actor_options`` asks for) and carries bytes.
+
+Failures: actors are created with ``max_restarts=0, max_task_retries=0``, so
+Ray never re-runs anything behind the scheduler's back. A dead actor (killed
+process, lost node: ``RayActorError`` and its subclasses ``ActorDiedError``
+and ``ActorUnavailableError``) is reported as :class:`WorkerLost` for the task
+it was running (the scheduler's retry-once rule applies), made sure of with
+``ray.kill``, and replaced after a back-off. A model that fails to load is
+reported as a :class:`WorkerState` and kept in :meth:`describe` (``/readyz``).
+
+Threads: the Ray calls that block (waiting for an actor to load, following a
+run's stream, watching an actor for death) run in small daemon threads that
+only post to the event loop; all bookkeeping happens on the loop thread, and
+``emit`` is only ever called there.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import threading
+from typing import Any, Optional
+
+import ray
+from ray.exceptions import RayActorError, RayError, RayTaskError
+
+from ccsr.executors.base import Done, Emit, Event, Executor, Failed, Task, WorkerLost, WorkerState
+from ccsr.executors.ray_actor import actor_class
+from ccsr.executors.ray_options import check_actor_options
+from ccsr.apps.registry import BUILTIN
+from ccsr.executors.worker import blob_store
+
+log = logging.getLogger("ccsr.jobs.ray")
+
+def shares_blobs(task: Task) -> bool:
+    """Whether the actor's node can reach the task's blob store itself.
+
+    A local store is a directory on the driver's machine that other nodes do
+    not share; an S3-compatible store is reachable from every node.
+    """
+    return task.blob_store.get("kind") != "local"
+
+
+def task_payload(task: Task) -> dict:
+    """What crosses to the actor for ``task``: the task as is (blob keys and the
+    store's spec) when the store is shared, plus the input's bytes when not."""
+    if shares_blobs(task):
+        return {"task": task, "input": None}
+    return {"task": task, "input": blob_store(task.blob_store).read(task.input_key)}
+
+
+def deliver_result(task: Task, data: bytes, content_type: str) -> None:
+    """Put the result bytes an actor sent into the driver's store at ``output_key``."""
+    blob_store(task.blob_store).put(task.output_key, data, content_type=content_type)
+
+
+class _Slot:
+    """One actor and what it is doing; replaced actors bump ``generation``."""
+
+    def __init__(self, name: str):
+        self.name = name
+        self.generation = 0
+        self.handle: Any = None
+        self.ready = False
+        self.task: Optional[str] = None
+        self.info: dict = {}
+        self.error = ""
+        self.failures = 0
+
+
+class RayExecutor(Executor):
+    """Model actors on a Ray cluster (see the module docstring)."""
+
+    def __init__(
+        self,
+        settings: dict,
+        *,
+        address: Optional[str] = None,
+        workers: Optional[int] = None,
+        actor_options: Optional[dict] = None,
+        app_ref: str = BUILTIN[0],
+        factory: Optional[str] = None,
+        restart_delay: float = 1.0,
+        rescan_interval: float = 2.0,
+        watch_interval: float = 5.0,
+    ):
+        self.settings = settings
+        self.address = address
+        self.workers = workers
+        self.actor_options = check_actor_options(dict(actor_options or {}))
+        self.app_ref = app_ref  # the app whose engine the actors build (one executor per app)
+        self.factory = factory  # "module:function" replacing the app's engine (tests, benchmarks)
+        self.restart_delay = restart_delay
+        self.rescan_interval = rescan_interval
+        self.watch_interval = watch_interval
+        self.slots: list[_Slot] = []
+        self._emit: Optional[Emit] = None
+        self._loop: Optional[asyncio.AbstractEventLoop] = None
+        self._cls: Any = None
+        self._closing = False
+        self._owns_ray = False
+        self._rescan: Optional[asyncio.Task] = None
+
+    # --- Executor ---------------------------------------------------------------
+    async def start(self, emit: Emit) -> None:
+        self._emit = emit
+        self._loop = asyncio.get_running_loop()
+        if not ray.is_initialized():
+            kwargs: dict = {"namespace": "ccsr", "log_to_driver": False}
+            if self.address is None:
+                kwargs["include_dashboard"] = False  # a private single-machine Ray
+            try:
+                ray.init(address=self.address, **kwargs)
+            except Exception as exc:  # noqa: BLE001 - say which setting to look at
+                where = f"the Ray cluster at {self.address}" if self.address else "a local Ray"
+                raise RuntimeError(f"ray_address: could not start or join {where}: {exc}") from exc
+            self._owns_ray = True
+        self._cls = actor_class()
+        self._grow(await asyncio.to_thread(self._target_count))
+        if self.workers is None:  # follow the cluster: a node that joins gets an actor
+            self._rescan = asyncio.create_task(self._rescan_loop())
+
+    def idle_slots(self) -> int:
+        return sum(1 for s in self.slots if s.ready and s.task is None)
+
+    def submit(self, task: Task) -> None:
+        for s in self.slots:
+            if s.ready and s.task is None:
+                s.task = task.request_id
+                threading.Thread(
+                    target=self._drive, args=(s, s.generation, s.handle, task), daemon=True, name=f"ccsr-{s.name}-run"
+                ).start()
+                return
+        raise RuntimeError("no idle actor")
+
+    def cancel(self, request_id: str) -> None:
+        for s in self.slots:
+            if s.task == request_id and s.handle is not None:
+                try:
+                    s.handle.cancel.remote(request_id)  # answered by the control group during the run
+                except RayError:  # the actor is gone; its WorkerLost is on the way
+                    pass
+
+    @property
+    def ready(self) -> bool:
+        return any(s.ready for s in self.slots)
+
+    def describe(self) -> list[dict]:
+        out = []
+        for s in self.slots:
+            state = "ready" if s.ready else ("failed" if s.error else "starting")
+            d = {
+                "name": s.name,
+                "executor": "ray",
+                "state": state,
+                "ready": s.ready,
+                "busy": s.task is not None,
+                "device": s.info.get("device"),
+                "pid": s.info.get("pid"),
+                "node_id": s.info.get("node_id"),
+                "node_ip": s.info.get("node_ip"),
+            }
+            if s.error and not s.ready:
+                d["error"] = s.error
+            if state == "starting":
+                d["waiting_for"] = f"a node with {self._wanted()} free, then the model load"
+            out.append(d)
+        return out
+
+    def running(self) -> dict[str, int]:
+        """request id -> pid of the actor process running it (tests kill it)."""
+        return {s.task: s.info["pid"] for s in self.slots if s.task and s.info.get("pid")}
+
+    def node_running(self, request_id: str) -> Optional[str]:
+        """The Ray node id of the actor running ``request_id``."""
+        for s in self.slots:
+            if s.task == request_id:
+                return s.info.get("node_id")
+        return None
+
+    async def close(self) -> None:
+        self._closing = True
+        if self._rescan is not None:
+            self._rescan.cancel()
+        for s in self.slots:
+            self._kill(s)
+        if self._owns_ray:
+            await asyncio.to_thread(ray.shutdown)
+
+    # --- actors -------------------------------------------------------------------
+    def _wanted(self) -> str:
+        o = self.actor_options
+        parts = [f"GPU:{o['num_gpus']}"] if o.get("num_gpus") else []
+        parts += [f"{k}:{v}" for k, v in (o.get("resources") or {}).items()]
+        return ", ".join(parts) or "a CPU"
+
+    def _target_count(self) -> int:
+        """``workers`` if set, else how many actors the cluster's resources hold."""
+        if self.workers is not None:
+            return self.workers
+        need = dict(self.actor_options.get("resources") or {})
+        if self.actor_options.get("num_gpus"):
+            need["GPU"] = self.actor_options["num_gpus"]
+        if not need:
+            return 1
+        total = ray.cluster_resources()
+        return max(1, int(min(total.get(k, 0.0) / v for k, v in need.items())))
+
+    def _grow(self, n: int) -> None:
+        while len(self.slots) < n and not self._closing:
+            s = _Slot(f"actor-{len(self.slots)}")
+            self.slots.append(s)
+            self._spawn(s)
+
+    async def _rescan_loop(self) -> None:
+        while not self._closing:
+            await asyncio.sleep(self.rescan_interval)
+            try:
+                self._grow(await asyncio.to_thread(self._target_count))
+            except Exception:  # noqa: BLE001 - the GCS may be briefly unreachable
+                log.warning("could not read the cluster's resources", exc_info=True)
+
+    def _spawn(self, s: _Slot) -> None:
+        if self._closing:
+            return
+        s.generation += 1
+        s.ready, s.task, s.info = False, None, {}
+        options = {**self.actor_options, "max_restarts": 0, "max_task_retries": 0}
+        s.handle = self._cls.options(**options).remote(self.app_ref, self.factory, self.settings, str(self.settings.get("device") or "auto"))
+        threading.Thread(
+            target=self._watch, args=(s, s.generation, s.handle), daemon=True, name=f"ccsr-{s.name}-watch"
+        ).start()
+
+    def _kill(self, s: _Slot) -> None:
+        if s.handle is not None:
+            try:
+                ray.kill(s.handle, no_restart=True)
+            except Exception:  # noqa: BLE001 - already dead or Ray shut down
+                pass
+
+    def _watch(self, s: _Slot, gen: int, handle: Any) -> None:
+        """Wait for the model load, then block on ``watch`` calls until the actor dies."""
+        try:
+            info = ray.get(handle.info.remote())
+        except Exception as exc:  # noqa: BLE001 - creation failed or the actor died while loading
+            self._post(self._on_dead, s, gen, _describe_death(exc))
+            return
+        self._post(self._on_info, s, gen, info)
+        if not info.get("ready"):
+            return
+        while not self._closing and s.generation == gen:
+            try:
+                ray.get(handle.watch.remote(self.watch_interval))
+            except Exception as exc:  # noqa: BLE001
+                if not self._closing:
+                    self._post(self._on_dead, s, gen, _describe_death(exc))
+                return
+
+    def _drive(self, s: _Slot, gen: int, handle: Any, task: Task) -> None:
+        """Send ``task`` to the actor and forward its stream to the loop."""
+        rid = task.request_id
+        ended = False
+        broken: Optional[str] = None  # set when the result could not be stored here
+        try:
+            stream = handle.run.remote(task_payload(task))
+            for ref in stream:
+                kind, value = ray.get(ref)
+                if kind == "result":
+                    try:
+                        deliver_result(task, *value)
+                    except Exception as exc:  # noqa: BLE001 - disk or S3 error
+                        broken = f"Could not write the result: {exc}"
+                    continue
+                for ev in value:
+                    if isinstance(ev, (Done, Failed)):
+                        ended = True
+                        if broken is not None and isinstance(ev, Done):
+                            ev = Failed(rid, "error", broken)
+                    self._post(self._on_event, s, gen, ev)
+            if not ended:
+                self._post(self._on_event, s, gen, Failed(rid, "error", "the model actor ended the run without a result"))
+        except RayActorError as exc:  # ActorDiedError, ActorUnavailableError: the actor or its node is gone
+            self._post(self._on_dead, s, gen, _describe_death(exc))
+        except RayTaskError as exc:  # the run itself raised (not the engine: run_task catches those)
+            self._post(self._on_event, s, gen, Failed(rid, "error", f"the model actor failed: {exc.cause or exc}"))
+        except RayError as exc:  # the stream's objects were lost with their node
+            self._post(self._on_dead, s, gen, _describe_death(exc))
+        except (OSError, KeyError) as exc:  # the prepared input could not be read
+            self._post(self._on_event, s, gen, Failed(rid, "error", f"Could not read the prepared input: {exc}"))
+
+    def _post(self, fn, *args) -> None:  # noqa: ANN001
+        loop = self._loop
+        if loop is not None and not loop.is_closed():
+            try:
+                loop.call_soon_threadsafe(fn, *args)
+            except RuntimeError:  # the loop closed during shutdown
+                pass
+
+    # --- on the loop thread ---------------------------------------------------------
+    def _on_info(self, s: _Slot, gen: int, info: dict) -> None:
+        if gen != s.generation or self._closing:
+            return
+        s.info = info
+        if info.get("ready"):
+            s.ready, s.failures, s.error = True, 0, ""
+            log.info("%s ready on node %s (%s)", s.name, info.get("node_ip"), info.get("device"))
+            self._emit(WorkerState(s.name, True, f"model loaded on {info.get('device')} at {info.get('node_ip')}"))
+            return
+        s.error = info.get("error") or "the model did not load"
+        s.failures += 1
+        log.error("%s could not load the model: %s", s.name, s.error)
+        self._emit(WorkerState(s.name, False, s.error))
+        self._kill(s)
+        s.generation += 1  # what the old actor's threads still post is stale
+        self._respawn_later(s)
+
+    def _on_event(self, s: _Slot, gen: int, ev: Event) -> None:
+        if gen != s.generation:  # from an actor already reported lost
+            return
+        if isinstance(ev, (Done, Failed)) and ev.request_id == s.task:
+            s.task = None
+        self._emit(ev)
+
+    def _on_dead(self, s: _Slot, gen: int, message: str) -> None:
+        if gen != s.generation or self._closing:
+            return
+        lost, was_ready = s.task, s.ready
+        s.task, s.ready = None, False
+        s.generation += 1  # the run and watch threads may both report this death: once is enough
+        self._kill(s)  # "unavailable" may still be running: make sure it can't finish twice
+        if lost is not None:
+            log.error("%s lost while running %s: %s", s.name, lost, message)
+            self._emit(WorkerLost(lost, f"the model actor on {s.info.get('node_ip', 'its node')} was lost ({message})"))
+        if not was_ready:
+            s.failures += 1
+            s.error = message
+            self._emit(WorkerState(s.name, False, message))
+        else:
+            s.failures = 0  # it had loaded: replace it at once
+        self._respawn_later(s)
+
+    def _respawn_later(self, s: _Slot) -> None:
+        # Back off while actors keep dying or failing to load (bad weights, a flapping node).
+        delay = min(30.0, self.restart_delay * 2 ** min(s.failures, 5))
+        gen = s.generation
+        self._loop.call_later(delay, lambda: gen == s.generation and self._spawn(s))
+
+
+def _describe_death(exc: BaseException) -> str:
+    """A one-line reason from a Ray error (their messages run to many lines)."""
+    first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    return f"{type(exc).__name__}: {first}"[:500]

@@ -1,8 +1,0 @@
-"""CCSR v1 model layer: config, checkpoint I/O, key mapping, networks, random weights.
-
-Heavy imports (diffusers) happen only when the network classes are used.
-"""
-
-from ccsr.model.config import CCSRConfig, TextConfig, UNetConfig, VAEConfig
-
-__all__ = ["CCSRConfig", "UNetConfig", "VAEConfig", "TextConfig"]

