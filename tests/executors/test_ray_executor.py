@@ -262,15 +262,15 @@ def test_tiny_model_in_an_actor_matches_the_in_process_run(server, tiny_checkpoi
 
     async def on_ray() -> list:
         events: list = []
-        ex = RayExecutor(wsettings, address=cluster.address, workers=1,
+        ex = RayExecutor(wsettings, address=cluster.address, workers=1, app_ref=app.ref,
                          actor_options={"num_gpus": 0, "num_cpus": 0})  # any node: the ccsr_worker units are taken
-        await ex.start(events.append)
+        await ex.start(events.append, store)
         try:
             deadline = time.time() + 120
             while ex.idle_slots() == 0:
                 assert time.time() < deadline, ex.describe()
                 await asyncio.sleep(0.1)
-            ex.submit(Task("tiny", app.app_id, params, "in.png", "ray.png", store.spec()))
+            ex.submit(Task("tiny", app.app_id, params, "in.png", "ray.png"))
             while not any(isinstance(e, (Done, Failed)) for e in events):
                 assert time.time() < deadline, events
                 await asyncio.sleep(0.05)
@@ -284,7 +284,7 @@ def test_tiny_model_in_an_actor_matches_the_in_process_run(server, tiny_checkpoi
     assert (done[0].fields["width"], done[0].fields["height"], done[0].fields["seed"]) == (64, 64, 7)
     assert any(isinstance(e, Progress) for e in ray_events)
     local: list = []
-    run_task(app, app.load_engine(wsettings, "cpu"), Task("tiny", app.app_id, params, "in.png", "local.png", store.spec()),
+    run_task(app, app.load_engine(wsettings, "cpu"), store, Task("tiny", app.app_id, params, "in.png", "local.png"),
              threading.Event(), local.append)
     assert isinstance(local[-1], Done), local[-1]
     a = np.asarray(Image.open(io.BytesIO(store.read("ray.png"))), dtype=np.int16)
