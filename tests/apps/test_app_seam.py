@@ -25,7 +25,7 @@ from ccsr.settings import Settings
 from ccsr.storage import keys
 
 from mirror_app import MAX_SIDE, MirrorApp, MirrorEngine
-from svc_helpers import png_data_uri, serve_app, wait_status
+from svc_helpers import png_data_uri, serve_app, wait_status, working_blobs
 
 MIRROR = "ccsr-tests/mirror"
 Q = f"/queue/{MIRROR}"
@@ -90,17 +90,9 @@ def test_the_test_app_runs_the_queue_protocol_beside_ccsr(server):
     # place), not the cancelled run's unpublished result.
     blobs = server[2].state.blobs
     deadline = time.time() + 5
-    while _working_blobs(blobs) and time.time() < deadline:
+    while working_blobs(blobs) and time.time() < deadline:
         time.sleep(0.05)
-    assert _working_blobs(blobs) == []
-
-
-def _working_blobs(blobs) -> list[str]:
-    """Run inputs, and result bytes no stored file's metadata makes visible."""
-    names = set(blobs.keys())
-    unpublished = [k for k in names if keys.file_key_of(k) and not keys.is_file_meta(k)
-                   and keys.file_meta(keys.file_key_of(k)) not in names]
-    return sorted([k for k in names if k.startswith(keys.RUN_INPUTS)] + unpublished)
+    assert working_blobs(blobs) == []
 
 
 def test_the_test_app_streams_status_and_runs_sync(server):
