@@ -23,6 +23,7 @@ from ccsr.testing.ray_cluster import TEST_ACTOR_OPTIONS
 from ccsr.service.app import create_app
 from ccsr.settings import Settings
 
+from s3_server import s3_server  # noqa: F401 - the session fixture
 from svc_helpers import png_data_uri, serve_app, wait_status  # noqa: E402
 
 Q = "/queue/fal-ai/ccsr"
@@ -230,6 +231,53 @@ def test_model_that_fails_to_load_shows_on_readyz(server, tmp_path):
         assert body["status"] == "loading"
         assert body["workers"][0]["state"] == "failed"
         assert "missing.safetensors" in body["workers"][0]["error"]
+
+
+def test_actors_open_a_shared_store_once_and_use_it_themselves(server, s3_server):
+    """With an S3-compatible store the actor gets the store's spec when it is
+    made (a task carries none) and reads the input and writes the result in
+    the bucket itself: the driver neither reads nor writes a byte."""
+    import asyncio
+    import base64
+
+    from ccsr.executors.base import Done, Failed, Task
+    from ccsr.executors.ray import RayExecutor
+    from ccsr.models.ccsr_v1.app import CCSRApp
+    from ccsr.storage import Storage, keys
+
+    _, _, cluster = server
+    app = CCSRApp()
+    store = s3_server.store()
+    store.put(keys.run_input("s3"), base64.b64decode(png_data_uri(12, 10).split(",", 1)[1]), content_type="image/png")
+    out = Storage.new_result_key()
+    driver: list[str] = []
+    read, put = store.read, store.put
+    store.read = lambda key: driver.append(f"read {key}") or read(key)
+    store.put = lambda key, *a, **kw: driver.append(f"put {key}") or put(key, *a, **kw)
+
+    async def run() -> list:
+        events: list = []
+        ex = RayExecutor({}, address=cluster.address, workers=1, app_ref=app.ref, factory=FAKE,
+                         actor_options={"num_gpus": 0, "num_cpus": 0})  # any node: the ccsr_worker units are taken
+        await ex.start(events.append, store)
+        try:
+            deadline = time.time() + 90
+            while ex.idle_slots() == 0:
+                assert time.time() < deadline, ex.describe()
+                await asyncio.sleep(0.1)
+            ex.submit(Task("s3", app.app_id, app.Params(steps=6, scale=2, seed=5), keys.run_input("s3"), out))
+            while not any(isinstance(e, (Done, Failed)) for e in events):
+                assert time.time() < deadline, events
+                await asyncio.sleep(0.05)
+        finally:
+            await ex.close()
+        return events
+
+    done = [e for e in asyncio.run(run()) if isinstance(e, (Done, Failed))]
+    assert len(done) == 1 and isinstance(done[0], Done), done
+    assert driver == []  # the actor read the input and wrote the result in the bucket
+    assert read(out)[:8] == b"\x89PNG\r\n\x1a\n" and store.stat(out).size == done[0].file_size
+    assert (done[0].fields["width"], done[0].fields["height"], done[0].fields["seed"]) == (24, 20, 5)
 
 
 def test_tiny_model_in_an_actor_matches_the_in_process_run(server, tiny_checkpoint, tiny_config_path, fixtures_dir, tmp_path):
