@@ -73,14 +73,13 @@ async def _measure(settings: dict, device: str, batch_size: int, count: int, rep
             ended[ev.request_id] = ev
 
     pool = WorkerPool({**settings, "batch_size": batch_size}, [device], app_ref=app.ref, batch_size=batch_size)
-    await pool.start(emit)
+    await pool.start(emit, store)
     await asyncio.wait_for(ready.wait(), 600)
 
     async def run(ids: list[str]) -> float:
         t0 = time.perf_counter()
         for n, rid in enumerate(ids):
-            pool.submit(Task(rid, app.app_id, UpscaleParams(seed=1000 + n, **params), key, f"results/{rid}",
-                             store.spec()))
+            pool.submit(Task(rid, app.app_id, UpscaleParams(seed=1000 + n, **params), key, f"results/{rid}"))
         pool.flush()
         while not all(r in ended for r in ids):
             await asyncio.sleep(0.005)

@@ -50,7 +50,7 @@ def fake_steps(job_seconds: float, step_seconds: float) -> int:
     return max(3, round(3 * job_seconds / step_seconds))
 
 
-async def run_jobs(ex, events: asyncio.Queue, n: int, params, src: dict, out_dir: str, concurrent: bool) -> dict:
+async def run_jobs(ex, events: asyncio.Queue, n: int, params, out_dir: str, concurrent: bool) -> dict:
     """Submit ``n`` jobs (as slots free up, or one at a time) and time them."""
     from ccsr.executors.base import Done, Failed, Task
 
@@ -61,9 +61,9 @@ async def run_jobs(ex, events: asyncio.Queue, n: int, params, src: dict, out_dir
         while submitted < n and ex.idle_slots() > 0 and (concurrent or submitted == finished):
             rid = f"job-{submitted}"
             started[rid] = time.perf_counter()
-            # src: a local blob store spec holding the input at "in.png" (the
+            # The executor's store is a local one holding the input at "in.png" (the
             # driver sends its bytes, as for any store the nodes don't share).
-            ex.submit(Task(rid, APP_ID, params, "in.png", f"out/{rid}.png", src))
+            ex.submit(Task(rid, APP_ID, params, "in.png", f"out/{rid}.png"))
             submitted += 1
         ev = await events.get()
         if isinstance(ev, Failed):
@@ -75,11 +75,11 @@ async def run_jobs(ex, events: asyncio.Queue, n: int, params, src: dict, out_dir
     return {"jobs": n, "wall_s": wall, "jobs_per_s": n / wall, "overhead_median_ms": 1000 * statistics.median(overheads)}
 
 
-async def with_executor(ex, ready: int, body):
+async def with_executor(ex, store, ready: int, body):
     from ccsr.executors.base import Done, Failed
 
     events: asyncio.Queue = asyncio.Queue()
-    await ex.start(lambda e: isinstance(e, (Done, Failed)) and events.put_nowait(e))
+    await ex.start(lambda e: isinstance(e, (Done, Failed)) and events.put_nowait(e), store)
     try:
         deadline = time.time() + 120
         while ex.idle_slots() < ready:
@@ -91,7 +91,7 @@ async def with_executor(ex, ready: int, body):
         await ex.close()
 
 
-async def bench(args, cluster, src: dict, out_dir: str) -> dict:
+async def bench(args, cluster, store, out_dir: str) -> dict:
     from ccsr.models.ccsr_v1.app import CCSRApp
     from ccsr.executors.pool import WorkerPool
     from ccsr.executors.ray import RayExecutor
@@ -102,15 +102,16 @@ async def bench(args, cluster, src: dict, out_dir: str) -> dict:
     out: dict = {"throughput": {}, "overhead": {}}
 
     def ray_executor(n: int) -> RayExecutor:
-        return RayExecutor({}, address=cluster.address, workers=n, actor_options=ray_testing.TEST_ACTOR_OPTIONS, factory=FAKE)
+        return RayExecutor({}, address=cluster.address, workers=n, actor_options=ray_testing.TEST_ACTOR_OPTIONS,
+                           app_ref=app.ref, factory=FAKE)
 
     for n in (1, 2, 3):
         async def body(events, n=n):
-            await run_jobs(ex, events, n, params, src, out_dir, concurrent=True)  # warm-up: one job per actor
-            return await run_jobs(ex, events, args.jobs, params, src, out_dir, concurrent=True)
+            await run_jobs(ex, events, n, params, out_dir, concurrent=True)  # warm-up: one job per actor
+            return await run_jobs(ex, events, args.jobs, params, out_dir, concurrent=True)
 
         ex = ray_executor(n)
-        res = await with_executor(ex, n, body)
+        res = await with_executor(ex, store, n, body)
         out["throughput"][str(n)] = res
         print(f"{n} actor(s): {res['jobs_per_s']:.2f} jobs/s ({res['jobs']} jobs in {res['wall_s']:.2f} s)", flush=True)
     base = out["throughput"]["1"]["jobs_per_s"]
@@ -118,13 +119,13 @@ async def bench(args, cluster, src: dict, out_dir: str) -> dict:
     out["goal_0_9_n_met"] = all(out["ratios_vs_1_actor"][str(n)] >= 0.9 * n for n in (1, 2, 3))
 
     async def seq(events, ex_ref):
-        await run_jobs(ex_ref[0], events, 2, short, src, out_dir, concurrent=False)  # warm-up
-        return await run_jobs(ex_ref[0], events, args.seq_jobs, short, src, out_dir, concurrent=False)
+        await run_jobs(ex_ref[0], events, 2, short, out_dir, concurrent=False)  # warm-up
+        return await run_jobs(ex_ref[0], events, args.seq_jobs, short, out_dir, concurrent=False)
 
     ex = ray_executor(1)
-    out["overhead"]["ray"] = await with_executor(ex, 1, lambda ev: seq(ev, [ex]))
+    out["overhead"]["ray"] = await with_executor(ex, store, 1, lambda ev: seq(ev, [ex]))
     pool = WorkerPool({}, ["cpu"], app_ref=app.ref, factory=FAKE)
-    out["overhead"]["local_pool"] = await with_executor(pool, 1, lambda ev: seq(ev, [pool]))
+    out["overhead"]["local_pool"] = await with_executor(pool, store, 1, lambda ev: seq(ev, [pool]))
     r, p = out["overhead"]["ray"]["overhead_median_ms"], out["overhead"]["local_pool"]["overhead_median_ms"]
     out["overhead"]["ray_minus_pool_ms"] = r - p
     print(f"per-job overhead (median, beyond the engine's own time): ray {r:.1f} ms, local pool {p:.1f} ms", flush=True)
@@ -158,7 +159,7 @@ def main() -> None:
         buf = io.BytesIO()
         Image.new("RGB", (64, 64), (120, 80, 40)).save(buf, format="PNG")
         store.put("in.png", buf.getvalue())
-        result = asyncio.run(bench(args, cluster, store.spec(), tmp))
+        result = asyncio.run(bench(args, cluster, store, tmp))
     result = {
         "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "machine": machine(),

@@ -20,6 +20,38 @@ def _default_data_dir() -> Path:
     return Path.home() / ".local" / "share" / "ccsr"
 
 
+#: Options Ray gets for every actor unless ``ray_actor_options`` says otherwise.
+DEFAULT_ACTOR_OPTIONS: dict = {"num_gpus": 1}
+#: Actor options a user may set; restarts and retries belong to the scheduler.
+ALLOWED_ACTOR_OPTIONS = frozenset(
+    {"num_gpus", "num_cpus", "memory", "resources", "accelerator_type", "runtime_env", "label_selector"}
+)
+
+
+def check_actor_options(options: dict) -> dict:
+    """Validate ``ray_actor_options`` (a pure check: ``ray`` is not imported);
+    return them merged over the defaults. Raises ValueError naming the option
+    and what is allowed; the Ray executor merges with it too."""
+    if not isinstance(options, dict):
+        raise ValueError("ray_actor_options: must be a JSON object")
+    bad = sorted(set(options) - ALLOWED_ACTOR_OPTIONS)
+    if bad:
+        raise ValueError(
+            f"ray_actor_options: unsupported key(s) {', '.join(bad)}; allowed: {', '.join(sorted(ALLOWED_ACTOR_OPTIONS))}"
+            " (restarts and retries are fixed at 0: the scheduler owns retries)"
+        )
+    for key in ("num_gpus", "num_cpus", "memory"):
+        value = options.get(key, 0)
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
+            raise ValueError(f"ray_actor_options: {key} must be a number >= 0, got {value!r}")
+    res = options.get("resources", {})
+    if not isinstance(res, dict) or not all(
+        isinstance(v, (int, float)) and not isinstance(v, bool) and v > 0 for v in res.values()
+    ):
+        raise ValueError("ray_actor_options: resources must map names to amounts > 0")
+    return {**DEFAULT_ACTOR_OPTIONS, **options}
+
+
 def channels_last_flag(value: Optional[str]) -> Optional[bool]:
     """The ``channels_last`` setting as the engine takes it: True, False, or
     None for "auto" (the engine decides by device)."""
@@ -118,10 +150,8 @@ class Settings(BaseSettings):
     @field_validator("ray_actor_options")
     @classmethod
     def _check_actor_options(cls, v: dict) -> dict:
-        # The check lives beside the executor (without importing ray) so a bad
-        # key fails at start-up with the field's name, not at the first request.
-        from ccsr.executors.ray_options import check_actor_options
-
+        # Here, not in the executor: a bad key fails at start-up with the
+        # field's name, not at the first request.
         check_actor_options(v)
         return v
     # --- blob store (inputs, results, uploads) ----------------------------

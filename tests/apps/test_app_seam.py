@@ -22,9 +22,10 @@ from ccsr.executors.thread import ThreadExecutor
 from ccsr.testing import FakeEngine
 from ccsr.service.app import create_app
 from ccsr.settings import Settings
+from ccsr.storage import keys
 
 from mirror_app import MAX_SIDE, MirrorApp, MirrorEngine
-from svc_helpers import png_data_uri, serve_app, wait_status
+from svc_helpers import png_data_uri, serve_app, wait_status, working_blobs
 
 MIRROR = "ccsr-tests/mirror"
 Q = f"/queue/{MIRROR}"
@@ -84,12 +85,14 @@ def test_the_test_app_runs_the_queue_protocol_beside_ccsr(server):
     client.put(ccsr["cancel_url"])
     ccsr_done = wait_status(client, ccsr["status_url"], "COMPLETED")
     assert ccsr_done["error_type"] == "request_cancelled"
-    # Inputs and results went through the blob store by key; nothing is left there.
+    # Inputs and results went through the blob store by key; no working blob is
+    # left there: files/ holds only registered files (the results published in
+    # place), not the cancelled run's unpublished result.
     blobs = server[2].state.blobs
     deadline = time.time() + 5
-    while [k for k in blobs.keys() if k.startswith(("inputs/", "results/"))] and time.time() < deadline:
+    while working_blobs(blobs) and time.time() < deadline:
         time.sleep(0.05)
-    assert [k for k in blobs.keys() if k.startswith(("inputs/", "results/"))] == []  # working blobs gone; files/ holds stored files
+    assert working_blobs(blobs) == []
 
 
 def test_the_test_app_streams_status_and_runs_sync(server):
@@ -124,9 +127,9 @@ def test_the_test_app_cancels_queued_and_running(server):
     # The running task's input is a blob (PNG) under a key; the worker read it there.
     blobs = server[2].state.blobs
     deadline = time.time() + 5
-    while blobs.stat(f"inputs/{running['request_id']}") is None and time.time() < deadline:
+    while blobs.stat(keys.run_input(running["request_id"])) is None and time.time() < deadline:
         time.sleep(0.02)
-    info = blobs.stat(f"inputs/{running['request_id']}")
+    info = blobs.stat(keys.run_input(running["request_id"]))
     assert info is not None and info.content_type == "image/png"
     assert client.put(queued["cancel_url"]).json() == {"status": "CANCELLATION_REQUESTED"}
     assert client.get(queued["status_url"]).json()["error_type"] == "request_cancelled"

@@ -32,7 +32,7 @@ def _tasks(tmp_path, specs) -> tuple[LocalBlobStore, list[Task]]:
         buf = io.BytesIO()
         Image.new("RGB", size, (120, 60, 200)).save(buf, format="PNG")
         store.put(f"inputs/{rid}", buf.getvalue(), content_type="image/png")
-        out.append(Task(rid, APP.app_id, params, f"inputs/{rid}", f"results/{rid}.1", store.spec()))
+        out.append(Task(rid, APP.app_id, params, f"inputs/{rid}", f"results/{rid}.1"))
     return store, out
 
 
@@ -53,7 +53,7 @@ def test_same_shape_requests_share_one_batch_and_the_others_run_alone(tmp_path):
                                      ("odd-steps", (8, 8), UpscaleParams(steps=9, seed=4)),
                                      ("c", (8, 8), same.model_copy(update={"seed": 5}))])
     events: list = []
-    run_tasks(APP, engine, tasks, {t.request_id: threading.Event() for t in tasks}, events.append)
+    run_tasks(APP, engine, store, tasks, {t.request_id: threading.Event() for t in tasks}, events.append)
     assert engine.batches == [3, 1, 1]  # a, b, c together (the first group first), then the others
     ends = _endings(events)
     assert sorted(ends) == ["a", "b", "c", "odd-size", "odd-steps"]
@@ -68,7 +68,7 @@ def test_same_shape_requests_share_one_batch_and_the_others_run_alone(tmp_path):
 
 
 def test_a_request_cancelled_inside_a_batch_ends_alone_and_at_once(tmp_path):
-    _, tasks = _tasks(tmp_path, [(r, (8, 8), UpscaleParams(steps=12, seed=i)) for i, r in enumerate("abc")])
+    store, tasks = _tasks(tmp_path, [(r, (8, 8), UpscaleParams(steps=12, seed=i)) for i, r in enumerate("abc")])
     cancels = {t.request_id: threading.Event() for t in tasks}
     events: list = []
 
@@ -77,7 +77,7 @@ def test_a_request_cancelled_inside_a_batch_ends_alone_and_at_once(tmp_path):
         if isinstance(e, Progress) and e.request_id == "a" and e.step == 1:
             cancels["b"].set()
 
-    run_tasks(APP, FakeEngine(0.0), tasks, cancels, emit)
+    run_tasks(APP, FakeEngine(0.0), store, tasks, cancels, emit)
     ends = _endings(events)
     assert [type(ends[r][0]).__name__ for r in "abc"] == ["Done", "Failed", "Done"]
     assert all(len(ends[r]) == 1 for r in "abc")
@@ -90,12 +90,12 @@ def test_a_request_cancelled_inside_a_batch_ends_alone_and_at_once(tmp_path):
 
 def test_a_batch_whose_every_request_is_cancelled_stops(tmp_path):
     engine = FakeEngine(0.0)
-    _, tasks = _tasks(tmp_path, [(r, (8, 8), UpscaleParams(steps=12, seed=i)) for i, r in enumerate("ab")])
+    store, tasks = _tasks(tmp_path, [(r, (8, 8), UpscaleParams(steps=12, seed=i)) for i, r in enumerate("ab")])
     cancels = {t.request_id: threading.Event() for t in tasks}
     cancels["a"].set()
     cancels["b"].set()
     events: list = []
-    run_tasks(APP, engine, tasks, cancels, events.append)
+    run_tasks(APP, engine, store, tasks, cancels, events.append)
     assert engine.batches == []  # never started
     assert {r: [e.kind for e in v] for r, v in _endings(events).items()} == {"a": ["cancelled"], "b": ["cancelled"]}
 
@@ -109,9 +109,9 @@ class OomWhenBatched(FakeEngine):
 
 def test_a_batch_out_of_memory_runs_its_requests_one_by_one(tmp_path):
     engine = OomWhenBatched(0.0)
-    _, tasks = _tasks(tmp_path, [(r, (8, 8), UpscaleParams(steps=6, seed=i)) for i, r in enumerate("abc")])
+    store, tasks = _tasks(tmp_path, [(r, (8, 8), UpscaleParams(steps=6, seed=i)) for i, r in enumerate("abc")])
     events: list = []
-    run_tasks(APP, engine, tasks, {t.request_id: threading.Event() for t in tasks}, events.append)
+    run_tasks(APP, engine, store, tasks, {t.request_id: threading.Event() for t in tasks}, events.append)
     assert engine.batches == [1, 1, 1]
     ends = _endings(events)
     assert all(len(ends[r]) == 1 and isinstance(ends[r][0], Done) for r in "abc")
@@ -122,7 +122,7 @@ def test_an_unreadable_input_fails_alone(tmp_path):
     store, tasks = _tasks(tmp_path, [(r, (8, 8), UpscaleParams(steps=6, seed=i)) for i, r in enumerate("abc")])
     store.put("inputs/b", b"not a png", content_type="image/png")
     events: list = []
-    run_tasks(APP, FakeEngine(0.0), tasks, {t.request_id: threading.Event() for t in tasks}, events.append)
+    run_tasks(APP, FakeEngine(0.0), store, tasks, {t.request_id: threading.Event() for t in tasks}, events.append)
     ends = _endings(events)
     assert [type(ends[r][0]).__name__ for r in "abc"] == ["Done", "Failed", "Done"]
     assert ends["b"][0].kind == "error"
@@ -141,13 +141,13 @@ def test_queued_requests_batched_give_the_pictures_they_give_alone(small, tiny_m
     params = [UpscaleParams(steps=4, scale=2, seed=s) for s in (11, 12, 13)]
     store, tasks = _tasks(tmp_path, [(f"r{i}", (48, 40), p) for i, p in enumerate(params)])
     events: list = []
-    run_tasks(APP, engine, tasks, {t.request_id: threading.Event() for t in tasks}, events.append)
+    run_tasks(APP, engine, store, tasks, {t.request_id: threading.Event() for t in tasks}, events.append)
     assert calls == [3]
     batched = {e.request_id: store.read(e.output_key) for e in events if isinstance(e, Done)}
     assert len(batched) == 3
     for task in tasks:
         alone: list = []
-        run_task(APP, engine, task, threading.Event(), alone.append)
+        run_task(APP, engine, store, task, threading.Event(), alone.append)
         single = [e for e in alone if isinstance(e, Done)][0]
         assert single.fields["seed"] == task.params.seed
         a = np.asarray(Image.open(io.BytesIO(batched[task.request_id])), dtype=np.int16)
@@ -161,10 +161,10 @@ def test_queued_requests_batched_give_the_pictures_they_give_alone(small, tiny_m
 FAKE = "ccsr.testing:fake_engine_factory"
 
 
-async def _pool_run(pool: WorkerPool, steps):
-    """Start the pool, wait for its worker, then run ``steps(pool, events)``."""
+async def _pool_run(pool: WorkerPool, store: LocalBlobStore, steps):
+    """Start the pool over ``store``, wait for its worker, then run ``steps(pool, events)``."""
     events: list = []
-    await pool.start(events.append)
+    await pool.start(events.append, store)
     for _ in range(600):
         if any(isinstance(e, WorkerState) and e.ready for e in events):
             break
@@ -194,7 +194,7 @@ def _logs(events, rid):
 
 def test_the_pool_gathers_a_batch_until_flushed_then_runs_it_in_one_worker(tmp_path, monkeypatch):
     monkeypatch.setenv("CCSR_FAKE_STEP_SECONDS", "0.05")
-    _, tasks = _tasks(tmp_path, [(r, (8, 8), UpscaleParams(steps=12, seed=i)) for i, r in enumerate("abcdef")])
+    store, tasks = _tasks(tmp_path, [(r, (8, 8), UpscaleParams(steps=12, seed=i)) for i, r in enumerate("abcdef")])
 
     async def steps(pool, events):
         assert pool.idle_slots() == 4
@@ -204,7 +204,7 @@ def test_the_pool_gathers_a_batch_until_flushed_then_runs_it_in_one_worker(tmp_p
         pool.flush()
         assert pool.idle_slots() == 0 and set(pool.running()) == {"a", "b", "c"}
         pool.submit(tasks[3])  # the worker is busy: kept for its next batch
-        pool.submit(Task("x", APP.app_id, UpscaleParams(steps=12, seed=7), "inputs/a", "results/x.1", tasks[0].blob_store))
+        pool.submit(Task("x", APP.app_id, UpscaleParams(steps=12, seed=7), "inputs/a", "results/x.1"))
         assert pool.idle_slots() == 0
         pool.cancel("x")  # cancelled while kept: it ends without running
         ends = await _until(events, ["a", "b", "c", "d", "x"])
@@ -217,17 +217,17 @@ def test_the_pool_gathers_a_batch_until_flushed_then_runs_it_in_one_worker(tmp_p
         # a full batch goes at once, without a flush
         for t in tasks[4:]:
             pool.submit(t)
-        pool.submit(Task("g", APP.app_id, UpscaleParams(steps=12, seed=9), "inputs/a", "results/g.1", tasks[0].blob_store))
-        pool.submit(Task("h", APP.app_id, UpscaleParams(steps=12, seed=10), "inputs/a", "results/h.1", tasks[0].blob_store))
+        pool.submit(Task("g", APP.app_id, UpscaleParams(steps=12, seed=9), "inputs/a", "results/g.1"))
+        pool.submit(Task("h", APP.app_id, UpscaleParams(steps=12, seed=10), "inputs/a", "results/h.1"))
         assert set(pool.running()) == {"e", "f", "g", "h"}
         await _until(events, "efgh")
         assert "fake engine: 4 steps, batch of 4" in _logs(events, "h")
 
-    asyncio.run(_pool_run(WorkerPool({}, ["cpu"], app_ref=APP.ref, factory=FAKE, batch_size=4, batch_wait=30), steps))
+    asyncio.run(_pool_run(WorkerPool({}, ["cpu"], app_ref=APP.ref, factory=FAKE, batch_size=4, batch_wait=30), store, steps))
 
 
 def test_a_gathered_batch_leaves_after_batch_wait(tmp_path):
-    _, tasks = _tasks(tmp_path, [(r, (8, 8), UpscaleParams(steps=6, seed=i)) for i, r in enumerate("ab")])
+    store, tasks = _tasks(tmp_path, [(r, (8, 8), UpscaleParams(steps=6, seed=i)) for i, r in enumerate("ab")])
 
     async def steps(pool, events):
         for t in tasks:
@@ -237,7 +237,7 @@ def test_a_gathered_batch_leaves_after_batch_wait(tmp_path):
         assert all(isinstance(ends[r][0], Done) for r in "ab")
         assert "fake engine: 2 steps, batch of 2" in _logs(events, "a")
 
-    asyncio.run(_pool_run(WorkerPool({}, ["cpu"], app_ref=APP.ref, factory=FAKE, batch_size=4, batch_wait=0.2), steps))
+    asyncio.run(_pool_run(WorkerPool({}, ["cpu"], app_ref=APP.ref, factory=FAKE, batch_size=4, batch_wait=0.2), store, steps))
 
 
 def test_a_worker_killed_mid_batch_reports_every_request_lost(tmp_path, monkeypatch):
@@ -247,7 +247,7 @@ def test_a_worker_killed_mid_batch_reports_every_request_lost(tmp_path, monkeypa
     from ccsr.executors.base import WorkerLost
 
     monkeypatch.setenv("CCSR_FAKE_STEP_SECONDS", "0.5")
-    _, tasks = _tasks(tmp_path, [(r, (8, 8), UpscaleParams(steps=60, seed=i)) for i, r in enumerate("abc")])
+    store, tasks = _tasks(tmp_path, [(r, (8, 8), UpscaleParams(steps=60, seed=i)) for i, r in enumerate("abc")])
 
     async def steps(pool, events):
         for t in tasks:
@@ -259,12 +259,12 @@ def test_a_worker_killed_mid_batch_reports_every_request_lost(tmp_path, monkeypa
                     "every request of the batch reported lost")
         assert pool.running() == {}
 
-    asyncio.run(_pool_run(WorkerPool({}, ["cpu"], app_ref=APP.ref, factory=FAKE, batch_size=4), steps))
+    asyncio.run(_pool_run(WorkerPool({}, ["cpu"], app_ref=APP.ref, factory=FAKE, batch_size=4), store, steps))
 
 
 def test_cancelling_a_request_still_gathering_ends_it_before_it_runs(tmp_path, monkeypatch):
     monkeypatch.setenv("CCSR_FAKE_STEP_SECONDS", "0.02")
-    _, tasks = _tasks(tmp_path, [(r, (8, 8), UpscaleParams(steps=12, seed=i)) for i, r in enumerate("ab")])
+    store, tasks = _tasks(tmp_path, [(r, (8, 8), UpscaleParams(steps=12, seed=i)) for i, r in enumerate("ab")])
 
     async def steps(pool, events):
         for t in tasks:
@@ -274,4 +274,4 @@ def test_cancelling_a_request_still_gathering_ends_it_before_it_runs(tmp_path, m
         assert ends["a"][0].kind == "cancelled" and isinstance(ends["b"][0], Done)
         assert not any("batch" in m for m in _logs(events, "b"))  # it ran by itself
 
-    asyncio.run(_pool_run(WorkerPool({}, ["cpu"], app_ref=APP.ref, factory=FAKE, batch_size=4, batch_wait=30), steps))
+    asyncio.run(_pool_run(WorkerPool({}, ["cpu"], app_ref=APP.ref, factory=FAKE, batch_size=4, batch_wait=30), store, steps))

@@ -23,6 +23,7 @@ from ccsr.testing.ray_cluster import TEST_ACTOR_OPTIONS
 from ccsr.service.app import create_app
 from ccsr.settings import Settings
 
+from s3_server import s3_server  # noqa: F401 - the session fixture
 from svc_helpers import png_data_uri, serve_app, wait_status  # noqa: E402
 
 Q = "/queue/fal-ai/ccsr"
@@ -232,10 +233,67 @@ def test_model_that_fails_to_load_shows_on_readyz(server, tmp_path):
         assert "missing.safetensors" in body["workers"][0]["error"]
 
 
+def run_on_one_actor(cluster, store, task, wsettings: dict, app_ref: str, factory=None, timeout: float = 90) -> list:
+    """Run ``task`` on a fresh one-actor RayExecutor started over ``store``
+    (placed on any node: the ccsr_worker units are taken); its events."""
+    import asyncio
+
+    from ccsr.executors.base import Done, Failed
+    from ccsr.executors.ray import RayExecutor
+
+    async def run() -> list:
+        events: list = []
+        ex = RayExecutor(wsettings, address=cluster.address, workers=1, app_ref=app_ref, factory=factory,
+                         actor_options={"num_gpus": 0, "num_cpus": 0})
+        await ex.start(events.append, store)
+        try:
+            deadline = time.time() + timeout
+            while ex.idle_slots() == 0:
+                assert time.time() < deadline, ex.describe()
+                await asyncio.sleep(0.1)
+            ex.submit(task)
+            while not any(isinstance(e, (Done, Failed)) for e in events):
+                assert time.time() < deadline, events
+                await asyncio.sleep(0.05)
+        finally:
+            await ex.close()
+        return events
+
+    return asyncio.run(run())
+
+
+def test_actors_open_a_shared_store_once_and_use_it_themselves(server, s3_server):
+    """With an S3-compatible store the actor gets the store's spec when it is
+    made (a task carries none) and reads the input and writes the result in
+    the bucket itself: the driver neither reads nor writes a byte."""
+    import base64
+
+    from ccsr.executors.base import Done, Failed, Task
+    from ccsr.models.ccsr_v1.app import CCSRApp
+    from ccsr.storage import Storage, keys
+
+    _, _, cluster = server
+    app = CCSRApp()
+    store = s3_server.store()
+    store.put(keys.run_input("s3"), base64.b64decode(png_data_uri(12, 10).split(",", 1)[1]), content_type="image/png")
+    out = Storage.new_result_key()
+    driver: list[str] = []
+    read, put = store.read, store.put
+    store.read = lambda key: driver.append(f"read {key}") or read(key)
+    store.put = lambda key, *a, **kw: driver.append(f"put {key}") or put(key, *a, **kw)
+
+    task = Task("s3", app.app_id, app.Params(steps=6, scale=2, seed=5), keys.run_input("s3"), out)
+    events = run_on_one_actor(cluster, store, task, {}, app.ref, factory=FAKE)
+    done = [e for e in events if isinstance(e, (Done, Failed))]
+    assert len(done) == 1 and isinstance(done[0], Done), done
+    assert driver == []  # the actor read the input and wrote the result in the bucket
+    assert read(out)[:8] == b"\x89PNG\r\n\x1a\n" and store.stat(out).size == done[0].file_size
+    assert (done[0].fields["width"], done[0].fields["height"], done[0].fields["seed"]) == (24, 20, 5)
+
+
 def test_tiny_model_in_an_actor_matches_the_in_process_run(server, tiny_checkpoint, tiny_config_path, fixtures_dir, tmp_path):
     """The real engine (random tiny checkpoint) loaded once in a Ray actor gives
     the picture the same engine gives in this process: bytes in, bytes out."""
-    import asyncio
     import io
     import threading
 
@@ -245,7 +303,6 @@ def test_tiny_model_in_an_actor_matches_the_in_process_run(server, tiny_checkpoi
     from ccsr.models.ccsr_v1.app import CCSRApp
     from ccsr.storage.local import LocalBlobStore
     from ccsr.executors.base import Done, Failed, Progress, Task
-    from ccsr.executors.ray import RayExecutor
     from ccsr.executors.worker import run_task
 
     _, _, cluster = server
@@ -260,31 +317,14 @@ def test_tiny_model_in_an_actor_matches_the_in_process_run(server, tiny_checkpoi
     store = LocalBlobStore(tmp_path / "blobs")
     store.put("in.png", (tmp_path / "in.png").read_bytes())
 
-    async def on_ray() -> list:
-        events: list = []
-        ex = RayExecutor(wsettings, address=cluster.address, workers=1,
-                         actor_options={"num_gpus": 0, "num_cpus": 0})  # any node: the ccsr_worker units are taken
-        await ex.start(events.append)
-        try:
-            deadline = time.time() + 120
-            while ex.idle_slots() == 0:
-                assert time.time() < deadline, ex.describe()
-                await asyncio.sleep(0.1)
-            ex.submit(Task("tiny", app.app_id, params, "in.png", "ray.png", store.spec()))
-            while not any(isinstance(e, (Done, Failed)) for e in events):
-                assert time.time() < deadline, events
-                await asyncio.sleep(0.05)
-        finally:
-            await ex.close()
-        return events
-
-    ray_events = asyncio.run(on_ray())
+    ray_events = run_on_one_actor(cluster, store, Task("tiny", app.app_id, params, "in.png", "ray.png"), wsettings,
+                                  app.ref, timeout=120)
     done = [e for e in ray_events if isinstance(e, (Done, Failed))]
     assert len(done) == 1 and isinstance(done[0], Done), done
     assert (done[0].fields["width"], done[0].fields["height"], done[0].fields["seed"]) == (64, 64, 7)
     assert any(isinstance(e, Progress) for e in ray_events)
     local: list = []
-    run_task(app, app.load_engine(wsettings, "cpu"), Task("tiny", app.app_id, params, "in.png", "local.png", store.spec()),
+    run_task(app, app.load_engine(wsettings, "cpu"), store, Task("tiny", app.app_id, params, "in.png", "local.png"),
              threading.Event(), local.append)
     assert isinstance(local[-1], Done), local[-1]
     a = np.asarray(Image.open(io.BytesIO(store.read("ray.png"))), dtype=np.int16)

@@ -12,7 +12,7 @@ from pydantic import ValidationError
 from typer.testing import CliRunner
 
 from ccsr.cli import app
-from ccsr.executors.ray_options import check_actor_options
+from ccsr.settings import check_actor_options
 from ccsr.settings import Settings
 
 

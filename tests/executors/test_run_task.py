@@ -43,14 +43,13 @@ def _task(tmp_path, rid="r1", **params):
     buf = io.BytesIO()
     Image.new("RGB", (8, 8)).save(buf, format="PNG")
     store.put(f"inputs/{rid}", buf.getvalue(), content_type="image/png")
-    return store, Task(rid, APP.app_id, UpscaleParams(steps=4, **params), f"inputs/{rid}", f"results/{rid}.1",
-                       store.spec())
+    return store, Task(rid, APP.app_id, UpscaleParams(steps=4, **params), f"inputs/{rid}", f"results/{rid}.1")
 
 
 def _run(engine, tmp_path, **params):
     events = []
     store, task = _task(tmp_path, **params)
-    run_task(APP, engine, task, threading.Event(), events.append)
+    run_task(APP, engine, store, task, threading.Event(), events.append)
     return store, events
 
 
@@ -59,6 +58,15 @@ def test_the_task_names_blobs_never_paths():
 
     names = {f.name for f in dataclasses.fields(Task)}
     assert not any("path" in n for n in names), names
+
+
+def test_the_task_carries_no_store():
+    """The store (a local root, S3 credentials) goes to the executor once when
+    it starts, never inside each task."""
+    import dataclasses
+
+    names = {f.name for f in dataclasses.fields(Task)}
+    assert names == {"request_id", "app_id", "params", "input_key", "output_key", "attempt"}, names
 
 
 def test_oom_retries_with_tiled_vae(tmp_path):
@@ -82,5 +90,6 @@ def test_invalid_parameter_and_cancel(tmp_path):
     ev = threading.Event()
     ev.set()
     events = []
-    run_task(APP, FakeEngine(0.0), _task(tmp_path, "r2")[1], ev, events.append)
+    store, task = _task(tmp_path, "r2")
+    run_task(APP, FakeEngine(0.0), store, task, ev, events.append)
     assert isinstance(events[-1], Failed) and events[-1].kind == "cancelled"

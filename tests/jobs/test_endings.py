@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from ccsr.jobs.cluster import start_message
-from ccsr.jobs.edges import run_blob_keys
+from ccsr.storage.keys import run_leftovers
 from ccsr.jobs.models import CANCELLED, FAILED
 from ccsr.jobs.outcome import CANCELLED_RUNNING, CANCELLED_TYPE, INTERNAL_TYPE, INVALID_TYPE, OOM_TYPE, Outcome
 
@@ -35,11 +35,13 @@ def test_a_preparation_error_naming_a_field_is_invalid_and_any_other_failed():
     assert broken.error == "Could not prepare the input: disk full"
 
 
-def test_a_run_leaves_its_input_and_raw_result_and_at_the_end_the_submitted_input():
+def test_a_run_leaves_its_input_and_unpublished_result_and_at_the_end_the_submitted_input():
     submitted = {"image_url": "blob:submitted/r1"}
-    assert run_blob_keys("r1", "results/r1.1", submitted, ended=False) == ["inputs/r1", "results/r1.1"]
-    assert run_blob_keys("r1", "results/r1.1", submitted, ended=True) == ["inputs/r1", "results/r1.1", "submitted/r1"]
-    assert run_blob_keys("r1", None, {"image_url": "https://x/y.png"}, ended=True) == ["inputs/r1"]
+    out = "files/ab/ab" + "x" * 30
+    assert run_leftovers("r1", out, submitted, ended=False) == ["inputs/r1", out]
+    assert run_leftovers("r1", out, submitted, ended=True) == ["inputs/r1", out, "submitted/r1"]
+    # a published result (its output key cleared) is the request's file, not a leftover
+    assert run_leftovers("r1", None, {"image_url": "https://x/y.png"}, ended=True) == ["inputs/r1"]
 
 
 def test_the_start_line_names_retries_and_interruptions():

@@ -121,3 +121,14 @@ def wait_ready(base: str, proc, timeout: float = 240) -> dict:
             pass
         time.sleep(0.2)
     raise AssertionError("server not ready")
+
+
+def working_blobs(blobs) -> list[str]:
+    """The working blobs left in a blob store: run inputs, and result bytes
+    that no stored file's metadata made visible (an unpublished result)."""
+    from ccsr.storage import keys
+
+    names = set(blobs.keys())
+    unpublished = [k for k in names if keys.file_key_of(k) and not keys.is_file_meta(k)
+                   and keys.file_meta(keys.file_key_of(k)) not in names]
+    return sorted([k for k in names if k.startswith(keys.RUN_INPUTS)] + unpublished)

@@ -19,6 +19,7 @@ from ccsr.jobs.models import Job
 from ccsr.testing import FakeEngine
 from ccsr.service.app import create_app
 from ccsr.settings import Settings
+from ccsr.storage import keys
 
 from svc_helpers import png_claiming, png_data_uri, serve_app, wait_status
 
@@ -49,7 +50,7 @@ def _stored_input_length(app, request_id: str) -> int:
 
 
 def _blob_key(request_id: str) -> str:
-    return f"submitted/{request_id}"
+    return keys.submitted_input(request_id)
 
 
 def _wait_gone(blobs, key: str, timeout: float = 10.0) -> None:
@@ -65,7 +66,7 @@ def test_a_large_data_uri_is_kept_out_of_the_job_row(tmp_path, any_db_url):
     assert len(uri) > 5_000_000
     # 3 steps of 0.5 s: the request is still open while the row and the blob are inspected
     app, ctx = _server(tmp_path, any_db_url, step=0.5, result_ttl=5.0)
-    blobs = app.state.scheduler.blobs
+    blobs = app.state.blobs
     with ctx as base, httpx.Client(base_url=base, timeout=60) as client:
         sub = client.post(Q, json={"image_url": uri, "scale": 1, "steps": 9})
         assert sub.status_code == 200, sub.text
@@ -95,7 +96,7 @@ def test_a_large_data_uri_is_kept_out_of_the_job_row(tmp_path, any_db_url):
 
 def test_the_submitted_blob_is_deleted_when_a_request_is_cancelled_or_fails(tmp_path):
     app, ctx = _server(tmp_path, step=0.2)
-    blobs = app.state.scheduler.blobs
+    blobs = app.state.blobs
     with ctx as base, httpx.Client(base_url=base, timeout=30) as client:
         running = client.post(Q, json={"image_url": png_data_uri(), "steps": 300}).json()
         queued = client.post(Q, json={"image_url": png_data_uri(), "steps": 300}).json()
@@ -119,10 +120,10 @@ def test_the_submitted_blob_is_deleted_when_a_request_is_cancelled_or_fails(tmp_
 
 def test_a_refused_data_uri_leaves_no_blob(tmp_path):
     app, ctx = _server(tmp_path)
-    blobs = app.state.scheduler.blobs
+    blobs = app.state.blobs
     with ctx as base, httpx.Client(base_url=base, timeout=30) as client:
         r = client.post(Q, json={"image_url": png_data_uri(), "steps": 4, "scale": 17})
         assert r.status_code == 422
         r = client.post(Q, json={"image_url": "data:image/png;base64,@@@@", "steps": 4})
         assert r.status_code == 422
-    assert list(blobs.keys("submitted/")) == []
+    assert list(blobs.keys(keys.SUBMITTED)) == []

@@ -52,7 +52,7 @@ def test_results_and_files_expire_unless_the_request_asks_longer(tmp_path):
 
 def test_store_io_0_forgets_input_and_output_after_delivery(tmp_path):
     app, ctx = _server(tmp_path)
-    app.state.scheduler.store_io_grace = 0.5
+    app.state.scheduler.config.store_io_grace = 0.5
     with ctx as base, httpx.Client(base_url=base) as client:
         sub = _done(client, headers={"X-Fal-Store-IO": "0"})
         normal = _done(client)

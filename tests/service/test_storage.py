@@ -465,7 +465,7 @@ def test_upload_url_download_and_retention_on_s3(s3_server, tmp_path):
     """The whole queue protocol with blob_store=s3: upload the input, run,
     download the result through its file URL, and see retention delete the
     result from the bucket."""
-    from ccsr.storage import from_settings
+    from ccsr.storage import open_blob_store
     from ccsr.executors.thread import ThreadExecutor
     from ccsr.testing import FakeEngine
     from ccsr.service.app import create_app
@@ -475,7 +475,7 @@ def test_upload_url_download_and_retention_on_s3(s3_server, tmp_path):
     import io
 
     settings = Settings(data_dir=tmp_path, result_ttl=2.0, **s3_server.settings())
-    bucket = from_settings(settings)
+    bucket = open_blob_store(settings)
     app = create_app(settings, executor=ThreadExecutor(FakeEngine(0.01)), sweep_interval=0.2)
     png = base64.b64decode(png_data_uri(24, 16).split(",", 1)[1])
     with serve_app(app) as base, httpx.Client(base_url=base) as client:

@@ -10,7 +10,7 @@ import time
 import httpx
 import pytest
 
-from ccsr.storage import from_settings, open_blob_store
+from ccsr.storage import open_blob_store
 from ccsr.storage.local import LocalBlobStore
 from ccsr.storage.s3 import S3BlobStore
 from ccsr.settings import Settings
@@ -62,14 +62,14 @@ def test_wrong_credentials_are_an_error_not_a_miss(s3_server):
     assert "403" in str(err.value) or "SignatureDoesNotMatch" in str(err.value)
 
 
-def test_from_settings(s3_server, tmp_path, monkeypatch):
-    local = from_settings(Settings(data_dir=tmp_path))
+def test_opened_from_settings(s3_server, tmp_path, monkeypatch):
+    local = open_blob_store(Settings(data_dir=tmp_path))
     assert isinstance(local, LocalBlobStore) and local.root == (tmp_path / "blobs").resolve()
     base = fresh_prefix()
     for name, value in s3_server.settings(prefix=base + "ccsr").items():
         monkeypatch.setenv("CCSR_" + name.upper(), value)
     monkeypatch.setenv("CCSR_S3_PRESIGN_URLS", "true")
-    store = from_settings(Settings(data_dir=tmp_path))
+    store = open_blob_store(Settings(data_dir=tmp_path))
     assert isinstance(store, S3BlobStore) and store.prefix == base + "ccsr/" and store.presign
     store.put("a", b"via settings")
     assert s3_server.store(base).read("ccsr/a") == b"via settings"
@@ -80,14 +80,14 @@ def test_from_settings(s3_server, tmp_path, monkeypatch):
 
 def test_bad_settings_name_the_field(tmp_path):
     with pytest.raises(ValueError, match="s3_bucket"):
-        from_settings(Settings(data_dir=tmp_path, blob_store="s3"))
+        open_blob_store(Settings(data_dir=tmp_path, blob_store="s3"))
     with pytest.raises(ValueError, match="blob_store"):
         Settings(data_dir=tmp_path, blob_store="ftp")
 
 
 def test_boto3_is_imported_only_for_the_s3_store(tmp_path):
-    code = ("import sys; from ccsr.storage import from_settings; from ccsr.settings import Settings; "
-            f"from_settings(Settings(data_dir={str(tmp_path)!r})).put('k', b'1'); "
+    code = ("import sys; from ccsr.storage import open_blob_store; from ccsr.settings import Settings; "
+            f"open_blob_store(Settings(data_dir={str(tmp_path)!r})).put('k', b'1'); "
             "print('boto3' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"

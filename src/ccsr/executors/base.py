@@ -1,8 +1,8 @@
 """The narrow seam between the scheduler and whatever runs the model.
 
-The scheduler hands an :class:`Executor` a :class:`Task` (blob keys of the
-prepared input and of the output, the typed parameters) and receives :data:`Event` objects
-back: progress, log lines, and exactly one ending per task (``Done``,
+The scheduler starts an :class:`Executor` once with the blob store its runs
+use, then hands it :class:`Task` objects (blob keys of the prepared input and
+of the output, the typed parameters) and receives :data:`Event` objects back: progress, log lines, and exactly one ending per task (``Done``,
 ``Failed`` or ``WorkerLost``). Cancellation is a request; the ending says what
 happened. Nothing here imports torch, so the HTTP process stays light, and a
 different executor (a Ray cluster, say) can replace the local worker pool
@@ -13,7 +13,10 @@ from __future__ import annotations
 
 import abc
 import dataclasses
-from typing import Any, Callable, Optional, Union
+from typing import TYPE_CHECKING, Any, Callable, Optional, Union
+
+if TYPE_CHECKING:  # pragma: no cover
+    from ccsr.storage import BlobStore
 
 
 @dataclasses.dataclass
@@ -21,9 +24,10 @@ class Task:
     """One run of one app over one prepared input.
 
     Everything here crosses a process (or machine) boundary, so it names blobs,
-    never files: the worker rebuilds the blob store from ``blob_store`` (its
-    :meth:`ccsr.storage.BlobStore.spec`), reads the input from ``input_key`` and
-    writes the result to ``output_key``.
+    never files: the worker reads the input from ``input_key`` and writes the
+    result to ``output_key`` in the store its executor was started with (a
+    worker process rebuilds it once from its spec; the store's credentials never
+    travel with a task).
     """
 
     request_id: str
@@ -31,7 +35,6 @@ class Task:
     params: Any  # the app's typed parameters (a pydantic model, already checked)
     input_key: str  # the prepared input image (PNG), put there by the scheduler
     output_key: str  # where the worker puts the result
-    blob_store: dict  # spec of the store holding both keys
     attempt: int = 1
 
 
@@ -112,8 +115,10 @@ class Executor(abc.ABC):
     """
 
     @abc.abstractmethod
-    async def start(self, emit: Emit) -> None:
-        """Start workers (may return before the model is loaded)."""
+    async def start(self, emit: Emit, blobs: "BlobStore") -> None:
+        """Start workers (may return before the model is loaded). ``blobs`` holds
+        every task's input and output keys: workers in other processes rebuild
+        it once from :meth:`~ccsr.storage.BlobStore.spec`."""
 
     @abc.abstractmethod
     def idle_slots(self) -> int:

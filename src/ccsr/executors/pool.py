@@ -24,6 +24,7 @@ from typing import Any, Optional
 
 from ccsr.executors.base import Done, Emit, Executor, Failed, Task, WorkerLost, WorkerState
 from ccsr.executors.worker import worker_main
+from ccsr.storage import BlobStore
 
 log = logging.getLogger("ccsr.executors.pool")
 
@@ -73,13 +74,15 @@ class WorkerPool(Executor):
         self.workers = [_Worker(f"worker-{i}", d) for i, d in enumerate(devices)]
         self._emit: Optional[Emit] = None
         self._loop: Optional[asyncio.AbstractEventLoop] = None
+        self._store_spec: dict = {}
         self._closing = False
         self._ctx = mp.get_context("spawn")
 
     # --- Executor ---------------------------------------------------------------
-    async def start(self, emit: Emit) -> None:
+    async def start(self, emit: Emit, blobs: BlobStore) -> None:
         self._emit = emit
         self._loop = asyncio.get_running_loop()
+        self._store_spec = blobs.spec()  # each worker process opens the store once from it
         for w in self.workers:
             self._spawn(w)
 
@@ -196,7 +199,7 @@ class WorkerPool(Executor):
         parent, child = self._ctx.Pipe()
         proc = self._ctx.Process(
             target=worker_main,
-            args=(child, self.settings, w.device, self.app_ref, self.factory),
+            args=(child, self.settings, w.device, self.app_ref, self._store_spec, self.factory),
             name=f"ccsr-{w.name}",
             daemon=True,
         )

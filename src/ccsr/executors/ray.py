@@ -33,32 +33,19 @@ from ray.exceptions import RayActorError, RayError, RayTaskError
 
 from ccsr.executors.base import Done, Emit, Event, Executor, Failed, Task, WorkerLost, WorkerState
 from ccsr.executors.ray_actor import actor_class
-from ccsr.executors.ray_options import check_actor_options
-from ccsr.apps.registry import BUILTIN
-from ccsr.executors.worker import blob_store
+from ccsr.settings import check_actor_options
+from ccsr.storage import BlobStore
 
-log = logging.getLogger("ccsr.jobs.ray")
+log = logging.getLogger("ccsr.executors.ray")
 
-def shares_blobs(task: Task) -> bool:
-    """Whether the actor's node can reach the task's blob store itself.
+
+def shares_blobs(spec: dict) -> bool:
+    """Whether actors on other nodes can reach the store ``spec`` describes.
 
     A local store is a directory on the driver's machine that other nodes do
     not share; an S3-compatible store is reachable from every node.
     """
-    return task.blob_store.get("kind") != "local"
-
-
-def task_payload(task: Task) -> dict:
-    """What crosses to the actor for ``task``: the task as is (blob keys and the
-    store's spec) when the store is shared, plus the input's bytes when not."""
-    if shares_blobs(task):
-        return {"task": task, "input": None}
-    return {"task": task, "input": blob_store(task.blob_store).read(task.input_key)}
-
-
-def deliver_result(task: Task, data: bytes, content_type: str) -> None:
-    """Put the result bytes an actor sent into the driver's store at ``output_key``."""
-    blob_store(task.blob_store).put(task.output_key, data, content_type=content_type)
+    return spec.get("kind") != "local"
 
 
 class _Slot:
@@ -85,7 +72,7 @@ class RayExecutor(Executor):
         address: Optional[str] = None,
         workers: Optional[int] = None,
         actor_options: Optional[dict] = None,
-        app_ref: str = BUILTIN[0],
+        app_ref: str,
         factory: Optional[str] = None,
         restart_delay: float = 1.0,
         rescan_interval: float = 2.0,
@@ -103,15 +90,22 @@ class RayExecutor(Executor):
         self.slots: list[_Slot] = []
         self._emit: Optional[Emit] = None
         self._loop: Optional[asyncio.AbstractEventLoop] = None
+        self._blobs: Optional[BlobStore] = None
+        self._actor_store: Optional[dict] = None  # the spec actors open, when they can reach the store
         self._cls: Any = None
         self._closing = False
         self._owns_ray = False
         self._rescan: Optional[asyncio.Task] = None
 
     # --- Executor ---------------------------------------------------------------
-    async def start(self, emit: Emit) -> None:
+    async def start(self, emit: Emit, blobs: BlobStore) -> None:
         self._emit = emit
         self._loop = asyncio.get_running_loop()
+        self._blobs = blobs
+        spec = blobs.spec()
+        # A shared store's spec goes to each actor once, when it is made; with a
+        # local one the bytes travel through Ray instead (see _payload).
+        self._actor_store = spec if shares_blobs(spec) else None
         if not ray.is_initialized():
             kwargs: dict = {"namespace": "ccsr", "log_to_driver": False}
             if self.address is None:
@@ -233,7 +227,8 @@ class RayExecutor(Executor):
         s.generation += 1
         s.ready, s.task, s.info = False, None, {}
         options = {**self.actor_options, "max_restarts": 0, "max_task_retries": 0}
-        s.handle = self._cls.options(**options).remote(self.app_ref, self.factory, self.settings, str(self.settings.get("device") or "auto"))
+        s.handle = self._cls.options(**options).remote(self.app_ref, self.factory, self.settings,
+                                                       str(self.settings.get("device") or "auto"), self._actor_store)
         threading.Thread(
             target=self._watch, args=(s, s.generation, s.handle), daemon=True, name=f"ccsr-{s.name}-watch"
         ).start()
@@ -269,12 +264,13 @@ class RayExecutor(Executor):
         ended = False
         broken: Optional[str] = None  # set when the result could not be stored here
         try:
-            stream = handle.run.remote(task_payload(task))
+            stream = handle.run.remote(self._payload(task))
             for ref in stream:
                 kind, value = ray.get(ref)
                 if kind == "result":
                     try:
-                        deliver_result(task, *value)
+                        data, content_type = value  # the result of a store the actor cannot reach
+                        self._blobs.put(task.output_key, data, content_type=content_type)
                     except Exception as exc:  # noqa: BLE001 - disk or S3 error
                         broken = f"Could not write the result: {exc}"
                     continue
@@ -294,6 +290,13 @@ class RayExecutor(Executor):
             self._post(self._on_dead, s, gen, _describe_death(exc))
         except (OSError, KeyError) as exc:  # the prepared input could not be read
             self._post(self._on_event, s, gen, Failed(rid, "error", f"Could not read the prepared input: {exc}"))
+
+    def _payload(self, task: Task) -> dict:
+        """What crosses to the actor for ``task``: the task (blob keys) alone when
+        the actor reaches the store, plus the input's bytes when it does not."""
+        if self._actor_store is not None:
+            return {"task": task, "input": None}
+        return {"task": task, "input": self._blobs.read(task.input_key)}
 
     def _post(self, fn, *args) -> None:  # noqa: ANN001
         loop = self._loop

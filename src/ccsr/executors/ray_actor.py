@@ -11,17 +11,17 @@ sees are identical whichever executor runs the model. Differences:
   they answer while a run keeps the default group busy (``ray.cancel`` does
   not interrupt a synchronous actor task, so cancel is a flag the engine
   checks before each network evaluation, as in the local worker).
-* Inputs and outputs travel as bytes inside the stream (no path is shared
-  between machines). :func:`task_from_payload` and :func:`result_bytes` are the
-  only places that know how; the driver side is in
-  :mod:`ccsr.executors.ray`.
+* The blob store: an actor given a store spec (a shared S3-compatible store)
+  opens it once and reads inputs and writes results there itself. Without one
+  (the driver's store is a local directory) inputs and outputs travel as bytes
+  inside the stream through a private scratch store (:func:`scratch_store`);
+  the driver side is in :mod:`ccsr.executors.ray`.
 
 This module imports ``ray``; only the Ray executor imports it.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import os
 import queue
 import shutil
@@ -31,38 +31,31 @@ from typing import Any, Iterator, Optional
 
 import ray
 
-from ccsr.executors.base import Done, Failed, Task
 from ccsr.apps.base import load_app
-from ccsr.storage.local import LocalBlobStore
-from ccsr.executors.worker import blob_store, resolve_factory, run_task
+from ccsr.executors.base import Done, Failed, Task
+from ccsr.executors.worker import resolve_factory, run_task
+from ccsr.storage import BlobStore, LocalBlobStore, open_blob_store
 
 #: Concurrency group of the calls that must answer during a run.
 CONTROL = "control"
 
 
-def task_here(payload: dict, scratch: str) -> Task:
-    """The task to run on this node: as sent when its blob store is shared;
-    else the input bytes go into a private local store under ``scratch`` and
-    the result is read back from there by :func:`result_of`."""
-    task: Task = payload["task"]
-    if payload.get("input") is None:
-        return task
+def scratch_store(payload: dict, scratch: str) -> BlobStore:
+    """A private local store under ``scratch`` holding the input bytes the
+    driver sent; the result is read back from it and sent to the driver."""
     store = LocalBlobStore(scratch)
-    store.put(task.input_key, payload["input"])
-    return dataclasses.replace(task, blob_store=store.spec())
-
-
-def result_of(task: Task, done: Done) -> tuple[bytes, str]:
-    """The result bytes (and content type) a finished :func:`run_task` stored."""
-    return blob_store(task.blob_store).read(task.output_key), done.content_type
+    store.put(payload["task"].input_key, payload["input"])
+    return store
 
 
 class ModelActor:
     """Loads the engine once; runs one task at a time (the driver never sends two)."""
 
-    def __init__(self, app_ref: str, factory_spec: Optional[str], settings: dict, device: str):
+    def __init__(self, app_ref: str, factory_spec: Optional[str], settings: dict, device: str,
+                 store_spec: Optional[dict]):
         self.pid = os.getpid()
         self.engine: Any = None
+        self.blobs: Optional[BlobStore] = None
         self.error = ""
         self.device = device
         self.app: Any = None
@@ -73,7 +66,10 @@ class ModelActor:
         if device in ("", "auto") and ray.get_gpu_ids():
             self.device = "cuda"  # Ray set CUDA_VISIBLE_DEVICES to this actor's GPU
         try:
-            # The app is rebuilt from its ref, as a local worker process does.
+            # The store, when this node reaches it, and the app (from its ref) are
+            # opened once, as in a local worker process.
+            if store_spec is not None:
+                self.blobs = open_blob_store(store_spec)
             self.app = load_app(app_ref)
             factory = resolve_factory(factory_spec) if factory_spec else self.app.load_engine
             self.engine = factory(settings, self.device)
@@ -125,10 +121,12 @@ class ModelActor:
                 cancel.set()
         work_dir = tempfile.mkdtemp(prefix="ccsr-ray-")
         events: "queue.Queue[Optional[Any]]" = queue.Queue()
+        task: Task = payload["task"]
         try:
-            task = task_here(payload, work_dir)
+            sent = payload.get("input") is not None  # the driver sent the bytes and stores the result
+            blobs = scratch_store(payload, work_dir) if sent else self.blobs
             runner = threading.Thread(
-                target=self._run_one, args=(task, cancel, events), daemon=True, name=f"ccsr-run-{rid}"
+                target=self._run_one, args=(blobs, task, cancel, events), daemon=True, name=f"ccsr-run-{rid}"
             )
             runner.start()
             finished = False
@@ -143,8 +141,8 @@ class ModelActor:
                     batch.pop()
                     finished = True
                 done = next((e for e in batch if isinstance(e, Done)), None)
-                if done is not None and payload.get("input") is not None:  # the driver stores it
-                    yield ("result", result_of(task, done))
+                if done is not None and sent:
+                    yield ("result", (blobs.read(task.output_key), done.content_type))
                 if batch:
                     yield ("events", batch)
             runner.join()
@@ -153,9 +151,9 @@ class ModelActor:
                 self._cancels.pop(rid, None)
             shutil.rmtree(work_dir, ignore_errors=True)
 
-    def _run_one(self, task: Task, cancel: threading.Event, events: "queue.Queue") -> None:
+    def _run_one(self, blobs: BlobStore, task: Task, cancel: threading.Event, events: "queue.Queue") -> None:
         try:
-            run_task(self.app, self.engine, task, cancel, events.put)
+            run_task(self.app, self.engine, blobs, task, cancel, events.put)
         finally:
             events.put(None)
 

@@ -14,6 +14,7 @@ from typing import Any, Optional
 from ccsr.apps.base import App
 from ccsr.executors.base import Done, Emit, Event, Executor, Failed, Task
 from ccsr.executors.worker import run_task
+from ccsr.storage import BlobStore
 
 
 class ThreadExecutor(Executor):
@@ -27,10 +28,12 @@ class ThreadExecutor(Executor):
         self._running: dict[str, threading.Event] = {}
         self._emit: Optional[Emit] = None
         self._loop: Optional[asyncio.AbstractEventLoop] = None
+        self._blobs: Optional[BlobStore] = None
 
-    async def start(self, emit: Emit) -> None:
+    async def start(self, emit: Emit, blobs: BlobStore) -> None:
         self._emit = emit
         self._loop = asyncio.get_running_loop()
+        self._blobs = blobs  # the same object: no spec needed in this process
 
     def idle_slots(self) -> int:
         return self.slots - len(self._running)
@@ -50,7 +53,7 @@ class ThreadExecutor(Executor):
             from ccsr.apps.registry import default_registry
 
             app = self.app = default_registry()[task.app_id]
-        threading.Thread(target=run_task, args=(app, self.engine, task, ev, post), daemon=True).start()
+        threading.Thread(target=run_task, args=(app, self.engine, self._blobs, task, ev, post), daemon=True).start()
 
     def _deliver(self, e: Event) -> None:
         if isinstance(e, (Done, Failed)):

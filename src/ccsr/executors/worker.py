@@ -10,8 +10,9 @@ Each "run" message carries the tasks the worker took from the queue at once
 (:func:`run_tasks`), the rest one after another, on the main thread. A reader thread keeps
 listening so a cancel arrives while a task runs and sets that task's
 ``threading.Event``, which the engine checks before each network evaluation.
-The worker reads its input from the blob store and writes the result there
-itself, so only small messages (blob keys) cross the pipe.
+The worker opens the blob store once, from the spec its pool was started
+with, reads each input from it and writes the result there itself, so only
+small messages (blob keys) cross the pipe.
 
 :func:`run_task` is the whole job of a worker for one task, shared with the
 in-process :class:`ccsr.executors.thread.ThreadExecutor` used by quick tests.
@@ -28,21 +29,8 @@ import traceback
 from typing import Any, Callable, Optional
 
 from ccsr.apps.base import App, load_app, resolve
-from ccsr.storage import BlobStore, open_blob_store
 from ccsr.executors.base import Done, Emit, Failed, Log, Progress, Task
-
-_stores: dict[str, BlobStore] = {}
-_stores_lock = threading.Lock()
-
-
-def blob_store(spec: dict) -> BlobStore:
-    """The store of a task, rebuilt from its spec once per process."""
-    key = repr(sorted(spec.items()))
-    with _stores_lock:
-        store = _stores.get(key)
-        if store is None:
-            store = _stores[key] = open_blob_store(spec)
-        return store
+from ccsr.storage import BlobStore, open_blob_store
 
 
 def resolve_factory(spec: str) -> Callable[[dict, str], Any]:
@@ -50,11 +38,11 @@ def resolve_factory(spec: str) -> Callable[[dict, str], Any]:
     return resolve(spec)
 
 
-def _read_input(task: Task) -> Any:
+def _read_input(blobs: BlobStore, task: Task) -> Any:
     """The task's prepared input as a PIL RGB image."""
     from PIL import Image
 
-    with Image.open(io.BytesIO(blob_store(task.blob_store).read(task.input_key))) as im:
+    with Image.open(io.BytesIO(blobs.read(task.input_key))) as im:
         return im.convert("RGB")
 
 
@@ -77,8 +65,8 @@ def _ending(app: App, task: Task, exc: BaseException) -> Failed:
     return Failed(rid, "error", f"{type(exc).__name__}: {exc}")
 
 
-def _store_result(task: Task, out: Any, elapsed: float) -> Done:
-    info = blob_store(task.blob_store).put(task.output_key, out.data, content_type=out.content_type)
+def _store_result(blobs: BlobStore, task: Task, out: Any, elapsed: float) -> Done:
+    info = blobs.put(task.output_key, out.data, content_type=out.content_type)
     return Done(task.request_id, task.output_key, out.content_type, out.extension, info.size, out.fields,
                 elapsed, out.timings)
 
@@ -95,20 +83,21 @@ def _reporters(task: Task, emit: Emit) -> tuple[Callable, Callable]:
     return log, progress
 
 
-def run_task(app: App, engine: Any, task: Task, cancel: threading.Event, emit: Emit, image: Any = None) -> None:
-    """Run one task and emit its progress, logs and exactly one ending
-    (``image``: its input, when already read)."""
+def run_task(app: App, engine: Any, blobs: BlobStore, task: Task, cancel: threading.Event, emit: Emit,
+             image: Any = None) -> None:
+    """Run one task over the keys it names in ``blobs`` and emit its progress,
+    logs and exactly one ending (``image``: its input, when already read)."""
     from ccsr.errors import Cancelled
 
     log, progress = _reporters(task, emit)
     try:
         if image is None:
-            image = _read_input(task)
+            image = _read_input(blobs, task)
         if cancel.is_set():
             raise Cancelled("cancelled before start")
         t0 = time.perf_counter()
         out = app.run(engine, image, task.params, progress=progress, cancel=cancel, log=log)
-        emit(_store_result(task, out, time.perf_counter() - t0))
+        emit(_store_result(blobs, task, out, time.perf_counter() - t0))
     except Exception as exc:  # noqa: BLE001 - a failure of one request must not end the worker
         emit(_ending(app, task, exc))
 
@@ -123,19 +112,20 @@ class _AllSet:
         return all(ev.is_set() for ev in self.events)
 
 
-def run_tasks(app: App, engine: Any, tasks: list[Task], cancels: dict[str, threading.Event], emit: Emit) -> None:
+def run_tasks(app: App, engine: Any, blobs: BlobStore, tasks: list[Task], cancels: dict[str, threading.Event],
+              emit: Emit) -> None:
     """Run tasks a worker took from the queue together. Those with one
     :meth:`App.batch_key` go through the network as one batch (:meth:`App.run_batch`),
     the others one by one, groups in the order of their first task; every task
     still gets its own progress, logs and exactly one ending."""
     if len(tasks) == 1 or not app.batches:
         for task in tasks:
-            run_task(app, engine, task, cancels[task.request_id], emit)
+            run_task(app, engine, blobs, task, cancels[task.request_id], emit)
         return
     groups: dict[Any, list[tuple[Task, Any]]] = {}
     for task in tasks:
         try:
-            image = _read_input(task)
+            image = _read_input(blobs, task)
             key = app.batch_key(task.params, image.width, image.height)
         except Exception as exc:  # noqa: BLE001
             emit(_ending(app, task, exc))
@@ -144,13 +134,13 @@ def run_tasks(app: App, engine: Any, tasks: list[Task], cancels: dict[str, threa
     for group in groups.values():
         if len(group) == 1:
             task, image = group[0]
-            run_task(app, engine, task, cancels[task.request_id], emit, image)
+            run_task(app, engine, blobs, task, cancels[task.request_id], emit, image)
         else:
-            _run_group(app, engine, group, cancels, emit)
+            _run_group(app, engine, blobs, group, cancels, emit)
 
 
-def _run_group(app: App, engine: Any, group: list[tuple[Task, Any]], cancels: dict[str, threading.Event],
-               emit: Emit) -> None:
+def _run_group(app: App, engine: Any, blobs: BlobStore, group: list[tuple[Task, Any]],
+               cancels: dict[str, threading.Event], emit: Emit) -> None:
     from ccsr.errors import OutOfMemory
 
     ended: set[str] = set()
@@ -180,7 +170,7 @@ def _run_group(app: App, engine: Any, group: list[tuple[Task, Any]], cancels: di
         return
     todo = [(t, im) for t, im in group if t.request_id not in ended]
     if len(todo) == 1:
-        run_task(app, engine, todo[0][0], cancels[todo[0][0].request_id], emit, todo[0][1])
+        run_task(app, engine, blobs, todo[0][0], cancels[todo[0][0].request_id], emit, todo[0][1])
         return
     log(f"running {len(todo)} queued requests batched through the network")
     t0 = time.perf_counter()
@@ -191,7 +181,7 @@ def _run_group(app: App, engine: Any, group: list[tuple[Task, Any]], cancels: di
         log(f"the batch ran out of memory ({exc}); running its requests one by one", "WARN")
         for t, im in todo:
             if t.request_id not in ended:
-                run_task(app, engine, t, cancels[t.request_id], emit, im)
+                run_task(app, engine, blobs, t, cancels[t.request_id], emit, im)
         return
     except Exception as exc:  # noqa: BLE001
         for t, _ in todo:
@@ -204,14 +194,16 @@ def _run_group(app: App, engine: Any, group: list[tuple[Task, Any]], cancels: di
         if t.request_id in ended:
             continue
         try:
-            emit(_store_result(t, out, elapsed))
+            emit(_store_result(blobs, t, out, elapsed))
         except Exception as exc:  # noqa: BLE001
             emit(_ending(app, t, exc))
 
 
-def worker_main(conn: Any, settings: dict, device: str, app_ref: str, factory_spec: Optional[str] = None) -> None:
-    """Entry point of a spawned worker process: build the app from its ref, its
-    engine (``factory_spec`` replaces the app's own factory: tests, benchmarks)."""
+def worker_main(conn: Any, settings: dict, device: str, app_ref: str, store_spec: dict,
+                factory_spec: Optional[str] = None) -> None:
+    """Entry point of a spawned worker process: open the blob store from
+    ``store_spec``, build the app from its ref and its engine (``factory_spec``
+    replaces the app's own factory: tests, benchmarks)."""
     send_lock = threading.Lock()
 
     def send(msg: tuple) -> None:
@@ -219,6 +211,7 @@ def worker_main(conn: Any, settings: dict, device: str, app_ref: str, factory_sp
             conn.send(msg)
 
     try:
+        blobs = open_blob_store(store_spec)
         app = load_app(app_ref)
         factory = resolve_factory(factory_spec) if factory_spec else app.load_engine
         engine = factory(settings, device)
@@ -268,7 +261,7 @@ def worker_main(conn: Any, settings: dict, device: str, app_ref: str, factory_sp
                 cancelled_early.discard(rid)
                 events[rid].set()
         try:
-            run_tasks(app, engine, tasks, events, lambda e: send(("event", e)))
+            run_tasks(app, engine, blobs, tasks, events, lambda e: send(("event", e)))
         finally:
             with lock:
                 for rid in events:

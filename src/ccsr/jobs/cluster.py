@@ -17,6 +17,10 @@ every ``heartbeat_interval`` while the job runs here. The same loop:
 
 Polling keeps it the same on SQLite and PostgreSQL; a job submitted to this
 node starts without waiting for a poll (the scheduler wakes itself).
+
+The loop works on a :class:`NodeHost` (the scheduler): the few things it
+reads and asks for are listed there, and nothing else of the scheduler is
+used.
 """
 
 from __future__ import annotations
@@ -27,13 +31,14 @@ import os
 import socket
 import time
 import uuid
-from typing import TYPE_CHECKING, Any, Optional
+from typing import Any, Mapping, Optional, Protocol
 
+from ccsr.jobs.live import LiveJobs
 from ccsr.jobs.models import COMPLETED, QUEUED
 from ccsr.jobs.outcome import Outcome
-
-if TYPE_CHECKING:  # pragma: no cover
-    from ccsr.jobs.scheduler import Scheduler
+from ccsr.jobs.queue_index import QueueIndex
+from ccsr.jobs.store import JobStore
+from ccsr.jobs.view import JobView
 
 log = logging.getLogger("ccsr.jobs.cluster")
 
@@ -67,9 +72,35 @@ def not_to_run(rec: Any, max_interruptions: int, max_attempts: int, late_message
     return None
 
 
+class NodeHost(Protocol):
+    """What the node loop needs from its scheduler: exactly this."""
+
+    #: This node's id (``claimed_by`` of the jobs it runs).
+    node: str
+    #: The shared job store.
+    store: JobStore
+    #: The requests this node answers for: its own runs (``local_run``) and
+    #: those it watches while another node runs them.
+    live: LiveJobs
+    #: Each served app's queue order, for positions.
+    queues: Mapping[str, QueueIndex]
+
+    async def get(self, request_id: str) -> Optional[JobView]:
+        """The request's view, loaded from the store when not in memory."""
+
+    async def expire(self, view: JobView) -> None:
+        """End a queued request whose start deadline has passed."""
+
+    def cancel_local_run(self, view: JobView) -> None:
+        """Ask this node's executor to stop the request's run."""
+
+    def wake(self) -> None:
+        """Look for work now."""
+
+
 class NodeLoop:
-    def __init__(self, sched: "Scheduler", *, lease: float, heartbeat_interval: float, poll_interval: float):
-        self.sched = sched
+    def __init__(self, host: NodeHost, *, lease: float, heartbeat_interval: float, poll_interval: float):
+        self.host = host
         self.lease = lease
         self.heartbeat_interval = heartbeat_interval
         self.poll_interval = poll_interval
@@ -91,38 +122,38 @@ class NodeLoop:
                     raise
                 except Exception:  # noqa: BLE001 - a database hiccup must not end the loop
                     log.exception("node loop: %s failed", step.__name__)
-            self.sched._wake.set()  # look for jobs submitted to other nodes
+            self.host.wake()  # look for jobs submitted to other nodes
 
     async def recover(self) -> list[str]:
         """Queue again the jobs of nodes whose lease has passed."""
-        ids = await asyncio.to_thread(self.sched.store.recover)
+        ids = await asyncio.to_thread(self.host.store.recover)
         if ids:
             log.warning("re-queued %d request(s) whose server stopped renewing its lease: %s",
                         len(ids), ", ".join(ids))
-            self.sched._wake.set()
+            self.host.wake()
         return ids
 
     async def expire_late(self) -> None:
         """End queued jobs past their start deadline that this server holds no
         view of (submitted elsewhere, or before a restart); the scheduler ends
         its own views' at once."""
-        sched = self.sched
-        for rid in await asyncio.to_thread(sched.store.late):
-            view = await sched.get(rid)
+        host = self.host
+        for rid in await asyncio.to_thread(host.store.late):
+            view = await host.get(rid)
             if view is not None and not view.finished and view.status == QUEUED and not view.local_run:
-                await sched.expire(view)
+                await host.expire(view)
 
     async def heartbeat(self) -> None:
-        sched = self.sched
-        mine = {v.request_id: v for v in list(sched.live.active.values()) if v.local_run}
+        host = self.host
+        mine = {v.request_id: v for v in list(host.live.active.values()) if v.local_run}
         if not mine:
             return
-        cancels, lost = await asyncio.to_thread(sched.store.heartbeat, sched.node, list(mine), self.lease)
+        cancels, lost = await asyncio.to_thread(host.store.heartbeat, host.node, list(mine), self.lease)
         for rid in cancels:
             view = mine[rid]
             if view.local_run and not view.cancel_requested:
                 view.cancel_requested = True  # sent to another node
-                sched.executors[view.app_id].cancel(rid)
+                host.cancel_local_run(view)
         for rid in lost:
             view = mine[rid]
             if not view.local_run:
@@ -132,27 +163,27 @@ class NodeLoop:
             # events are ignored from now on and the refresh shows the truth.
             log.warning("request %s is no longer held by this server; stopping its run here", rid)
             view.local_run = False
-            sched.executors[view.app_id].cancel(rid)
+            host.cancel_local_run(view)
 
     async def refresh(self) -> None:
-        sched = self.sched
-        keys = await asyncio.to_thread(sched.store.queued_keys)
-        for app_id, queue in sched.queues.items():
+        host = self.host
+        keys = await asyncio.to_thread(host.store.queued_keys)
+        for app_id, queue in host.queues.items():
             queue.replace(keys.get(app_id, []))
         queued = {k[2] for lst in keys.values() for k in lst}
         # Requests answered here but not run here, whose row may have moved on:
         # a queued one that left the queue, and every one running elsewhere.
-        watch = [v for v in list(sched.live.active.values())
+        watch = [v for v in list(host.live.active.values())
                  if not v.local_run and not (v.status == QUEUED and v.request_id in queued)]
         if not watch:
             return
-        records = {r.request_id: r for r in await asyncio.to_thread(sched.store.get_many, [v.request_id for v in watch])}
+        records = {r.request_id: r for r in await asyncio.to_thread(host.store.get_many, [v.request_id for v in watch])}
         for view in watch:
-            if view.local_run or view.request_id not in sched.live.active:
+            if view.local_run or view.request_id not in host.live.active:
                 continue  # claimed or ended here while we read
             rec = records.get(view.request_id)
             if rec is None:  # deleted (retention)
-                sched.live.drop(view.request_id)
+                host.live.drop(view.request_id)
                 view.touch()
                 continue
             old = view.record
@@ -167,5 +198,5 @@ class NodeLoop:
             view.record = rec
             view.progress = 1.0 if rec.status == COMPLETED else (rec.stored_progress or 0.0)
             if rec.finished:
-                sched.live.retire(view)
+                host.live.retire(view)
             view.touch()

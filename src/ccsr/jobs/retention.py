@@ -7,10 +7,10 @@ import logging
 import time
 from typing import Callable, Optional
 
-from ccsr.jobs.edges import INPUT_BLOB_REF, input_blob_key
 from ccsr.jobs.live import LiveJobs
 from ccsr.jobs.store import JobStore
 from ccsr.jobs.view import JobView
+from ccsr.storage import keys
 
 log = logging.getLogger("ccsr.jobs.retention")
 
@@ -41,8 +41,8 @@ class Retention:
     async def sweep(self, now: Optional[float] = None) -> int:
         expired = await asyncio.to_thread(self.store.expired, now)
         for rec in expired:
-            key = input_blob_key(rec.input)  # normally gone when the request ended; a crash may have left it
-            for f in list(rec.files) + ([INPUT_BLOB_REF + key] if key else []):
+            key = keys.input_ref_key(rec.input)  # normally gone when the request ended; a crash may have left it
+            for f in list(rec.files) + ([keys.input_ref(key)] if key else []):
                 try:
                     await asyncio.to_thread(self.delete_file, f)
                 except Exception:  # noqa: BLE001

@@ -23,70 +23,49 @@ import time
 import uuid
 from typing import Any, Awaitable, Callable, Mapping, Optional
 
-from ccsr.storage import BlobStore
-from ccsr.jobs.edges import Edges, Hooks, Prepared, Published, run_blob_keys, run_input_key
 from ccsr.executors.base import Done, Event, Executor, Failed, Log, Progress, Task, WorkerLost, WorkerState
 from ccsr.jobs.cluster import NodeLoop, make_node_id, not_to_run, start_message
+from ccsr.jobs.config import SchedulerConfig
+from ccsr.jobs.edges import Edges, Hooks, Prepared, Published
 from ccsr.jobs.live import LiveJobs
 from ccsr.jobs.logbuffer import LogBuffer
-from ccsr.jobs.models import CANCELLED, COMPLETED, FINAL_STATES, PRIORITY_NORMAL, QUEUED, RUNNING
+from ccsr.jobs.models import CANCELLED, COMPLETED, FINAL_STATES, PRIORITY_NORMAL, QUEUED
 from ccsr.jobs.outcome import CANCELLED_RUNNING, Outcome
 from ccsr.jobs.queue_index import QueueIndex
 from ccsr.jobs.retention import Retention
 from ccsr.jobs.store import JobStore, LogRecord
 from ccsr.jobs.view import JobView
+from ccsr.storage import Storage
 
 log = logging.getLogger("ccsr.jobs.scheduler")
-
-#: Seconds a result stays downloadable after delivery when X-Fal-Store-IO is 0.
-STORE_IO_GRACE = 60.0
 
 _CANCELLED_QUEUED = "Request was cancelled before it started."
 _START_TIMEOUT = "Request was not started within its start timeout (X-Fal-Request-Timeout)."
 
 
 class Scheduler:
-    def __init__(
-        self,
-        store: JobStore,
-        executors: Mapping[str, Executor],
-        edges: Edges,
-        blobs: BlobStore,
-        *,
-        result_ttl: float = 7 * 24 * 3600,
-        max_attempts: int = 2,
-        hooks: Optional[Hooks] = None,
-        sweep_interval: float = 30.0,
-        store_io_grace: float = STORE_IO_GRACE,
-        cache_size: int = 20000,
-        node_id: Optional[str] = None,
-        lease_seconds: float = 10.0,
-        heartbeat_interval: float = 2.0,
-        poll_interval: float = 0.5,
-        max_interruptions: int = 3,
-        log_flush_interval: float = 0.5,
-    ):
-        """``executors`` maps each served app id to the executor running it."""
-        if lease_seconds < 3 * heartbeat_interval:
-            raise ValueError(f"lease_seconds ({lease_seconds}) must be at least 3 x heartbeat_interval ({heartbeat_interval})")
-        self.node = node_id or make_node_id()
-        self.lease_seconds = lease_seconds
-        self.max_interruptions = max_interruptions
-        self.node_loop = NodeLoop(self, lease=lease_seconds, heartbeat_interval=heartbeat_interval,
-                                  poll_interval=poll_interval)
+    """Also the :class:`ccsr.jobs.cluster.NodeHost` of its node loop: ``node``,
+    ``store``, ``live``, ``queues``, :meth:`get`, :meth:`expire`,
+    :meth:`cancel_local_run` and :meth:`wake` are what the loop may use."""
+
+    def __init__(self, store: JobStore, executors: Mapping[str, Executor], edges: Edges, storage: Storage,
+                 config: Optional[SchedulerConfig] = None, hooks: Optional[Hooks] = None):
+        """``executors`` maps each served app id to the executor running it;
+        ``storage`` keeps the runs' bytes (executors get its blob store when they start)."""
+        self.config = config = config or SchedulerConfig()
+        self.node = config.node_id or make_node_id()
+        self.node_loop = NodeLoop(self, lease=config.lease_seconds, heartbeat_interval=config.heartbeat_interval,
+                                  poll_interval=config.poll_interval)
         self.store = store
         self.executors = dict(executors)
         self.edges = edges
-        self.blobs = blobs
-        self.result_ttl = result_ttl
-        self.max_attempts = max_attempts
+        self.storage = storage
         self.hooks = hooks or Hooks()
-        self.store_io_grace = store_io_grace
 
-        self.live = LiveJobs(cache_size)
+        self.live = LiveJobs(config.cache_size)
         self.queues: dict[str, QueueIndex] = {app_id: QueueIndex() for app_id in self.executors}
-        self.logs = LogBuffer(store, log_flush_interval)
-        self.retention = Retention(store, self.live, edges.delete_file, sweep_interval)
+        self.logs = LogBuffer(store, config.log_flush_interval)
+        self.retention = Retention(store, self.live, edges.delete_file, config.sweep_interval)
         self._preparing = {app_id: 0 for app_id in self.executors}
         self._wake = asyncio.Event()
         self._tasks: list[asyncio.Task] = []
@@ -115,7 +94,7 @@ class Scheduler:
                 log.warning("request %s is for app %s, which this server does not serve", rec.request_id, rec.app_id)
                 served.add(rec.app_id)  # said once per app
         for ex in self.executors.values():
-            await ex.start(self._on_event)
+            await ex.start(self._on_event, self.storage.blobs)
         self._tasks = [
             asyncio.create_task(self._dispatch_loop(), name="ccsr-dispatch"),
             asyncio.create_task(self.logs.run(), name="ccsr-logs"),
@@ -158,6 +137,14 @@ class Scheduler:
     def running_count(self) -> int:
         """Requests running on this server."""
         return sum(1 for v in self.live.running() if v.local_run)
+
+    def wake(self) -> None:
+        """Look for work now (a job submitted elsewhere, a freed slot)."""
+        self._wake.set()
+
+    def cancel_local_run(self, view: JobView) -> None:
+        """Ask this node's executor to stop ``view``'s run (it ends through its events)."""
+        self.executors[view.app_id].cancel(view.request_id)
 
     def cached(self, request_id: str) -> Optional[JobView]:
         return self.live.get(request_id)
@@ -241,12 +228,12 @@ class Scheduler:
             # it; that server sees the flag at its next heartbeat and stops it.
             await self._finish(view, Outcome.cancelled(_CANCELLED_QUEUED))
         elif view.local_run:
-            self.executors[view.app_id].cancel(view.request_id)
+            self.cancel_local_run(view)
         return "CANCELLATION_REQUESTED"
 
     async def delivered(self, view: JobView) -> None:
         """The result was handed to the client; with store_io off, forget it soon."""
-        await self.retention.delivered(view, self.store_io_grace)
+        await self.retention.delivered(view, self.config.store_io_grace)
 
     def _enqueue(self, view: JobView) -> None:
         if view.status == QUEUED:
@@ -268,7 +255,7 @@ class Scheduler:
                     # other servers run here when this one has a free slot.
                     while executor.idle_slots() - self._preparing[app_id] > 0:
                         rec = await asyncio.to_thread(self.store.claim_next, app_id=app_id, node=self.node,
-                                                      lease=self.lease_seconds)
+                                                      lease=self.config.lease_seconds)
                         if rec is None:
                             break
                         await self._start(rec)
@@ -309,7 +296,7 @@ class Scheduler:
         view.local_run = True
         if view.logs is None:  # earlier attempts' lines, loaded off the event loop
             view.logs = await asyncio.to_thread(self.store.logs, view.request_id)
-        refusal = not_to_run(rec, self.max_interruptions, self.max_attempts, _START_TIMEOUT)
+        refusal = not_to_run(rec, self.config.max_interruptions, self.config.max_attempts, _START_TIMEOUT)
         if refusal is not None:
             await self._finish(view, refusal)
             return
@@ -329,7 +316,6 @@ class Scheduler:
         t.add_done_callback(self._inflight.discard)
 
     async def _prepare_and_run(self, view: JobView) -> None:
-        input_key = run_input_key(view.request_id)
         try:
             try:
                 prepared = await self.edges.prepare(view)
@@ -339,7 +325,7 @@ class Scheduler:
                 await self._finish(view, Outcome.of_prepare_error(exc))
                 return
             try:
-                await asyncio.to_thread(self.blobs.put, input_key, prepared.data, content_type="image/png")
+                input_key = await asyncio.to_thread(self.storage.put_run_input, view.request_id, prepared.data)
             except Exception as exc:  # noqa: BLE001 - the store failed, not the request
                 log.exception("storing the input of %s failed", view.request_id)
                 await self._finish(view, Outcome.failed(f"Could not store the input: {exc}"))
@@ -350,9 +336,8 @@ class Scheduler:
                 if not view.finished:
                     await self._finish(view, Outcome.cancelled("Request was cancelled."))
                 return
-            view.output_key = f"results/{view.request_id}.{view.attempts}"
-            task = Task(view.request_id, view.app_id, prepared.params, input_key, view.output_key,
-                        self.blobs.spec(), view.attempts)
+            view.output_key = self.storage.new_result_key()  # a new file per attempt, registered if it succeeds
+            task = Task(view.request_id, view.app_id, prepared.params, input_key, view.output_key, view.attempts)
             try:
                 self.executors[view.app_id].submit(task)
             except Exception:  # noqa: BLE001 - the slot vanished (its worker died while we prepared)
@@ -369,11 +354,7 @@ class Scheduler:
             self._wake.set()
 
     def _drop_blobs(self, view: JobView, ended: bool = False) -> None:
-        for key in run_blob_keys(view.request_id, view.output_key, view.input, ended):
-            try:
-                self.blobs.delete(key)
-            except Exception:  # noqa: BLE001
-                log.exception("deleting blob %s failed", key)
+        self.storage.run_leftovers(view.request_id, view.output_key, view.input, ended)
 
     # --- executor events -------------------------------------------------------------------
     def _on_event(self, ev: Event) -> None:
@@ -412,6 +393,7 @@ class Scheduler:
                 log.exception("storing the result of %s failed", view.request_id)
                 await self._finish(view, Outcome.failed(f"Could not store the result: {exc}"))
                 return
+            view.output_key = None  # the result blob is a stored file now: not a leftover
             summary = f", {published.summary}" if published.summary else ""
             self.logs.add(view, "INFO", f"done in {ev.inference_time:.2f}s{summary}")
             await self._finish(view, Outcome.completed(published.result, ev.inference_time, published.files))
@@ -421,8 +403,8 @@ class Scheduler:
             self.logs.add(view, "ERROR", ev.message)
             if view.cancel_requested:
                 await self._finish(view, Outcome.cancelled(CANCELLED_RUNNING))
-            elif view.attempts < self.max_attempts:
-                self.logs.add(view, "WARN", f"retrying (attempt {view.attempts + 1} of {self.max_attempts})")
+            elif view.attempts < self.config.max_attempts:
+                self.logs.add(view, "WARN", f"retrying (attempt {view.attempts + 1} of {self.config.max_attempts})")
                 view.local_run = False
                 if await asyncio.to_thread(self.store.requeue, view.request_id, self.node):
                     view.status = QUEUED
@@ -440,7 +422,7 @@ class Scheduler:
         if view.finished:
             return
         now = time.time()
-        ttl = view.ttl if view.ttl is not None else self.result_ttl
+        ttl = view.ttl if view.ttl is not None else self.config.result_ttl
         final = view.record.ended(outcome, now, now + ttl)
         if outcome.error is not None:
             self.logs.add(view, "ERROR", outcome.error)
@@ -497,4 +479,4 @@ class Scheduler:
             log.exception("job_finished hook failed for %s", view.request_id)
 
 
-__all__ = ["CANCELLED", "Edges", "Hooks", "JobView", "Outcome", "Prepared", "Published", "Scheduler"]
+__all__ = ["CANCELLED", "Edges", "Hooks", "JobView", "Outcome", "Prepared", "Published", "Scheduler", "SchedulerConfig"]

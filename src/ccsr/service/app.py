@@ -20,9 +20,8 @@ from ccsr import web
 
 from ccsr.apps.base import App
 from ccsr.apps.registry import Registry, default_registry
-from ccsr.storage import from_settings as blob_store_from_settings
 from ccsr.executors.base import Executor
-from ccsr.jobs.scheduler import Scheduler
+from ccsr.jobs.scheduler import Scheduler, SchedulerConfig
 from ccsr.jobs.store import JobStore
 from ccsr.service import hardening
 from ccsr.service import docs_page
@@ -34,10 +33,10 @@ from ccsr.service.outcomes import WebhookView
 from ccsr.service.routes_queue import QueueAPI, queue_router
 from ccsr.service.runtime import ServiceEdges
 from ccsr.service.schemas import AppInfo, AppList
-from ccsr.storage.files import FileStore
 from ccsr.service.storage_routes import storage_router
 from ccsr.service.weights_status import announce, weights_status
 from ccsr.settings import Settings
+from ccsr.storage import Storage
 
 log = logging.getLogger("ccsr.service")
 
@@ -96,8 +95,7 @@ def create_app(
     store = JobStore(settings.resolved_database_url())
     # Inputs, results and uploads: a local directory or an S3 bucket. The
     # scratch dir only matters for S3 (bodies land there before the upload).
-    blobs = blob_store_from_settings(settings)
-    files = FileStore(blobs, scratch_dir=data_dir / "files")
+    storage = Storage.from_settings(settings)
     keyring = KeyRing.from_settings(settings)
     metrics = ServiceMetrics()
     apps = list(registry)
@@ -107,22 +105,8 @@ def create_app(
     for i, app_ in enumerate(apps):
         if app_.app_id not in executors:
             executors[app_.app_id] = worker_pool(app_, settings, worker_factory if i == 0 else None)
-    scheduler = Scheduler(
-        store,
-        executors,
-        ServiceEdges(settings, files, blobs, registry),
-        blobs,
-        result_ttl=settings.result_ttl,
-        max_attempts=settings.max_attempts,
-        max_interruptions=settings.max_interruptions,
-        node_id=settings.node_id,
-        lease_seconds=settings.lease_seconds,
-        heartbeat_interval=settings.heartbeat_interval,
-        poll_interval=settings.poll_interval,
-        log_flush_interval=settings.log_flush_interval,
-        hooks=metrics,
-        sweep_interval=sweep_interval,
-    )
+    scheduler = Scheduler(store, executors, ServiceEdges(settings, storage, registry), storage,
+                          SchedulerConfig.from_settings(settings, sweep_interval=sweep_interval), hooks=metrics)
     metrics.bind(scheduler)
 
     @contextlib.asynccontextmanager
@@ -151,19 +135,19 @@ def create_app(
     )
     app.state.settings = settings
     app.state.keyring = keyring
-    app.state.blobs = blobs
-    app.state.files = files
+    app.state.storage = storage
+    app.state.blobs = storage.blobs
+    app.state.files = storage.files
     app.state.store = store
     app.state.scheduler = scheduler
     app.state.registry = registry
-    app.state.blobs = blobs
     app.state.executors = executors
     app.state.executor = executors[apps[0].app_id]  # the first app's (tests reach its workers)
     app.state.metrics = metrics
     app.state.weights_status = weights_status(settings)  # random or official: said in the log, /readyz, the playground
 
     for app_ in apps:
-        app.include_router(queue_router(QueueAPI(app_, scheduler, settings)))
+        app.include_router(queue_router(QueueAPI(app_, scheduler, storage, settings)))
 
     @app.get("/api/apps", response_model=AppList, tags=["apps"], summary="The apps this server serves")
     async def app_list() -> AppList:
@@ -173,7 +157,7 @@ def create_app(
             for a in apps
         ])
 
-    app.include_router(storage_router(files, settings=settings, keyring=keyring), tags=["storage"])
+    app.include_router(storage_router(storage.files, settings=settings, keyring=keyring), tags=["storage"])
     app.include_router(webhooks.jwks_router(settings=settings, keyring=keyring))
     app.include_router(proxy.proxy_router(settings=settings, keyring=keyring))
 

@@ -27,7 +27,6 @@ from fastapi.responses import JSONResponse, Response, StreamingResponse
 
 from ccsr.apps.base import App
 from ccsr.errors import InvalidParameter
-from ccsr.jobs.edges import INPUT_BLOB_REF
 from ccsr.jobs.models import COMPLETED, PRIORITY_LOW, PRIORITY_NORMAL, QUEUED
 from ccsr.jobs.scheduler import Scheduler
 from ccsr.jobs.view import JobView
@@ -39,6 +38,7 @@ from ccsr.service.idempotent_submit import submit_once
 from ccsr.service.urls import lifecycle_ttl, public_base_url
 from ccsr.service.submit_checks import check_submitted_input
 from ccsr.settings import Settings
+from ccsr.storage import Storage
 
 
 def _truthy(value: Optional[str]) -> bool:
@@ -78,11 +78,12 @@ def check_webhook_url(url: str) -> Optional[str]:
 
 
 class QueueAPI:
-    """The route logic of one app, bound to the scheduler and settings."""
+    """The route logic of one app, bound to the scheduler, the storage and settings."""
 
-    def __init__(self, app: App, scheduler: Scheduler, settings: Settings):
+    def __init__(self, app: App, scheduler: Scheduler, storage: Storage, settings: Settings):
         self.app = app
         self.scheduler = scheduler
+        self.storage = storage
         self.settings = settings
 
     def base(self, request: Request) -> str:
@@ -152,14 +153,10 @@ class QueueAPI:
         store_io = headers.get("x-fal-store-io", "1").strip() not in ("0", "false", "False")
         stored = inp.model_dump(mode="json")
         request_id = str(uuid.uuid4())
-        blob_key = None
         if submitted is not None:
             # A data URI goes to the blob store, the row keeps a reference: the
             # database never holds image bytes (deleted when the request ends).
-            blob_key = f"submitted/{request_id}"
-            data, media = submitted
-            await asyncio.to_thread(self.scheduler.blobs.put, blob_key, data, content_type=media)
-            stored["image_url"] = INPUT_BLOB_REF + blob_key
+            stored["image_url"] = await asyncio.to_thread(self.storage.keep_submitted, request_id, *submitted)
         try:
             return await self.scheduler.submit(
                 self.app.app_id,
@@ -175,8 +172,8 @@ class QueueAPI:
                 store_io=store_io,
             )
         except BaseException:
-            if blob_key is not None:
-                await asyncio.to_thread(self.scheduler.blobs.delete, blob_key)
+            if submitted is not None:
+                await asyncio.to_thread(self.storage.delete_owned, stored["image_url"])
             raise
 
 

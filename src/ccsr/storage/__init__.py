@@ -1,14 +1,18 @@
-"""Blob stores: where request inputs, results and uploads keep their bytes.
+"""Where request inputs, results and uploads keep their bytes.
 
 One small interface (:class:`BlobStore`) with two implementations: a local
-directory (the default) and an S3-compatible bucket (several machines). The
-executor hands workers blob *keys*, never filesystem paths, so a worker on
-another machine rebuilds the same store from :meth:`BlobStore.spec` with
-:func:`open_blob_store` and reads its input from there.
+directory (the default) and an S3-compatible bucket (several machines), both
+opened by :func:`open_blob_store` (from the settings or from a spec). Every key
+is named in :mod:`ccsr.storage.keys`. The service keeps bytes through one
+:class:`~ccsr.storage.api.Storage` object (files, uploads, the blobs of
+requests). Executors get the store once when they start and hand workers blob
+*keys*, never filesystem paths, so a worker on another machine rebuilds the
+same store from :meth:`BlobStore.spec` and reads its input from there.
 """
 
-from ccsr.storage.base import BlobInfo, BlobNotFound, BlobStore, open_blob_store
+from ccsr.storage.base import BlobInfo, BlobNotFound, BlobStore
 from ccsr.storage.local import LocalBlobStore
-from ccsr.storage.factory import from_settings
+from ccsr.storage.factory import open_blob_store, store_spec
+from ccsr.storage.api import Storage  # after the above: it builds on them
 
-__all__ = ["BlobInfo", "BlobNotFound", "BlobStore", "LocalBlobStore", "from_settings", "open_blob_store"]
+__all__ = ["BlobInfo", "BlobNotFound", "BlobStore", "LocalBlobStore", "Storage", "open_blob_store", "store_spec"]

@@ -1,8 +1,8 @@
 """The blob-store interface shared by the service, the scheduler and workers.
 
-Keys are relative, slash-separated names made by the server (``inputs/<id>``,
-``results/<id>.png``, ``files/<key>``), never user text; each store checks
-them against :data:`KEY_RE` so a key can't escape its root or bucket prefix.
+Keys are relative, slash-separated names made by the server (all named in
+:mod:`ccsr.storage.keys`), never user text; each store checks them against
+:data:`KEY_RE` so a key can't escape its root or bucket prefix.
 """
 
 from __future__ import annotations
@@ -109,19 +109,6 @@ class BlobStore(abc.ABC):
 
     @abc.abstractmethod
     def spec(self) -> dict:
-        """A JSON-able description from which :func:`open_blob_store` rebuilds
+        """A JSON-able description from which :func:`ccsr.storage.open_blob_store` rebuilds
         an equivalent store in another process or on another machine."""
 
-
-def open_blob_store(spec: dict) -> BlobStore:
-    """Rebuild a store from its :meth:`BlobStore.spec`."""
-    kind = spec.get("kind")
-    if kind == "local":
-        from ccsr.storage.local import LocalBlobStore
-
-        return LocalBlobStore(spec["root"])
-    if kind == "s3":
-        from ccsr.storage.s3 import S3BlobStore  # boto3 is only needed for this store
-
-        return S3BlobStore.from_spec(spec)
-    raise ValueError(f"unknown blob store kind {kind!r}")

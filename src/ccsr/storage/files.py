@@ -8,15 +8,11 @@ file. The file name in the URL is cosmetic; user text never becomes part of a
 blob key: keys are checked against a strict pattern and names are stored only
 in the metadata beside the bytes.
 
-Layout inside the blob store::
-
-    files/<key[:2]>/<key>         the bytes
-    files/<key[:2]>/<key>.json    content type, file name, size, owner, expiry
-    uploads/<upload_id>/...       initiated uploads (see uploads.py)
-    secrets/upload-token          the upload-token signing secret
-
-Bytes are written before their metadata and the metadata is removed first,
-so a file is visible exactly while both are there.
+A file is two blobs (:mod:`ccsr.storage.keys` names them): its bytes and
+its metadata (content type, file name, size, owner, expiry). Bytes are
+written before their metadata and the metadata is removed first, so a file is
+visible exactly while both are there; a worker's result is written to a new
+file's bytes blob and :meth:`FileStore.register` makes it a file in place.
 """
 
 from __future__ import annotations
@@ -34,19 +30,18 @@ from pathlib import Path
 from typing import AsyncIterator, BinaryIO, Optional, Union
 from urllib.parse import quote, urlsplit
 
-from ccsr.storage import BlobNotFound, BlobStore, LocalBlobStore
-from ccsr.storage.base import Data
+from ccsr.storage import keys
+from ccsr.storage.base import BlobNotFound, BlobStore, Data
+from ccsr.storage.local import LocalBlobStore
 from ccsr.storage.tokens import UploadTokens, load_or_create_secret
 
-# token_urlsafe(24) gives 32 characters; accept a range so the pattern, not a
-# length, is what guards the blob keys.
-_KEY_RE = re.compile(r"^[A-Za-z0-9_-]{22,86}$")
+# token_urlsafe(24) gives 32 characters; keys.is_file_key accepts a range so
+# the pattern, not a length, is what guards the blob keys.
 _KEY_BYTES = 24
 _FILES_URL_RE = re.compile(r"(?:^|/)files/([A-Za-z0-9_-]{22,86})(?:/[^/]*)?$")
 _CONTENT_TYPE_RE = re.compile(r"^[a-z0-9][a-z0-9!#$&^_.+-]{0,63}/[a-z0-9][a-z0-9!#$&^_.+-]{0,127}$")
 _NAME_BAD_CHARS = re.compile(r"[^A-Za-z0-9._-]+")
 _MAX_NAME = 120
-FILES_PREFIX = "files/"
 
 
 class StorageError(Exception):
@@ -95,20 +90,19 @@ class StoredFile:
         return f"/files/{self.key}/{quote(self.file_name, safe='')}"
 
 
-def is_valid_key(key: object) -> bool:
-    """True when ``key`` has the shape of a key this store hands out."""
-    return isinstance(key, str) and bool(_KEY_RE.match(key))
+is_valid_key = keys.is_file_key
 
 
 def blob_key(key: str) -> str:
     """The blob key holding the bytes of file ``key`` (NotFound if malformed)."""
     if not is_valid_key(key):
         raise NotFound("no such file")
-    return f"{FILES_PREFIX}{key[:2]}/{key}"
+    return keys.file_bytes(key)
 
 
 def _meta_key(key: str) -> str:
-    return blob_key(key) + ".json"
+    blob_key(key)  # checks the key
+    return keys.file_meta(key)
 
 
 def clean_content_type(content_type: Optional[str]) -> str:
@@ -155,7 +149,7 @@ class FileStore:
             self.root = blobs.root
         else:
             self.root = Path(scratch_dir) if scratch_dir else Path(tempfile.mkdtemp(prefix="ccsr-files-"))
-        self._tmp = self.root / "tmp"
+        self._tmp = self.root / keys.SCRATCH_DIR
         self._tmp.mkdir(parents=True, exist_ok=True)
 
     # --- keys and lookups ---------------------------------------------------------
@@ -365,10 +359,10 @@ class FileStore:
         are swept by :meth:`PendingUploads.purge_stale`.)"""
         now = time.time() if now is None else now
         removed = 0
-        for name in list(self.blobs.keys(FILES_PREFIX)):
-            if not name.endswith(".json"):
+        for name in list(self.blobs.keys(keys.FILES)):
+            if not keys.is_file_meta(name):
                 continue
-            key = name.rsplit("/", 1)[-1][: -len(".json")]
+            key = keys.file_key_of(name)
             try:
                 expires = json.loads(self.blobs.read(name)).get("expires_at")
             except (BlobNotFound, ValueError):

@@ -17,11 +17,10 @@ import time
 from datetime import datetime, timezone
 from typing import Optional
 
-from ccsr.storage import BlobNotFound, BlobStore
+from ccsr.storage import keys
+from ccsr.storage.base import BlobNotFound, BlobStore
 
 UPLOAD_TOKEN_TTL = 3600.0
-#: Blob key of the signing secret (never under files/, so no URL reaches it).
-SECRET_KEY = "secrets/upload-token"
 
 
 def _b64(data: bytes) -> str:
@@ -72,8 +71,8 @@ def load_or_create_secret(blobs: BlobStore) -> bytes:
     then asks for a new token).
     """
     try:
-        return blobs.read(SECRET_KEY)
+        return blobs.read(keys.UPLOAD_TOKEN_SECRET)
     except BlobNotFound:
         pass
-    blobs.put(SECRET_KEY, secrets.token_bytes(32), content_type="application/octet-stream")
-    return blobs.read(SECRET_KEY)
+    blobs.put(keys.UPLOAD_TOKEN_SECRET, secrets.token_bytes(32), content_type="application/octet-stream")
+    return blobs.read(keys.UPLOAD_TOKEN_SECRET)

@@ -3,11 +3,9 @@ single PUT or in numbered parts (the JS client's and the Python client's
 multipart protocols), then the parts are joined into a stored file.
 
 The state lives in the blob store beside the files, so any HTTP node sharing
-the store can take the next part::
-
-    uploads/<upload_id>/meta        the PendingUpload as JSON
-    uploads/<upload_id>/<n>         part n's bytes
-    uploads/<upload_id>/<n>.etag    the ETag the part PUT answered
+the store can take the next part: the PendingUpload as JSON, each part's bytes
+and the ETag its PUT answered, under the upload's folder
+(:func:`ccsr.storage.keys.upload_dir`).
 """
 
 from __future__ import annotations
@@ -20,7 +18,8 @@ import time
 from dataclasses import asdict, dataclass
 from typing import AsyncIterator, Iterator, Optional
 
-from ccsr.storage import BlobNotFound
+from ccsr.storage import keys
+from ccsr.storage.base import BlobNotFound
 from ccsr.storage.files import (
     FileStore,
     NotFound,
@@ -35,7 +34,6 @@ from ccsr.storage.files import (
 
 PENDING_TTL = 24 * 3600.0
 MAX_PARTS = 10_000
-_PREFIX = "uploads/"
 _UNKNOWN = "Unknown or expired upload id."
 
 
@@ -60,10 +58,6 @@ class PendingUploads:
         self.files = files
         self.blobs = files.blobs
 
-    @staticmethod
-    def _dir(upload_id: str) -> str:
-        return f"{_PREFIX}{upload_id}/"
-
     def create(
         self,
         content_type: Optional[str],
@@ -86,7 +80,7 @@ class PendingUploads:
             created_at=time.time(),
         )
         meta = json.dumps(asdict(pending)).encode()
-        self.blobs.put(self._dir(pending.upload_id) + "meta", meta, content_type="application/json")
+        self.blobs.put(keys.upload_meta(pending.upload_id), meta, content_type="application/json")
         return pending
 
     def get(self, upload_id: str, key: Optional[str] = None) -> PendingUpload:
@@ -94,7 +88,7 @@ class PendingUploads:
         if not is_valid_key(upload_id):
             raise NotFound(_UNKNOWN)
         try:
-            pending = PendingUpload(**json.loads(self.blobs.read(self._dir(upload_id) + "meta")))
+            pending = PendingUpload(**json.loads(self.blobs.read(keys.upload_meta(upload_id))))
         except (BlobNotFound, ValueError, TypeError):
             raise NotFound(_UNKNOWN) from None
         if time.time() - pending.created_at > PENDING_TTL or (key is not None and key != pending.key):
@@ -103,8 +97,8 @@ class PendingUploads:
 
     def _forget(self, upload_id: str) -> None:
         # The metadata last: a half-removed upload is still found by purge_stale.
-        names = list(self.blobs.keys(self._dir(upload_id)))
-        for name in sorted(names, key=lambda n: n.endswith("/meta")):
+        meta = keys.upload_meta(upload_id)
+        for name in sorted(self.blobs.keys(keys.upload_dir(upload_id)), key=lambda n: n == meta):
             self.blobs.delete(name)
 
     async def write_single(
@@ -123,12 +117,12 @@ class PendingUploads:
 
     def _part_sizes(self, upload_id: str) -> dict[int, int]:
         sizes: dict[int, int] = {}
-        for name in self.blobs.keys(self._dir(upload_id)):
-            tail = name.rsplit("/", 1)[-1]
-            if tail.isascii() and tail.isdigit():
+        for name in self.blobs.keys(keys.upload_dir(upload_id)):
+            number = keys.upload_part_number(name)
+            if number is not None:
                 info = self.blobs.stat(name)
                 if info is not None:
-                    sizes[int(tail)] = info.size
+                    sizes[number] = info.size
         return sizes
 
     async def write_part(
@@ -153,9 +147,9 @@ class PendingUploads:
             digest = hashlib.md5(usedforsecurity=False)
             await copy_stream(chunks, fd, budget, digest=digest, limit_for_message=max_bytes)
             etag = f'"{digest.hexdigest()}"'
-            base = self._dir(upload_id) + str(part_number)
-            await asyncio.to_thread(self.blobs.put_file, base, tmp, move=True)
-            await asyncio.to_thread(self.blobs.put, base + ".etag", etag.encode(), content_type="text/plain")
+            await asyncio.to_thread(self.blobs.put_file, keys.upload_part(upload_id, part_number), tmp, move=True)
+            await asyncio.to_thread(self.blobs.put, keys.upload_etag(upload_id, part_number), etag.encode(),
+                                    content_type="text/plain")
             return etag
         finally:
             tmp.unlink(missing_ok=True)
@@ -172,7 +166,6 @@ class PendingUploads:
         pending = self.get(upload_id, key)
         if pending.kind != "multipart":
             raise NotFound("This upload id expects a single PUT.")
-        base = self._dir(upload_id)
         if parts:
             wanted: list[int] = []
             for item in parts:
@@ -184,7 +177,7 @@ class PendingUploads:
                 if not 1 <= n <= MAX_PARTS:
                     raise StorageError(f"Part {n} was not uploaded.")
                 try:
-                    stored_etag = self.blobs.read(f"{base}{n}.etag").decode()
+                    stored_etag = self.blobs.read(keys.upload_etag(upload_id, n)).decode()
                 except BlobNotFound:
                     raise StorageError(f"Part {n} was not uploaded.") from None
                 if stored_etag.strip('"') != etag:
@@ -198,7 +191,7 @@ class PendingUploads:
 
         def joined() -> Iterator[bytes]:
             for n in numbers:
-                with self.blobs.open(f"{base}{n}") as f:
+                with self.blobs.open(keys.upload_part(upload_id, n)) as f:
                     yield from iter(lambda: f.read(1024 * 1024), b"")
 
         stored = self.files.save(
@@ -211,11 +204,11 @@ class PendingUploads:
     def purge_stale(self, now: Optional[float] = None) -> int:
         """Remove uploads initiated more than a day ago and never completed."""
         now = time.time() if now is None else now
-        ids = {name[len(_PREFIX):].split("/", 1)[0] for name in self.blobs.keys(_PREFIX)}
+        ids = {keys.upload_id_of(name) for name in self.blobs.keys(keys.UPLOADS)}
         removed = 0
         for upload_id in ids:
             try:
-                created = float(json.loads(self.blobs.read(self._dir(upload_id) + "meta"))["created_at"])
+                created = float(json.loads(self.blobs.read(keys.upload_meta(upload_id)))["created_at"])
             except (BlobNotFound, ValueError, KeyError, TypeError):
                 created = 0.0  # parts without metadata: left over from a removal
             if now - created > PENDING_TTL:

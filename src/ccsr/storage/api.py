@@ -1,0 +1,111 @@
+"""The service's stored bytes through one object: :class:`Storage`.
+
+The routes, the scheduler and the service's edges keep a request's bytes
+through it (submitted inputs, run inputs, results); the storage routes serve
+files and uploads through its :attr:`Storage.files`; executors get
+:attr:`Storage.blobs` once when they start. Every key comes from
+:mod:`ccsr.storage.keys`.
+
+Results are *registered in place*: a run's output key is the bytes blob of a
+new stored file (:meth:`Storage.new_result_key`), the worker writes the result
+there, and :meth:`Storage.publish_result` writes the metadata that makes it a
+file. Nothing is copied; an unpublished result (failure, cancel, a lost
+worker) has no metadata, is never served, and is dropped with the run's other
+working blobs (:meth:`Storage.discard`).
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import TYPE_CHECKING, Iterable, Optional, Union
+
+from ccsr.storage import keys
+from ccsr.storage.base import BlobStore
+from ccsr.storage.factory import open_blob_store
+from ccsr.storage.files import FileStore, StoredFile
+
+if TYPE_CHECKING:  # pragma: no cover
+    from ccsr.settings import Settings
+
+log = logging.getLogger("ccsr.storage")
+
+
+class Storage:
+    """One blob store and the views of it the service uses. ``scratch_dir``:
+    where request bodies land before they enter a store that is not local
+    (see :class:`FileStore`)."""
+
+    def __init__(self, blobs: BlobStore, *, scratch_dir: Union[str, Path, None] = None):
+        self.blobs = blobs
+        self.files = FileStore(blobs, scratch_dir=scratch_dir)
+
+    @classmethod
+    def from_settings(cls, settings: "Settings") -> "Storage":
+        """The store the settings configure (a directory under ``data_dir`` or an S3 bucket)."""
+        return cls(open_blob_store(settings), scratch_dir=Path(settings.data_dir) / "files")
+
+    # --- submitted inputs ---------------------------------------------------------
+    def keep_submitted(self, request_id: str, data: bytes, content_type: str) -> str:
+        """Keep a submitted data URI's bytes until the request ends; returns
+        the ``image_url`` reference the job row stores instead of the URI."""
+        key = keys.submitted_input(request_id)
+        self.blobs.put(key, data, content_type=content_type)
+        return keys.input_ref(key)
+
+    def kept_input(self, stored_input: Optional[dict]) -> Optional[bytes]:
+        """The bytes a stored input refers to, or None when its ``image_url``
+        is a URL (fetched instead). Raises BlobNotFound when they are gone."""
+        key = keys.input_ref_key(stored_input)
+        return None if key is None else self.blobs.read(key)
+
+    # --- runs ---------------------------------------------------------------------
+    def put_run_input(self, request_id: str, png: bytes) -> str:
+        """Store a run's prepared input; returns the key the worker reads."""
+        key = keys.run_input(request_id)
+        self.blobs.put(key, png, content_type="image/png")
+        return key
+
+    @staticmethod
+    def new_result_key() -> str:
+        """Where a run writes its result: the bytes of a file not registered yet
+        (a new, unguessable file key per attempt)."""
+        return keys.file_bytes(FileStore.new_key())
+
+    def publish_result(self, output_key: str, *, size: int, content_type: str, file_name: str,
+                       owner: Optional[str], ttl: Optional[float]) -> StoredFile:
+        """Make the result a run wrote at ``output_key`` a stored file, in place."""
+        key = keys.file_key_of(output_key)
+        if key is None or output_key != keys.file_bytes(key):
+            raise ValueError(f"{output_key!r} is not a result key (see Storage.new_result_key)")
+        return self.files.register(key, size=size, content_type=content_type, file_name=file_name,
+                                   owner=owner, ttl=ttl)
+
+    def run_leftovers(self, request_id: str, output_key: Optional[str], stored_input: Optional[dict],
+                      ended: bool) -> None:
+        """Drop what a run leaves behind (see :func:`ccsr.storage.keys.run_leftovers`)."""
+        self.discard(keys.run_leftovers(request_id, output_key, stored_input, ended))
+
+    def discard(self, blob_keys: Iterable[str]) -> None:
+        """Delete working blobs; a failure is logged, not raised (the request's
+        ending must not depend on it)."""
+        for key in blob_keys:
+            try:
+                self.blobs.delete(key)
+            except Exception:  # noqa: BLE001
+                log.exception("deleting blob %s failed", key)
+
+    # --- what a request owns ---------------------------------------------------------
+    def delete_owned(self, ref: str) -> None:
+        """Remove a stored file a request owned ("/files/<key>/<name>") or its
+        kept input ("blob:<key>"); missing ones are fine."""
+        key = keys.ref_key(ref)
+        if key is not None:
+            self.blobs.delete(key)
+            return
+        file_key = self.files.key_from_url(ref)
+        if file_key:
+            self.files.delete(file_key)
+
+
+__all__ = ["Storage"]
