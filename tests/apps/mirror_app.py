@@ -64,6 +64,7 @@ class MirrorEngine:
 # 4. The app.
 class MirrorApp(App):
     app_id = "ccsr-tests/mirror"
+    name = "mirror"
     title = "Mirror (test app)"
     Params = MirrorParams
     Input = MirrorInput

@@ -65,10 +65,11 @@ class FakeEngine:
         import random
         import time
 
+        from ccsr.apps.registry import builtin_classes
+        from ccsr.engine.sizes import target_size
         from ccsr.errors import Cancelled
-        from ccsr.models.ccsr_v1.params import UpscaleParams, target_size
 
-        params = [p or UpscaleParams() for p in params]
+        params = [p or builtin_classes()[0].Params() for p in params]  # the default model's defaults
         first = params[0]
         self.batches.append(len(images))
         total = max(1, round(first.steps * first.t_max) - round(first.steps * first.t_min))

@@ -1,5 +1,6 @@
-"""`ccsr esrgan ...`: Real-ESRGAN models (list, upscale) and the download
-behind `ccsr weights download --model NAME`."""
+"""`ccsr esrgan ...`: Real-ESRGAN models (list, upscale), registered by
+:meth:`ccsr.models.esrgan.app.ESRGANApp.register_cli` (the download behind
+`ccsr weights download --model NAME` is ``ESRGANApp.download_weights``)."""
 
 from __future__ import annotations
 
@@ -11,19 +12,6 @@ import typer
 from ccsr.errors import CCSRError
 
 esrgan_app = typer.Typer(no_args_is_help=True, help="Real-ESRGAN: a fast GAN upscaler with real weights (the fal-ai/esrgan app's engine).")
-
-
-def download_esrgan(model: str, dest_dir: Optional[Path] = None, force: bool = False, url: Optional[str] = None) -> Path:
-    """Download with a progress bar; print the path, or the error and exit 1."""
-    from ccsr.models.esrgan import weights as esrgan_weights
-
-    try:
-        path = esrgan_weights.download(model, dest_dir, force=force, url=url, progress=True)
-    except CCSRError as exc:
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(1)
-    typer.echo(str(path))
-    return path
 
 
 @esrgan_app.command("models")
