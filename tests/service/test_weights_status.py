@@ -6,7 +6,6 @@ from __future__ import annotations
 import logging
 
 import httpx
-import pytest
 
 from ccsr.apps.registry import default_registry
 from ccsr.executors.thread import ThreadExecutor
@@ -83,14 +82,3 @@ def test_random_ccsr_weights_show_on_readyz_and_on_their_app_only(tiny_checkpoin
     assert ready["random_weights"] is True
     assert apps == {"fal-ai/ccsr": True, "fal-ai/esrgan": False}
     assert "RANDOM WEIGHTS: fal-ai/ccsr runs" in caplog.text  # said at start-up
-
-
-@pytest.mark.parametrize("flat, env", [("weights", "CCSR_WEIGHTS"), ("esrgan_weights_dir", "CCSR_ESRGAN_WEIGHTS_DIR")])
-def test_each_model_section_reads_its_old_environment_variable(tmp_path, monkeypatch, flat, env):
-    monkeypatch.setenv(env, str(tmp_path / "from-env"))
-    settings = Settings(data_dir=tmp_path)
-    by_flat = {cls.flat_name(f): (name, f) for name, cls in
-               ((n, type(s)) for n, s in settings.models.items()) for f in cls.model_fields}
-    model, field = by_flat[flat]
-    assert getattr(settings.models[model], field) == tmp_path / "from-env"
-    assert getattr(Settings(data_dir=tmp_path, **{flat: tmp_path / "given"}).models[model], field) == tmp_path / "given"
