@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
-from typing import Any, Iterator, Optional
+from typing import Any, Optional
 
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic.fields import FieldInfo
@@ -265,7 +265,3 @@ def documented() -> list[SettingDoc]:
                  for n, f in cls.model_fields.items()]
     return docs
 
-
-def iter_documented(model: Optional[str] = None) -> Iterator[SettingDoc]:
-    """The options of one owner (None: the shared ones)."""
-    return (d for d in documented() if d.model == model)
