@@ -278,7 +278,7 @@ def _run(app: App, plan: _Plan, params: Any) -> None:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", SlowHalfPrecisionWarning)  # already said by _plan
             engine = app.load_engine(worker, str(plan.device))
-        bar.update(load, description=f"{app.name} on {getattr(engine, 'device', plan.device)} ({dtype_name})", total=1, completed=1)
+        bar.update(load, description=f"model on {getattr(engine, 'device', plan.device)} ({dtype_name})", total=1, completed=1)
 
         def log(message: str, level: str = "INFO") -> None:
             if level != "INFO":
