@@ -108,8 +108,13 @@ def main() -> None:
     ap.add_argument("--out", type=Path)
     args = ap.parse_args()
 
-    settings = {"weights": str(checkpoint(args.arch)), "device": args.device, "dtype": args.dtype,
-                "config": str(FIXTURES / "ccsr-tiny.yaml") if args.arch == "tiny" else None}
+    from ccsr.models.ccsr_v1.app import CCSRApp
+    from ccsr.settings import Settings
+
+    # What a worker process receives: the shared engine options and CCSR v1's settings section.
+    settings = CCSRApp().worker_settings(Settings(
+        weights=checkpoint(args.arch), device=args.device, dtype=args.dtype,
+        config=FIXTURES / "ccsr-tiny.yaml" if args.arch == "tiny" else None))
     params = {"scale": args.scale, "steps": args.steps}
     rows = []
     with tempfile.TemporaryDirectory() as tmp:

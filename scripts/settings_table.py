@@ -1,6 +1,7 @@
-"""Print the README's settings table from ccsr.settings.Settings and the CLI.
+"""Print the README's settings tables from ccsr.settings and the CLI: the
+shared options, then one table per model (its settings section).
 
-Run after adding a setting: python scripts/settings_table.py
+Run after adding a setting or a model: python scripts/settings_table.py
 (tests/test_readme.py fails when the README misses a setting.)
 """
 
@@ -8,8 +9,11 @@ from __future__ import annotations
 
 import typer.main
 
+from ccsr.apps.registry import default_registry
 from ccsr.cli import app
-from ccsr.settings import Settings
+from ccsr.settings import SettingDoc, documented
+
+HEADER = ["| setting | env var | flag | default | what it does |", "| --- | --- | --- | --- | --- |"]
 
 
 def flags_by_name() -> dict[str, list[str]]:
@@ -25,17 +29,27 @@ def flags_by_name() -> dict[str, list[str]]:
     return found
 
 
+def row(doc: SettingDoc, flags: dict[str, list[str]]) -> str:
+    field = doc.field
+    default = field.default if field.default_factory is None else "see text"
+    if doc.name == "data_dir":
+        default = "~/.local/share/ccsr"
+    singular = {"api_keys": "api_key"}
+    f = flags.get(doc.name) or flags.get(singular.get(doc.name, "")) or []
+    return f"| `{doc.name}` | `{doc.env}` | {', '.join(f) or '—'} | `{default}` | {field.description} |"
+
+
 def table() -> str:
     flags = flags_by_name()
-    rows = ["| setting | env var | flag | default | what it does |", "| --- | --- | --- | --- | --- |"]
-    singular = {"api_keys": "api_key"}
-    for name, field in Settings.model_fields.items():
-        default = field.default if field.default_factory is None else "see text"
-        if name == "data_dir":
-            default = "~/.local/share/ccsr"
-        f = flags.get(name) or flags.get(singular.get(name, "")) or []
-        rows.append(f"| `{name}` | `CCSR_{name.upper()}` | {', '.join(f) or '—'} | `{default}` | {field.description} |")
-    return "\n".join(rows)
+    docs = documented()
+    out = [*HEADER, *(row(d, flags) for d in docs if d.model is None)]
+    for a in default_registry():
+        section = type(a).Settings
+        out += ["", f"### Settings of {a.name} ({a.app_id})", "",
+                f"Its section, `settings.models[\"{a.name}\"]` (`{section.__module__}.{section.__name__}`); "
+                "`Settings(<setting>=...)` sets a field by the name in the first column.", "",
+                *HEADER, *(row(d, flags) for d in docs if d.model == a.name)]
+    return "\n".join(out)
 
 
 if __name__ == "__main__":

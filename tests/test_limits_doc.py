@@ -1,13 +1,16 @@
-"""docs/limits.md lists every limit setting of :class:`ccsr.settings.Settings`
-with its environment variable and the default the code has, so the page
-cannot fall behind the settings."""
+"""docs/limits.md lists every limit setting (the shared options of
+:class:`ccsr.settings.Settings` and the models' sections) with its environment
+variable and the default the code has, so the page cannot fall behind the
+settings."""
 
 from __future__ import annotations
 
 import re
 from pathlib import Path
 
-from ccsr.settings import Settings
+from ccsr.settings import documented
+
+SETTINGS = {d.name: d.field for d in documented()}
 
 DOC = Path(__file__).resolve().parents[1] / "docs" / "limits.md"
 
@@ -19,7 +22,7 @@ LIMIT_PATTERN = re.compile(r"^max_|_timeout$|_ttl$|_limit$|_concurrency$|_attemp
 
 
 def limit_settings() -> list[str]:
-    return sorted(n for n in Settings.model_fields if LIMIT_PATTERN.search(n) or n in LIMIT_NAMES)
+    return sorted(n for n in SETTINGS if LIMIT_PATTERN.search(n) or n in LIMIT_NAMES)
 
 
 def doc_rows() -> dict[str, list[str]]:
@@ -45,7 +48,7 @@ def test_every_limit_setting_is_in_the_limits_page_with_its_default():
         _, env, default, bounds, answer = rows[name][:5]
         assert f"CCSR_{name.upper()}" in env, name
         assert bounds and answer, name
-        want = Settings.model_fields[name].default
+        want = SETTINGS[name].default
         if isinstance(want, bool):
             assert default == str(want).lower(), (name, default)
         else:
@@ -54,4 +57,4 @@ def test_every_limit_setting_is_in_the_limits_page_with_its_default():
 
 
 def test_the_limits_page_names_no_setting_that_does_not_exist():
-    assert set(doc_rows()) <= set(Settings.model_fields)
+    assert set(doc_rows()) <= set(SETTINGS)

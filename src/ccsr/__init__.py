@@ -1,18 +1,25 @@
 """ccsr: CCSR v1 super-resolution, as a library, a command and a service."""
 
 from ccsr.errors import Cancelled, CCSRError, CheckpointError, InvalidParameter, OutOfMemory, WeightsNotFound
-from ccsr.models.ccsr_v1.params import UpscaleParams
 
 __all__ = [
     "CCSRError", "Cancelled", "CheckpointError", "InvalidParameter", "OutOfMemory", "WeightsNotFound",
     "UpscaleParams", "CCSRUpscaler", "UpscaleResult",
 ]
 
+#: The public names of the default model, resolved on first use: strings, not
+#: imports (nothing outside a model's folder imports it; importing torch and
+#: diffusers costs seconds, and the HTTP process never needs them).
+_LAZY = {
+    "UpscaleParams": "ccsr.models.ccsr_v1.params:UpscaleParams",
+    "CCSRUpscaler": "ccsr.models.ccsr_v1.engine:CCSRUpscaler",
+    "UpscaleResult": "ccsr.models.ccsr_v1.engine:UpscaleResult",
+}
+
 
 def __getattr__(name: str):
-    # Lazy: importing torch/diffusers costs seconds; the HTTP process never needs them.
-    if name in ("CCSRUpscaler", "UpscaleResult"):
-        from ccsr.models.ccsr_v1 import engine as upscaler
+    if name in _LAZY:
+        from ccsr.apps.base import resolve
 
-        return getattr(upscaler, name)
+        return resolve(_LAZY[name])
     raise AttributeError(name)

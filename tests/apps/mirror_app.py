@@ -1,6 +1,6 @@
 """A test-only app, registered only by the tests: ``ccsr-tests/mirror``.
 
-It follows docs/design.md's "How to add an app" step by step, with its own
+It follows the app part of docs/design.md's "How to add a model" (step 5), with its own
 id, schema (other fields than fal-ai/ccsr's, a cross-field rule and a size
 limit of its own) and a trivial engine (mirror the image, pad it), so the
 tests prove the seam: nothing in ``ccsr.service`` or ``ccsr.jobs`` names it.
@@ -64,6 +64,7 @@ class MirrorEngine:
 # 4. The app.
 class MirrorApp(App):
     app_id = "ccsr-tests/mirror"
+    name = "mirror"
     title = "Mirror (test app)"
     Params = MirrorParams
     Input = MirrorInput

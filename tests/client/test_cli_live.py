@@ -62,3 +62,26 @@ def test_wrong_key_and_unknown_request(ccsr, server):
     assert res.exit_code == 1 and "404" in res.output
     res = ccsr("status", "x", "--key", "wrong", "--server", server)
     assert res.exit_code == 1 and "401" in res.output and "CCSR_KEY" in res.output
+
+
+def test_another_app_with_its_own_fields(ccsr, photo, tmp_path, monkeypatch):
+    """--app picks the app; its fields are flags (Real-ESRGAN's own --model, its
+    output format), the default file name follows the result's format, and a
+    field of another app is refused before anything is sent."""
+    monkeypatch.chdir(tmp_path)
+    res = ccsr("run", photo, "--app", "fal-ai/esrgan", "--model", "realesr-animevideov3", "--scale", "2",
+               "--output-format", "jpeg", "--quiet")
+    assert res.exit_code == 0, res.output
+    with Image.open(tmp_path / "chelsea64_x2.jpg") as im:
+        assert im.format == "JPEG" and im.size == (128, 128)
+    res = ccsr("submit", photo, "--app", "fal-ai/esrgan", "--model", "realesr-animevideov3")
+    assert res.exit_code == 0, res.output
+    rid = res.output.strip().splitlines()[-1]
+    res = ccsr("status", rid, "--app", "fal-ai/esrgan", "--follow")
+    assert res.exit_code == 0 and "COMPLETED" in res.output, res.output
+    res = ccsr("run", photo, "--app", "fal-ai/esrgan", "--steps", "3")
+    assert res.exit_code == 2 and "--steps: not a field of fal-ai/esrgan (it belongs to fal-ai/ccsr" in res.output
+    res = ccsr("run", photo, "--app", "fal-ai/esrgan", "--scale", "99")
+    assert res.exit_code == 2 and "--scale" in res.output and "16" in res.output
+    res = ccsr("run", photo, "--app", "fal-ai/nope")
+    assert res.exit_code == 2 and "--app: unknown app 'fal-ai/nope'" in res.output

@@ -308,8 +308,8 @@ def test_tiny_model_in_an_actor_matches_the_in_process_run(server, tiny_checkpoi
     _, _, cluster = server
     photo = sorted((fixtures_dir / "images").glob("*.png"))[0]
     Image.open(photo).convert("RGB").resize((32, 32)).save(tmp_path / "in.png")
-    wsettings = {"weights": str(tiny_checkpoint), "config": str(tiny_config_path), "device": "cpu", "dtype": "fp32"}
     app = CCSRApp()
+    wsettings = app.worker_settings(Settings(weights=tiny_checkpoint, config=tiny_config_path, device="cpu", dtype="fp32"))
     params = app.Params(steps=6, scale=2, seed=7, tile_diffusion="gaussian", tile_diffusion_size=64,
                         tile_diffusion_stride=64)
     # A local store the actor's node does not share: the input travels as bytes

@@ -49,6 +49,8 @@ def test_the_page_offers_every_app_and_runs_the_chosen_one(page, two_apps, tmp_p
     axis = page.locator("[name=axis] option").evaluate_all("els => els.map(e => e.value)")
     assert axis == ["horizontal", "vertical"]
     assert MIRROR in page.inner_text("#snippet")
+    page.click("[data-lang=cli]")  # our client command takes the chosen app with --app
+    assert f"--app {MIRROR}" in page.inner_text("#snippet")
 
     photo = tmp_path / "in.png"
     Image.new("RGB", (6, 4), (10, 20, 30)).save(photo)

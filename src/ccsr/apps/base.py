@@ -10,7 +10,11 @@ from it, and the scheduler routes each job to its app's executor; neither
 knows any app by name.
 
 Apps are stateless and built with no arguments, so a worker process (or a
-machine elsewhere) rebuilds one from :attr:`App.ref` alone.
+machine elsewhere) rebuilds one from :attr:`App.ref` alone. Each app is one
+model's front: it lives in that model's folder (``ccsr/models/<name>/app.py``)
+with the model's settings section (:attr:`App.Settings`), its weights status
+and, optionally, its own commands (:meth:`App.register_cli`); docs/design.md,
+"How to add a model".
 """
 
 from __future__ import annotations
@@ -20,9 +24,15 @@ import importlib
 import secrets
 import string
 import threading
-from typing import Any, Callable, ClassVar, Hashable, Optional
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable, ClassVar, Hashable, Optional
 
 from pydantic import BaseModel, ConfigDict, Field, create_model, field_validator
+
+from ccsr.settings import ModelSettings
+
+if TYPE_CHECKING:  # typer is imported by the CLI only
+    import typer
 
 ProgressFn = Callable[[int, int], None]
 #: log(message, level="INFO"): a line for the request's log.
@@ -44,6 +54,18 @@ class Produced:
     extension: str
     fields: dict
     timings: dict = dataclasses.field(default_factory=dict)
+
+
+@dataclasses.dataclass(frozen=True)
+class WeightsStatus:
+    """What a model's engine will load, as the server and the CLI say it: the
+    file (for people), whether it holds random weights (results then show the
+    pipeline working, not a real upscale; None: cannot tell) and what to run
+    for real ones."""
+
+    weights: Optional[str] = None
+    random: Optional[bool] = None
+    advice: str = ""
 
 
 class FileInfo(BaseModel):
@@ -102,8 +124,11 @@ class App:
     Input: ClassVar[type[BaseModel]]
     #: The output JSON's model (documentation and OpenAPI).
     Output: ClassVar[type[BaseModel]]
-    #: Names of :class:`ccsr.settings.Settings` fields the engine factory reads.
-    worker_settings: ClassVar[tuple[str, ...]] = ()
+    #: The model's name on the command line (``ccsr upscale --model NAME``) and
+    #: its settings section's key (``settings.models[NAME]``).
+    name: ClassVar[str]
+    #: The model's settings section (its weights, its engine knobs).
+    Settings: ClassVar[type[ModelSettings]] = ModelSettings
 
     @property
     def ref(self) -> str:
@@ -135,10 +160,47 @@ class App:
             return f"output {fields['width']}x{fields['height']}"
         return ""
 
+    def weights_status(self, section: ModelSettings) -> Optional[WeightsStatus]:
+        """What the engine will load, read without loading it (no torch: the
+        HTTP process asks at start for ``/readyz`` and the playground). None:
+        nothing to say. Raise :class:`ccsr.errors.WeightsNotFound` (saying how to
+        get them) when there are none."""
+        return None
+
+    def worker_settings(self, settings: Any) -> dict:
+        """What a worker process gets to build the engine: the shared engine
+        options (:data:`ccsr.settings.ENGINE_FIELDS`) and this model's section
+        under ``"section"``, as plain values (they cross a process or machine)."""
+        return {**settings.engine_settings(), "section": settings.section(self).model_dump(mode="json")}
+
+    def section(self, worker_settings: dict) -> ModelSettings:
+        """This model's section as a worker received it (:meth:`worker_settings`);
+        the environment is not read again: the server's values are the truth."""
+        return self.Settings.model_validate(worker_settings.get("section") or {})
+
+    # --- the command line (optional) --------------------------------------------------
+    def register_cli(self, cli: "typer.Typer") -> None:
+        """Add this model's own commands to ``ccsr`` (e.g. ``ccsr esrgan ...``, or
+        commands in the ``ccsr weights`` group). Import typer and the model's
+        CLI module inside: the HTTP process never calls this."""
+
+    def weights_names(self) -> tuple[str, ...]:
+        """Names ``ccsr weights download --model NAME`` accepts for this model's
+        weights besides :attr:`name` (e.g. one per released network)."""
+        return ()
+
+    def download_weights(self, name: Optional[str], *, dest: Optional[Path], force: bool, timeout: Optional[float],
+                         url: Optional[str]) -> Optional[Path]:
+        """Fetch this model's weights (``name``: one of :meth:`weights_names`, None
+        its default) into ``dest`` (None: its own cache; ``timeout`` None: its own
+        default) and return the file; raise :class:`ccsr.errors.CCSRError` saying
+        why not. Not overridden: this model has nothing to download."""
+        return None
+
     # --- the worker process ----------------------------------------------------------
     def load_engine(self, settings: dict, device: str) -> Any:
-        """Build the engine once per worker process (``settings`` holds the
-        :attr:`worker_settings` fields)."""
+        """Build the engine once per worker process (``settings``: what
+        :meth:`worker_settings` made; :meth:`section` reads this model's part)."""
         raise NotImplementedError
 
     def run(self, engine: Any, image: Any, params: BaseModel, *, progress: ProgressFn,

@@ -1,17 +1,19 @@
 """The apps a server serves.
 
-:data:`BUILTIN` names the apps that ship with the package ("module:Class");
-:func:`default_registry` builds them. The service iterates a registry to make
-each app's routes and executor; tests add apps of their own with
-:meth:`Registry.with_app`. Adding an app is one module under ``ccsr.apps``
-and one line here (docs/design.md, "How to add an app").
+:data:`BUILTIN` names the apps that ship with the package ("module:Class",
+strings: nothing here imports a model); :func:`default_registry` builds them.
+The service iterates a registry to make each app's routes and executor, the
+settings build each model's section from it, the CLI its flags and each
+model's commands; tests add apps of their own with :meth:`Registry.with_app`.
+Adding a model is one folder under ``ccsr/models/`` and one line here
+(docs/design.md, "How to add a model").
 """
 
 from __future__ import annotations
 
 from typing import Iterable, Iterator, Optional
 
-from ccsr.apps.base import App, load_app
+from ccsr.apps.base import App, load_app, resolve
 
 #: The apps that ship with the package, in the order the playground lists them.
 BUILTIN: tuple[str, ...] = ("ccsr.models.ccsr_v1.app:CCSRApp", "ccsr.models.esrgan.app:ESRGANApp")
@@ -49,6 +51,19 @@ class Registry:
 
     def ids(self) -> list[str]:
         return list(self._apps)
+
+    def by_name(self, name: str) -> Optional[App]:
+        """The app of the model called ``name`` (:attr:`App.name`, e.g. ``ccsr upscale --model NAME``)."""
+        return next((a for a in self._apps.values() if a.name == name), None)
+
+    def names(self) -> list[str]:
+        return [a.name for a in self._apps.values()]
+
+
+def builtin_classes() -> list[type[App]]:
+    """The built-in app classes (not built: their class attributes suffice for
+    the settings sections and the CLI's flags)."""
+    return [resolve(ref) for ref in BUILTIN]
 
 
 def default_registry() -> Registry:

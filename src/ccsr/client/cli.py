@@ -1,27 +1,30 @@
 """`ccsr run|submit|status|result|cancel`: the client commands, against a remote server.
 
-The request flags are generated from :class:`ccsr.models.ccsr_v1.params.UpscaleParams`, one
-per field and named after it (``--scale``, ``--tile-diffusion`` ...), so the
-commands cannot drift from the API. Only the flags a user gives are sent; the
-server applies its defaults to the rest.
+``--app`` picks the app (default: the first registered, fal-ai/ccsr). The
+request flags are generated from the registered apps' parameter models, one
+per field and named after it (``--scale``, ``--tile-diffusion`` ...; see
+:mod:`ccsr.commands.flags`), so the commands cannot drift from the API; a flag
+of another app than the chosen one is a usage error. Only the flags a user
+gives are sent; the server applies its defaults to the rest.
 """
 
 from __future__ import annotations
 
-import enum
+import functools
 import inspect
 import json
-import typing
 from pathlib import Path
 from typing import Any, Callable, Optional
 
 import typer
 from rich.console import Console
 
+from ccsr.apps.base import App
+from ccsr.apps.registry import Registry
 from ccsr.client import protocol as P
 from ccsr.client.protocol import ClientError, Log, Progress, Status
 from ccsr.client.sync import Client
-from ccsr.models.ccsr_v1.params import UpscaleParams
+from ccsr.commands.flags import USAGE_ERROR, FieldFlag, FlagError, command, field_flags, flag_of, given_fields, parameters, validation_lines, with_signature
 
 err = Console(stderr=True, highlight=False)
 out = Console(highlight=False)
@@ -30,77 +33,66 @@ SERVER_HELP = "Server base URL (env CCSR_SERVER)."
 KEY_HELP = "API key, sent as 'Authorization: Key ...' (env CCSR_KEY or FAL_KEY)."
 
 
-# ----------------------------------------------------------- flag generation
+# ----------------------------------------------------------- flags
 
 
-def _option_for(name: str, field: Any) -> tuple[Any, Any]:
-    """(annotation, typer.Option) for one request field; default None = 'not given'."""
-    ann = field.annotation
-    args = [a for a in typing.get_args(ann) if a is not type(None)]
-    base = args[0] if typing.get_origin(ann) is typing.Union and len(args) == 1 else ann
-    flag = "--" + name.replace("_", "-")
-    default = field.default
-    help_text = (field.description or "").rstrip(".") + (f". Default: {default}." if default is not None else ".")
-    if typing.get_origin(base) is typing.Literal:
-        choices = enum.Enum(f"{name}_choice", {v: v for v in typing.get_args(base)}, type=str)  # type: ignore[misc]
-        return Optional[choices], typer.Option(None, flag, help=help_text, case_sensitive=False)
-    if base is bool:
-        return Optional[bool], typer.Option(None, f"{flag}/--no-{flag[2:]}", help=help_text, show_default=False)
-    return Optional[base], typer.Option(None, flag, help=help_text, show_default=False)
+class _Requests:
+    """The apps the request commands know and the flags made from their fields."""
 
+    #: The commands' own keywords: a field of that name gets an app-prefixed flag.
+    RESERVED = ("image", "output", "webhook", "logs", "quiet", "json_out", "server", "key", "app")
 
-def _field_params() -> list[inspect.Parameter]:
-    params = []
-    for name, field in UpscaleParams.model_fields.items():
-        ann, opt = _option_for(name, field)
-        params.append(inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=opt, annotation=ann))
-    return params
+    def __init__(self, registry: Registry):
+        self.registry = registry
+        self.flags: list[FieldFlag] = field_flags({a.app_id: a.Params for a in registry}, self.RESERVED)
 
+    def app(self, app_id: str) -> App:
+        found = self.registry.get(app_id)
+        if found is None:
+            err.print(f"[red]error:[/] --app: unknown app {app_id!r}; known: {', '.join(self.registry.ids())}")
+            raise typer.Exit(USAGE_ERROR)
+        return found
 
-def _connection_params() -> list[inspect.Parameter]:
-    kw = inspect.Parameter.KEYWORD_ONLY
-    return [
-        inspect.Parameter("server", kw, annotation=str, default=typer.Option(P.DEFAULT_SERVER, "--server", envvar="CCSR_SERVER", help=SERVER_HELP)),
-        inspect.Parameter("key", kw, annotation=Optional[str], default=typer.Option(None, "--key", envvar=["CCSR_KEY", "FAL_KEY"], help=KEY_HELP, show_default=False)),
-    ]
+    def flag(self, app: App, field: str) -> str:
+        return flag_of(self.flags, app.app_id, field) or field
 
+    def fields(self, app: App, kw: dict) -> tuple[dict, Any]:
+        """The request fields the user gave, checked locally so a typo fails before any upload."""
+        from pydantic import ValidationError
 
-def _with_params(func: Callable, params: list[inspect.Parameter]) -> Callable:
-    """Give ``func(**kw)`` a signature typer can read, without writing each flag by hand."""
-    func.__signature__ = inspect.Signature(params)  # type: ignore[attr-defined]
-    func.__annotations__ = {}
-    return func
+        try:
+            given = given_fields(kw, self.flags, app.app_id, "choose its app with --app")
+            params = app.Params(**given)
+        except FlagError as exc:
+            for line in exc.lines:
+                err.print(f"[red]error:[/] {line}")
+            raise typer.Exit(USAGE_ERROR)
+        except ValidationError as exc:
+            for line in validation_lines(exc, lambda f: self.flag(app, f)):
+                err.print(f"[red]error:[/] {line}")
+            raise typer.Exit(USAGE_ERROR)
+        return given, params
 
-
-def _request_fields(kw: dict) -> dict:
-    """The request fields the user gave, checked locally so a typo fails before any upload."""
-    from pydantic import ValidationError
-
-    given = {}
-    for name in UpscaleParams.model_fields:
-        value = kw.get(name)
-        if value is None:
-            continue
-        given[name] = value.value if isinstance(value, enum.Enum) else value
-    try:
-        UpscaleParams(**given)
-    except ValidationError as exc:
-        for e in exc.errors():
-            flag = "--" + str(e["loc"][0]).replace("_", "-") if e["loc"] else "input"
-            err.print(f"[red]error:[/] {flag}: {e['msg']}")
-        raise typer.Exit(2)
-    return given
+    def connection_params(self) -> list[inspect.Parameter]:
+        kw = inspect.Parameter.KEYWORD_ONLY
+        return [
+            inspect.Parameter("app", kw, annotation=str, default=typer.Option(
+                self.registry.ids()[0], "--app", help=f"The app to call: {', '.join(self.registry.ids())}; "
+                "its fields are the flags above that belong to it.")),
+            inspect.Parameter("server", kw, annotation=str, default=typer.Option(P.DEFAULT_SERVER, "--server", envvar="CCSR_SERVER", help=SERVER_HELP)),
+            inspect.Parameter("key", kw, annotation=Optional[str], default=typer.Option(None, "--key", envvar=["CCSR_KEY", "FAL_KEY"], help=KEY_HELP, show_default=False)),
+        ]
 
 
 # ----------------------------------------------------------- shared helpers
 
 
-def _fail(exc: Exception) -> typer.Exit:
-    """Print a client error as one clear message (field by field for 422)."""
+def _fail(exc: Exception, flag: Callable[[str], str] = lambda name: name) -> typer.Exit:
+    """Print a client error as one clear message (field by field for 422, each
+    named by its flag where ``flag`` knows it)."""
     if isinstance(exc, P.ValidationError) and exc.field_errors:
         for name, msg in exc.field_errors.items():
-            flag = "--" + name.replace("_", "-") if name in UpscaleParams.model_fields else name
-            err.print(f"[red]error:[/] {flag}: {msg}")
+            err.print(f"[red]error:[/] {flag(name)}: {msg}")
     else:
         err.print(f"[red]error:[/] {exc}")
     return typer.Exit(1)
@@ -118,10 +110,11 @@ def _image_ref(client: Client, image: str) -> str:
         return client.upload(path)
 
 
-def _default_output(image: str, scale: Optional[float]) -> Path:
+def _default_output(image: str, scale: Optional[float], file_name: str) -> Path:
+    """<image>_x<scale> (or _ccsr when the app has no scale) with the result's extension, here."""
     stem = Path(image.split("?")[0].rstrip("/")).stem if not image.startswith("data:") else "image"
     suffix = f"x{scale:g}" if scale else "ccsr"
-    return Path(f"{stem or 'image'}_{suffix}.png")
+    return Path(f"{stem or 'image'}_{suffix}{Path(file_name).suffix or '.png'}")
 
 
 def _save_result(client: Client, output: dict, dest: Path) -> None:
@@ -130,8 +123,10 @@ def _save_result(client: Client, output: dict, dest: Path) -> None:
     if not url:
         raise ClientError(f"the result has no image URL: {json.dumps(output)[:300]}")
     client.download(url, dest)
-    size = f"{image.get('width')}x{image.get('height')}" if image.get("width") else "?"
-    out.print(f"saved {dest} ({size}, seed {output.get('seed')})")
+    facts = [f"{image.get('width')}x{image.get('height')}" if image.get("width") else "?"]
+    # The app's other plain output fields (CCSR: the seed), as the output names them.
+    facts += [f"{k} {v}" for k, v in output.items() if k != "image" and isinstance(v, (str, int, float))]
+    out.print(f"saved {dest} ({', '.join(facts)})")
 
 
 def _print_status(st: Status, with_logs: bool) -> None:
@@ -189,13 +184,13 @@ class _Bar:
 # ----------------------------------------------------------- commands
 
 
-def _run(**kw: Any) -> None:
+def _run(requests: _Requests, **kw: Any) -> None:
     """Upscale an image on a remote server, following progress, and save the result."""
-    fields = _request_fields(kw)
+    app = requests.app(kw["app"])
+    fields, params = requests.fields(app, kw)
     image: str = kw["image"]
-    dest: Path = kw["output"] or _default_output(image, fields.get("scale", 2.0))
     try:
-        with Client(kw["server"], kw["key"]) as client:
+        with Client(kw["server"], kw["key"], app=app.app_id) as client:
             body = {"image_url": _image_ref(client, image), **fields}
             with _Bar(kw["quiet"], kw["logs"]) as bar:
                 result = client.subscribe(
@@ -204,24 +199,29 @@ def _run(**kw: Any) -> None:
                 )
             if kw["json_out"]:
                 out.print_json(data=result)
-            _save_result(client, result, dest)
+            file_name = str((result.get("image") or {}).get("file_name") or "")
+            _save_result(client, result, kw["output"] or _default_output(image, getattr(params, "scale", None), file_name))
     except ClientError as exc:
-        raise _fail(exc)
+        raise _fail(exc, lambda f: requests.flag(app, f))
 
 
-def _submit(**kw: Any) -> None:
+def _submit(requests: _Requests, **kw: Any) -> None:
     """Queue an image on a remote server and print the request id (does not wait)."""
-    fields = _request_fields(kw)
+    app = requests.app(kw["app"])
+    fields, _ = requests.fields(app, kw)
     try:
-        with Client(kw["server"], kw["key"]) as client:
+        with Client(kw["server"], kw["key"], app=app.app_id) as client:
             body = {"image_url": _image_ref(client, kw["image"]), **fields}
             handle = client.submit(body, webhook_url=kw["webhook"])
     except ClientError as exc:
-        raise _fail(exc)
+        raise _fail(exc, lambda f: requests.flag(app, f))
     if kw["json_out"]:
         out.print_json(data=handle.__dict__)
     else:
         out.print(handle.request_id)
+
+
+APP_OPTION = typer.Option(P.DEFAULT_APP, "--app", help="The app the request was sent to.")
 
 
 def status(
@@ -229,12 +229,13 @@ def status(
     logs: bool = typer.Option(False, "--logs", help="Also print the request's log lines."),
     follow: bool = typer.Option(False, "--follow", "-f", help="Keep following until the request completes."),
     json_out: bool = typer.Option(False, "--json", help="Print the raw status JSON."),
+    app: str = APP_OPTION,
     server: str = typer.Option(P.DEFAULT_SERVER, "--server", envvar="CCSR_SERVER", help=SERVER_HELP),
     key: Optional[str] = typer.Option(None, "--key", envvar=["CCSR_KEY", "FAL_KEY"], help=KEY_HELP, show_default=False),
 ) -> None:
     """Show where a request is: IN_QUEUE (with position), IN_PROGRESS or COMPLETED."""
     try:
-        with Client(server, key) as client:
+        with Client(server, key, app=app) as client:
             if follow:
                 with _Bar(False, logs) as bar:
                     report = P.Reporter(bar.update, bar.progress, bar.log)
@@ -257,12 +258,13 @@ def status(
 def result(
     request_id: str = typer.Argument(..., help="Request id."),
     output: Optional[Path] = typer.Option(None, "-o", "--output", help="Also download the image to this file."),
+    app: str = APP_OPTION,
     server: str = typer.Option(P.DEFAULT_SERVER, "--server", envvar="CCSR_SERVER", help=SERVER_HELP),
     key: Optional[str] = typer.Option(None, "--key", envvar=["CCSR_KEY", "FAL_KEY"], help=KEY_HELP, show_default=False),
 ) -> None:
     """Print a completed request's output JSON (and save its image with -o)."""
     try:
-        with Client(server, key) as client:
+        with Client(server, key, app=app) as client:
             data = client.result(request_id)
             out.print_json(data=data)
             if output is not None:
@@ -273,12 +275,13 @@ def result(
 
 def cancel(
     request_id: str = typer.Argument(..., help="Request id."),
+    app: str = APP_OPTION,
     server: str = typer.Option(P.DEFAULT_SERVER, "--server", envvar="CCSR_SERVER", help=SERVER_HELP),
     key: Optional[str] = typer.Option(None, "--key", envvar=["CCSR_KEY", "FAL_KEY"], help=KEY_HELP, show_default=False),
 ) -> None:
     """Cancel a queued or running request (a running one stops at its next step)."""
     try:
-        with Client(server, key) as client:
+        with Client(server, key, app=app) as client:
             answer = client.cancel(request_id)
     except ClientError as exc:
         raise _fail(exc)
@@ -287,7 +290,7 @@ def cancel(
         raise typer.Exit(1)
 
 
-def _image_params(*, with_output: bool) -> list[inspect.Parameter]:
+def _image_params(requests: _Requests, *, with_output: bool) -> list[inspect.Parameter]:
     kw = inspect.Parameter.KEYWORD_ONLY
     params = [
         inspect.Parameter("image", inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=str,
@@ -296,32 +299,23 @@ def _image_params(*, with_output: bool) -> list[inspect.Parameter]:
     if with_output:
         params.append(inspect.Parameter("output", kw, annotation=Optional[Path], default=typer.Option(
             None, "-o", "--output", help="Where to save the result (default: <image>_x<scale>.png here).", show_default=False)))
-    params += _field_params()
+    params += parameters(requests.flags)
     params.append(inspect.Parameter("webhook", kw, annotation=Optional[str], default=typer.Option(
         None, "--webhook", help="URL the server POSTs the result to when done.", show_default=False)))
     if with_output:
         params.append(inspect.Parameter("logs", kw, annotation=bool, default=typer.Option(False, "--logs", help="Print the request's log lines while it runs.")))
         params.append(inspect.Parameter("quiet", kw, annotation=bool, default=typer.Option(False, "--quiet", "-q", help="No progress bar.")))
     params.append(inspect.Parameter("json_out", kw, annotation=bool, default=typer.Option(False, "--json", help="Print the raw JSON answer.")))
-    return params + _connection_params()
+    return params + requests.connection_params()
 
 
-def register(app: typer.Typer) -> None:
-    """Add the client commands to the `ccsr` app."""
-    app.command("run")(_with_params(_wrap(_run, "run"), _image_params(with_output=True)))
-    app.command("submit")(_with_params(_wrap(_submit, "submit"), _image_params(with_output=False)))
-    app.command("status")(status)
-    app.command("result")(result)
-    app.command("cancel")(cancel)
-
-
-def _wrap(impl: Callable[..., None], name: str) -> Callable[..., None]:
-    """A fresh function per command (typer reads the signature and docstring from it)."""
-
-    def command(**kw: Any) -> None:
-        impl(**kw)
-
-    command.__name__ = name
-    command.__doc__ = impl.__doc__
-    return command
-
+def register(cli: typer.Typer, registry: Registry) -> None:
+    """Add the client commands to the `ccsr` app; their request flags come from ``registry``'s apps."""
+    requests = _Requests(registry)
+    cli.command("run")(with_signature(command(functools.partial(_run, requests), "run", _run.__doc__),
+                                      _image_params(requests, with_output=True)))
+    cli.command("submit")(with_signature(command(functools.partial(_submit, requests), "submit", _submit.__doc__),
+                                         _image_params(requests, with_output=False)))
+    cli.command("status")(status)
+    cli.command("result")(result)
+    cli.command("cancel")(cancel)

@@ -1,8 +1,12 @@
-"""`ccsr upscale INPUT... -o OUT`: the engine on local files.
+"""`ccsr upscale INPUT... -o OUT [--model NAME]`: a model on local files.
 
-One flag per request field of :class:`ccsr.models.ccsr_v1.params.UpscaleParams`, named
-after it (``t_max`` -> ``--t-max``); values are validated by that same model,
-so the CLI accepts exactly what the API accepts.
+``--model`` picks the model by its name (default: the first registered, CCSR
+v1); the run is the server's own: the app's checks, ``App.load_engine`` and
+``App.run``. The flags are generated from the registered models (see
+:mod:`ccsr.commands.flags`): one per request field of their ``Params``, named
+after it (``t_max`` -> ``--t-max``), and their settings flags (``--weights``);
+values are validated by the chosen model's own classes, so the CLI accepts
+exactly what the API accepts, and a flag of another model is refused.
 
 Everything that can be checked without the model is checked before it loads
 (inputs, the output path and format, every cross-field rule and pixel limit,
@@ -12,34 +16,31 @@ with the usage-error code 2 and names the flag, not the field.
 
 from __future__ import annotations
 
+import functools
 import glob
+import inspect
 import os
-import sys
 import tempfile
-import warnings
 from pathlib import Path
-from typing import List, Optional
+from typing import Any, Optional
 
 import typer
 
+from ccsr.apps.base import App
+from ccsr.apps.registry import Registry
+from ccsr.commands.flags import (USAGE_ERROR, FieldFlag, FlagError, command, field_flags, flag_of, given_fields,
+                                 parameters, setting_flags, validation_lines, with_signature)
 from ccsr.errors import CCSRError, InvalidParameter
-from ccsr.models.ccsr_v1.params import UpscaleParams
-
-#: Exit code of a mistake in the command line (the same as click's own usage errors).
-USAGE_ERROR = 2
 #: Suffixes taken as input images when a folder or a glob is given.
 INPUT_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff"}
 #: Request fields that the command line names differently.
 _FLAG_OF_FIELD = {"image_url": "INPUT", "max_output_pixels": "CCSR_MAX_OUTPUT_PIXELS"}
+#: The command's own keywords (a model field of one of these names gets a prefixed flag).
+OWN = ("inputs", "output", "model", "device", "dtype")
 
 
 class UsageError(CCSRError):
     """A mistake in the command line, found before any work; exits with code 2."""
-
-
-def flag(field: str) -> str:
-    """The command-line flag of a request field (``t_min`` -> ``--t-min``)."""
-    return _FLAG_OF_FIELD.get(field, "--" + field.replace("_", "-"))
 
 
 def expand_inputs(args: list[str]) -> list[Path]:
@@ -125,48 +126,74 @@ def _open_image(path: Path, header_only: bool = False):
         raise UsageError(f"{path}: not a readable image ({exc})") from None
 
 
-def upscale(
-    inputs: List[str] = typer.Argument(..., metavar="INPUT...", help="Image files, folders of images, or quoted globs ('photos/*.jpg')."),
-    output: Optional[Path] = typer.Option(None, "-o", "--output", help="Output file (.png, .jpg, .webp) for one input, or a folder for several. Default: <input>_ccsr.png."),
-    scale: float = typer.Option(2.0, help="Output scale factor."),
-    steps: int = typer.Option(50, help="Diffusion steps (the truncated sampler evaluates about a third of them)."),
-    t_max: float = typer.Option(0.6667, "--t-max", help="Upper end of the sampled t range."),
-    t_min: float = typer.Option(0.3333, "--t-min", help="Lower end of the sampled t range."),
-    tile_diffusion: str = typer.Option("none", "--tile-diffusion", help="none, mix or gaussian."),
-    tile_diffusion_size: int = typer.Option(1024, "--tile-diffusion-size", help="Diffusion tile size in pixels."),
-    tile_diffusion_stride: int = typer.Option(512, "--tile-diffusion-stride", help="Diffusion tile stride in pixels."),
-    tile_vae: bool = typer.Option(False, "--tile-vae/--no-tile-vae", help="Tile the VAE encoder and decoder."),
-    tile_vae_decoder_size: int = typer.Option(226, "--tile-vae-decoder-size", help="VAE decoder tile size (latent pixels)."),
-    tile_vae_encoder_size: int = typer.Option(1024, "--tile-vae-encoder-size", help="VAE encoder tile size (pixels)."),
-    color_fix_type: str = typer.Option("adain", "--color-fix-type", help="none, adain or wavelet."),
-    seed: Optional[int] = typer.Option(None, help="Seed (random when absent; always printed)."),
-    weights: Optional[Path] = typer.Option(None, "--weights", help="Checkpoint file (CCSR_WEIGHTS); default: the cached official weights."),
-    config: Optional[Path] = typer.Option(None, "--config", exists=True, dir_okay=False, help="Official-format model YAML (CCSR_CONFIG); default: inferred from the checkpoint."),
-    device: Optional[str] = typer.Option(None, "--device", help="auto, cpu, cuda, cuda:N or mps (CCSR_DEVICE; default auto)."),
-    dtype: Optional[str] = typer.Option(None, "--dtype", help="auto, fp32, fp16 or bf16 (CCSR_DTYPE; default auto: never half precision on a CPU)."),
-) -> None:
-    """Upscale image files with CCSR."""
+class _Models:
+    """The models ``ccsr upscale`` can run, and the flags made from them."""
+
+    def __init__(self, registry: Registry):
+        self.registry = registry
+        self.settings_flags: list[FieldFlag] = setting_flags({a.name: a.Settings for a in registry})
+        own = (*OWN, *(f.param for f in self.settings_flags))
+        self.param_flags: list[FieldFlag] = field_flags({a.name: a.Params for a in registry}, own)
+
+    def app(self, name: Optional[str]) -> App:
+        found = self.registry.by_name(name) if name else next(iter(self.registry))
+        if found is None:
+            raise UsageError(f"--model: unknown model {name!r}; choose one of {', '.join(self.registry.names())}")
+        return found
+
+    def flag(self, app: App, field: str) -> str:
+        """The flag of a request field or setting of ``app`` (``t_min`` -> ``--t-min``)."""
+        return (flag_of(self.param_flags, app.name, field) or flag_of(self.settings_flags, app.name, field)
+                or _FLAG_OF_FIELD.get(field, "--" + field.replace("_", "-")))
+
+    def parameters(self) -> list[inspect.Parameter]:
+        kw = inspect.Parameter.KEYWORD_ONLY
+        names = self.registry.names()
+        return [
+            inspect.Parameter("inputs", inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=list[str], default=typer.Argument(
+                ..., metavar="INPUT...", help="Image files, folders of images, or quoted globs ('photos/*.jpg').")),
+            inspect.Parameter("output", kw, annotation=Optional[Path], default=typer.Option(
+                None, "-o", "--output", help="Output file (.png, .jpg, .webp) for one input, or a folder for several. Default: <input>_ccsr.png.")),
+            inspect.Parameter("model", kw, annotation=Optional[str], default=typer.Option(
+                None, "--model", help=f"The model to run: {', '.join(names)} (default {names[0]}). Its fields are the flags that belong to it.",
+                show_default=False)),
+            *parameters(self.param_flags),
+            *parameters(self.settings_flags, panel="Model settings"),
+            inspect.Parameter("device", kw, annotation=Optional[str], default=typer.Option(
+                None, "--device", help="auto, cpu, cuda, cuda:N or mps (CCSR_DEVICE; default auto).")),
+            inspect.Parameter("dtype", kw, annotation=Optional[str], default=typer.Option(
+                None, "--dtype", help="auto, fp32, fp16 or bf16 (CCSR_DTYPE; default auto: never half precision on a CPU).")),
+        ]
+
+
+def upscale(models: _Models, **kw: Any) -> None:
+    """Upscale image files with a model (default: CCSR v1) on this machine."""
     from pydantic import ValidationError
 
     try:
-        params = UpscaleParams(
-            scale=scale, steps=steps, t_max=t_max, t_min=t_min, tile_diffusion=tile_diffusion,
-            tile_diffusion_size=tile_diffusion_size, tile_diffusion_stride=tile_diffusion_stride,
-            tile_vae=tile_vae, tile_vae_decoder_size=tile_vae_decoder_size,
-            tile_vae_encoder_size=tile_vae_encoder_size, color_fix_type=color_fix_type, seed=seed,
-        )
+        app = models.app(kw["model"])
+        choose = "choose its model with --model"
+        params = app.Params(**given_fields(kw, models.param_flags, app.name, choose))
+        own = given_fields(kw, models.settings_flags, app.name, choose)
+    except FlagError as exc:
+        for line in exc.lines:
+            typer.echo(f"error: {line}", err=True)
+        raise typer.Exit(USAGE_ERROR)
     except ValidationError as exc:
-        for err in exc.errors():
-            typer.echo(f"error: {flag(str(err['loc'][0]))}: {err['msg']}", err=True)
+        for line in validation_lines(exc, lambda f: models.flag(app, f)):
+            typer.echo(f"error: {line}", err=True)
+        raise typer.Exit(USAGE_ERROR)
+    except UsageError as exc:
+        typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(USAGE_ERROR)
     try:
-        plan = _plan(inputs, output, params, weights, device, dtype)
-        _run(plan, params, config)
+        plan = _plan(models, app, kw["inputs"], kw["output"], params, own, kw["device"], kw["dtype"])
+        _run(app, plan, params)
     except UsageError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(USAGE_ERROR)
     except InvalidParameter as exc:
-        typer.echo(f"error: {flag(exc.field)}: {exc.message}", err=True)
+        typer.echo(f"error: {models.flag(app, exc.field)}: {exc.message}", err=True)
         raise typer.Exit(USAGE_ERROR)
     except CCSRError as exc:
         typer.echo(f"error: {exc}", err=True)
@@ -176,92 +203,106 @@ def upscale(
 class _Plan:
     """What a run will do, fully checked before the model loads."""
 
-    def __init__(self, inputs, outputs, weights_path, random_weights, device, dtype, settings):
-        self.inputs, self.outputs = inputs, outputs
-        self.weights_path, self.random_weights = weights_path, random_weights
-        self.device, self.dtype, self.settings = device, dtype, settings
+    def __init__(self, inputs, outputs, status, device, dtype, torch_dtype, settings):
+        self.inputs, self.outputs, self.status = inputs, outputs, status
+        self.device, self.dtype, self.torch_dtype, self.settings = device, dtype, torch_dtype, settings
 
 
-def _plan(inputs, output, params, weights, device, dtype) -> _Plan:
+def _plan(models: _Models, app: App, inputs, output, params, own: dict, device, dtype) -> _Plan:
     """Every check that needs no model: inputs, output path and format, the
-    request rules for each input's size, the device and dtype, the weights file."""
-    from ccsr.models.ccsr_v1 import weights as weights_mod
-    from ccsr.engine.device import SlowHalfPrecisionWarning
-    from ccsr.engine.device import pick_device, pick_dtype
-    from ccsr.models.ccsr_v1.engine import CCSRUpscaler
+    app's request rules for each input's size, the device and dtype, the weights."""
+    import warnings
+
+    from ccsr.engine.device import SlowHalfPrecisionWarning, pick_device, pick_dtype
     from ccsr.settings import Settings
 
     # Flags win; otherwise the CCSR_* environment (one settings object for every entry point).
-    settings = Settings()
+    settings = Settings(models={app.name: own})
     paths = expand_inputs(inputs)
     outputs = _output_paths(paths, output)
-    # The same rules the engine applies, with no model behind them (validate never touches it).
-    checker = CCSRUpscaler(None, max_output_pixels=settings.max_output_pixels)
+    app.check(params)  # the same rules the server applies, with no model behind them
     for src in paths:  # headers only
         im = _open_image(src, header_only=True)
         try:
-            checker.validate(params, im.width, im.height)
+            app.check_image(params, im.width, im.height, settings)
         except InvalidParameter as exc:
-            raise UsageError(f"{flag(exc.field)}: {exc.message} (input {src}, {im.width}x{im.height})") from None
+            raise UsageError(f"{models.flag(app, exc.field)}: {exc.message} (input {src}, {im.width}x{im.height})") from None
     try:
         dev = pick_device(device or settings.device)
         with warnings.catch_warnings(record=True) as seen:
             warnings.simplefilter("always", SlowHalfPrecisionWarning)
             dt = pick_dtype(dtype or settings.dtype, dev)
     except InvalidParameter as exc:
-        raise UsageError(f"{flag(exc.field)}: {exc.message}") from None
+        raise UsageError(f"{models.flag(app, exc.field)}: {exc.message}") from None
     for w in seen:  # said once, here, in the CLI's words
         typer.echo(f"warning: {w.message}", err=True)
     check_writable(outputs)
-    weights_path = weights_mod.resolve(weights or settings.weights)
-    return _Plan(paths, outputs, weights_path, weights_mod.is_random(weights_path), str(dev), dt, settings)
+    status = app.weights_status(settings.section(app))  # no weights: the error says what to run
+    return _Plan(paths, outputs, status, dev, dtype or settings.dtype, dt, settings)
 
 
-def _run(plan: _Plan, params: UpscaleParams, config: Optional[Path]) -> None:
+def _save(produced: Any, dst: Path) -> None:
+    """The app's encoded file as is when ``dst`` asks for its format, else re-encoded."""
+    import io
+
+    from PIL import Image
+
+    from ccsr.engine.images import FORMATS, save_image
+
+    if FORMATS.get(dst.suffix.lower()) == produced.content_type.split("/")[-1]:
+        dst.write_bytes(produced.data)
+        return
+    with Image.open(io.BytesIO(produced.data)) as im:
+        save_image(im.convert("RGB") if dst.suffix.lower() in (".jpg", ".jpeg") else im, dst)
+
+
+def _run(app: App, plan: _Plan, params: Any) -> None:
+    import sys
+    import threading
+    import warnings
+
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from ccsr.engine.device import SlowHalfPrecisionWarning
-    from ccsr.engine.images import save_image
-    from ccsr.models.ccsr_v1.engine import CCSRUpscaler
-    from ccsr.settings import channels_last_flag
+    from ccsr.engine.device import DTYPES, SlowHalfPrecisionWarning
 
-    settings = plan.settings
-    config = config or settings.config
-    if plan.random_weights:
-        typer.echo(
-            f"warning: {plan.weights_path} holds RANDOM weights (written by `ccsr weights random`): "
-            "the output shows the pipeline working, not a real upscale. `ccsr weights download` gets the official ones.",
-            err=True,
-        )
-    which = "RANDOM weights" if plan.random_weights else "weights"
+    status = plan.status
+    random = bool(status and status.random)
+    if random:
+        typer.echo(f"warning: {status.weights} holds RANDOM weights: the output shows the pipeline working, "
+                   f"not a real upscale. {status.advice}", err=True)
+    which = "RANDOM weights" if random else "weights"
+    worker = {**app.worker_settings(plan.settings), "device": str(plan.device), "dtype": plan.dtype}
+    dtype_name = next(k for k, v in DTYPES.items() if v == plan.torch_dtype)
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), transient=False) as bar:
         load = bar.add_task("loading model", total=None)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", SlowHalfPrecisionWarning)  # already said by _plan
-            upscaler = CCSRUpscaler.from_checkpoint(
-                plan.weights_path, config=config, device=plan.device, dtype=plan.dtype,
-                tile_batch_size=settings.tile_batch_size, max_output_pixels=settings.max_output_pixels,
-                auto_memory=settings.auto_memory, memory_budget=settings.memory_budget, compile=settings.compile,
-                channels_last=channels_last_flag(settings.channels_last), tune_malloc=settings.tune_malloc,
-            )
-        bar.update(load, description=f"model on {upscaler.device} ({upscaler.dtype_name})", total=1, completed=1)
+            engine = app.load_engine(worker, str(plan.device))
+        bar.update(load, description=f"model on {getattr(engine, 'device', plan.device)} ({dtype_name})", total=1, completed=1)
+
+        def log(message: str, level: str = "INFO") -> None:
+            if level != "INFO":
+                bar.console.print(f"{level.lower()}: {message}", soft_wrap=True)
+
         for src, dst in zip(plan.inputs, plan.outputs):
             task = bar.add_task(src.name, total=None)
 
             def progress(step: int, total: int, task=task) -> None:
                 bar.update(task, completed=step, total=total)
 
-            image = _open_image(src)
-            result = upscaler(image, params, progress=progress)
-            save_image(result.image, dst)
+            produced = app.run(engine, _open_image(src), params, progress=progress, cancel=threading.Event(), log=log)
+            _save(produced, dst)
             bar.update(task, description=src.name)
-            bar.console.print(
-                f"{src} -> {dst} ({result.image.width}x{result.image.height}, seed={result.seed}, {which})", soft_wrap=True
-            )
-    if plan.random_weights:
-        typer.echo(f"done with RANDOM weights ({plan.weights_path}): {len(plan.outputs)} file(s), not a real upscale", err=True)
+            f = produced.fields
+            facts = [f"{f['width']}x{f['height']}" if "width" in f else "?",
+                     *(f"{k}={v}" for k, v in f.items() if k not in ("width", "height")), which]
+            bar.console.print(f"{src} -> {dst} ({', '.join(facts)})", soft_wrap=True)
+    if random:
+        typer.echo(f"done with RANDOM weights ({status.weights}): {len(plan.outputs)} file(s), not a real upscale", err=True)
     sys.stdout.flush()
 
 
-def register(app: typer.Typer) -> None:
-    app.command("upscale")(upscale)
+def register(cli: typer.Typer, registry: Registry) -> None:
+    models = _Models(registry)
+    cli.command("upscale")(with_signature(command(functools.partial(upscale, models), "upscale", upscale.__doc__),
+                                          models.parameters()))

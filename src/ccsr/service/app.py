@@ -34,7 +34,7 @@ from ccsr.service.routes_queue import QueueAPI, queue_router
 from ccsr.service.runtime import ServiceEdges
 from ccsr.service.schemas import AppInfo, AppList
 from ccsr.service.storage_routes import storage_router
-from ccsr.service.weights_status import announce, weights_status
+from ccsr.service import weights_status
 from ccsr.settings import Settings
 from ccsr.storage import Storage
 
@@ -50,8 +50,7 @@ def worker_devices(settings: Settings) -> list[str]:
 def worker_pool(app: App, settings: Settings, factory: Optional[str] = None) -> Executor:
     """The default executor of an app: its model worker processes, one per
     device, or with executor=ray its Ray actors (one RayExecutor per app)."""
-    wsettings = {k: (str(v) if isinstance(v, Path) else v) for k, v in settings.model_dump().items()
-                 if k in app.worker_settings}
+    wsettings = app.worker_settings(settings)  # the shared engine options and the model's own section
     if settings.executor == "ray":  # ray is imported only here
         from ccsr.executors.ray import RayExecutor
 
@@ -114,7 +113,7 @@ def create_app(
         import asyncio
 
         await asyncio.to_thread(store.create_all)
-        announce(app.state.weights_status)
+        weights_status.announce(app.state.weights_status)
         sender = await webhooks.start_for_app(app)
         scheduler.outbox = lambda session, view: webhooks.add_to_outbox(session, WebhookView(view))
         scheduler.on_outbox = sender.notify
@@ -144,7 +143,8 @@ def create_app(
     app.state.executors = executors
     app.state.executor = executors[apps[0].app_id]  # the first app's (tests reach its workers)
     app.state.metrics = metrics
-    app.state.weights_status = weights_status(settings)  # random or official: said in the log, /readyz, the playground
+    # Each served app's own: random or official, said in the log, /readyz, /api/apps and the playground.
+    app.state.weights_status = weights_status.statuses(apps, settings)
 
     for app_ in apps:
         app.include_router(queue_router(QueueAPI(app_, scheduler, storage, settings)))
@@ -153,7 +153,8 @@ def create_app(
     async def app_list() -> AppList:
         return AppList(apps=[
             AppInfo(id=a.app_id, title=a.title, input_schema=a.Input.__name__, output_schema=a.Output.__name__,
-                    queue_url=f"/queue/{a.app_id}", run_url=f"/{a.app_id}")
+                    queue_url=f"/queue/{a.app_id}", run_url=f"/{a.app_id}",
+                    random_weights=getattr(app.state.weights_status.get(a.app_id), "random", None))
             for a in apps
         ])
 
@@ -172,7 +173,7 @@ def create_app(
         ready = all(ex.ready for ex in executors.values()) and scheduler.started
         body = {"status": "ready" if ready else "loading", "workers": workers,
                 "queue_depth": scheduler.queue_depth(), "running": scheduler.running_count(),
-                "random_weights": app.state.weights_status["random_weights"]}
+                "random_weights": weights_status.random_weights(app.state.weights_status)}
         return JSONResponse(body, status_code=200 if ready else 503)
 
     @app.get("/metrics", tags=["health"], summary="Prometheus metrics")

@@ -2,20 +2,22 @@
 
 from __future__ import annotations
 
+import functools
+import inspect
 import json
 import logging
 import os
 from pathlib import Path
-from typing import Optional
+from typing import Any, Optional
 
 import typer
+
+from ccsr.apps.registry import Registry
 
 
 def serve(
     host: Optional[str] = typer.Option(None, "--host", help="Address to bind (default 127.0.0.1; CCSR_HOST)."),
     port: Optional[int] = typer.Option(None, "--port", help="Port (default 8000; CCSR_PORT)."),
-    weights: Optional[Path] = typer.Option(None, "--weights", help="Checkpoint file (.ckpt/.safetensors); default: the cached official weights (CCSR_WEIGHTS)."),
-    config: Optional[Path] = typer.Option(None, "--config", help="Official-format model YAML (default: inferred from the checkpoint)."),
     data_dir: Optional[Path] = typer.Option(None, "--data-dir", help="Job database, files and webhook keys (CCSR_DATA_DIR)."),
     database_url: Optional[str] = typer.Option(None, "--database-url", help="sqlite:///... (default <data-dir>/ccsr.db) or postgresql://... (CCSR_DATABASE_URL)."),
     public_url: Optional[str] = typer.Option(None, "--public-url", help="Base URL clients reach the server at, for result and upload URLs (default: the request's Host)."),
@@ -31,8 +33,12 @@ def serve(
     ray_actor_options: Optional[str] = typer.Option(None, "--ray-actor-options", help='Ray actor options as JSON, e.g. \'{"num_gpus":0,"num_cpus":1}\' (CCSR_RAY_ACTOR_OPTIONS).'),
     log_level: str = typer.Option("info", "--log-level", help="debug, info, warning or error."),
     engine_factory: Optional[str] = typer.Option(None, "--engine-factory", hidden=True, help="module:function building the engine in each worker (tests, benchmarks)."),
+    **model_settings: Any,
 ) -> None:
-    """Serve the fal-ai/ccsr API (queue, sync run, storage, webhooks) over HTTP."""
+    """Serve the fal-ai/ccsr API (queue, sync run, storage, webhooks) over HTTP.
+
+    ``model_settings``: the models' settings flags (``--weights`` ...), by flat
+    name, generated from the registry by :func:`register`."""
     from pydantic import ValidationError
     from pydantic_settings import SettingsError
 
@@ -44,10 +50,10 @@ def serve(
     overrides = {
         k: v
         for k, v in dict(
-            host=host, port=port, weights=weights, config=config, data_dir=data_dir, database_url=database_url,
+            host=host, port=port, data_dir=data_dir, database_url=database_url,
             public_url=public_url, device=device, workers=workers, api_keys_file=api_keys_file,
             dtype=dtype, allow_private_urls=allow_private_urls,
-            executor=executor, ray_address=ray_address, ray_workers=ray_workers,
+            executor=executor, ray_address=ray_address, ray_workers=ray_workers, **model_settings,
         ).items()
         if v is not None
     }
@@ -97,5 +103,11 @@ def _redact(url: str) -> str:
     return url
 
 
-def register(app: typer.Typer) -> None:
-    app.command("serve")(serve)
+def register(cli: typer.Typer, registry: Registry) -> None:
+    """``ccsr serve`` with the shared flags above and each model's settings flags (``--weights``)."""
+    from ccsr.commands.flags import parameters, setting_flags, with_signature
+
+    own = [p for p in inspect.signature(serve, eval_str=True).parameters.values() if p.kind is not inspect.Parameter.VAR_KEYWORD]
+    flags = parameters(setting_flags({a.name: a.Settings for a in registry}), panel="Model settings")
+    command = functools.wraps(serve)(lambda **kw: serve(**kw))
+    cli.command("serve")(with_signature(command, [p.replace(kind=inspect.Parameter.KEYWORD_ONLY) for p in own] + flags))

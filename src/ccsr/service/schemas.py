@@ -69,6 +69,7 @@ class AppInfo(BaseModel):
     output_schema: str = Field(..., description="Name of the output model in /openapi.json's components.schemas.")
     queue_url: str = Field(..., description="Path of the submit route.")
     run_url: str = Field(..., description="Path of the sync run route.")
+    random_weights: Optional[bool] = Field(None, description="True when this app runs random weights (results show the pipeline working, not a real upscale); None when it cannot tell.")
 
 
 class AppList(BaseModel):

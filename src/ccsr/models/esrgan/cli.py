@@ -1,5 +1,6 @@
-"""`ccsr esrgan ...`: Real-ESRGAN models (list, upscale) and the download
-behind `ccsr weights download --model NAME`."""
+"""`ccsr esrgan ...`: Real-ESRGAN models (list, upscale), registered by
+:meth:`ccsr.models.esrgan.app.ESRGANApp.register_cli` (the download behind
+`ccsr weights download --model NAME` is ``ESRGANApp.download_weights``)."""
 
 from __future__ import annotations
 
@@ -9,21 +10,12 @@ from typing import Optional
 import typer
 
 from ccsr.errors import CCSRError
+from ccsr.models.esrgan.params import ESRGANParams
+
+#: The request defaults, from the one definition (the HTTP app's).
+_DEFAULTS = ESRGANParams().model_dump()
 
 esrgan_app = typer.Typer(no_args_is_help=True, help="Real-ESRGAN: a fast GAN upscaler with real weights (the fal-ai/esrgan app's engine).")
-
-
-def download_esrgan(model: str, dest_dir: Optional[Path] = None, force: bool = False, url: Optional[str] = None) -> Path:
-    """Download with a progress bar; print the path, or the error and exit 1."""
-    from ccsr.models.esrgan import weights as esrgan_weights
-
-    try:
-        path = esrgan_weights.download(model, dest_dir, force=force, url=url, progress=True)
-    except CCSRError as exc:
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(1)
-    typer.echo(str(path))
-    return path
 
 
 @esrgan_app.command("models")
@@ -80,9 +72,9 @@ def upscale_file(
 def upscale_cmd(
     image: Path = typer.Argument(..., exists=True, dir_okay=False, help="Input image."),
     output: Path = typer.Option(..., "-o", "--output", help="Output file (.png, .jpg or .webp)."),
-    model: str = typer.Option("RealESRGAN_x4plus", "--model", "-m", help="Model name (see `ccsr esrgan models`)."),
+    model: str = typer.Option(_DEFAULTS["model"], "--model", "-m", help="Model name (see `ccsr esrgan models`)."),
     scale: Optional[float] = typer.Option(None, "--scale", help="Output scale (default: the model's native factor, 4 or 2)."),
-    tile: int = typer.Option(0, "--tile", help="Tile side in pixels; 0 = one pass where it fits."),
+    tile: int = typer.Option(_DEFAULTS["tile"], "--tile", help="Tile side in pixels; 0 = one pass where it fits."),
     device: str = typer.Option("auto", "--device", help="auto, cpu, cuda, cuda:N or mps."),
     dtype: str = typer.Option("auto", "--dtype", help="auto (fp16 on GPU, fp32 on CPU), fp32, fp16 or bf16."),
     weights: Optional[Path] = typer.Option(None, "--weights", help="An official .pth to load instead of the found one."),

@@ -26,7 +26,7 @@ from PIL import Image
 from ccsr.errors import Cancelled, InvalidParameter, OutOfMemory
 from ccsr.models.esrgan.catalog import DEFAULT_MODEL, ModelSpec, get_spec
 from ccsr.models.esrgan.checkpoint import network_from_state_dict
-from ccsr.models.ccsr_v1.params import target_size
+from ccsr.engine.sizes import target_size
 from ccsr.models.esrgan.params import MAX_SCALE, MIN_TILE
 from ccsr.engine.device import is_out_of_memory, pick_device
 

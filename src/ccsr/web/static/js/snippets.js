@@ -94,8 +94,9 @@ export function javascript(base, body, app) {
   ].join("\n");
 }
 
-export function cli(base, body, localName, withKey) {
+export function cli(base, body, localName, withKey, app) {
   const parts = ["ccsr run", shellQuote(localName || body.image_url || "IMAGE")];
+  if (app) parts.push(`--app ${app}`);
   for (const [k, v] of Object.entries(body)) {
     if (k === "image_url") continue;
     const flag = `--${k.replace(/_/g, "-")}`;
@@ -109,12 +110,12 @@ export function cli(base, body, localName, withKey) {
 }
 
 /** ``app``: the app id (from the server's /api/apps); ``cli`` is our client's
- * command, which speaks ``cliApp`` (the server's first app) only. */
+ * command, whose default app is ``cliApp`` (the server's first) and which
+ * takes any other app it knows with ``--app``. */
 export function snippet(lang, { base, app, cliApp, body, localName, withKey }) {
   const shown = displayBody(body);
   if (lang === "python") return python(base, shown, app);
   if (lang === "javascript") return javascript(base, shown, app);
-  if (lang === "cli" && app === cliApp) return cli(base, shown, localName, withKey);
-  if (lang === "cli") return `# the ccsr command runs ${cliApp}; for ${app} use the curl, Python or JavaScript snippet`;
+  if (lang === "cli") return cli(base, shown, localName, withKey, app === cliApp ? null : app);
   return curl(base, shown, withKey, app);
 }
