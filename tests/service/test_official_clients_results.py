@@ -26,7 +26,7 @@ from ccsr.service.app import create_app
 from ccsr.settings import Settings
 from ccsr.testing import FakeEngine
 
-from svc_helpers import serve_app
+from svc_helpers import point_fal_client, serve_app
 
 KEY = "results-key"
 IMAGES = Path(__file__).resolve().parents[1] / "fixtures" / "images"
@@ -47,12 +47,8 @@ def live(tmp_path_factory):
 @pytest.fixture
 def fal(live, monkeypatch):
     import fal_client
-    import fal_client.client as C
 
-    monkeypatch.setattr(C, "RUN_URL_FORMAT", live + "/")
-    monkeypatch.setattr(C, "QUEUE_URL_FORMAT", live + "/queue/")
-    monkeypatch.setattr(C, "REST_URL", live + "/rest")
-    monkeypatch.setattr(C, "CDN_URL", live + "/cdn")
+    point_fal_client(monkeypatch, live)
     return fal_client.SyncClient(key=KEY)
 
 

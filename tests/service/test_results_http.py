@@ -207,8 +207,11 @@ def test_sync_mode_over_its_limit_is_refused_and_leaves_nothing(live):
     err = r.json()["detail"][0]
     assert err["loc"] == ["body", "sync_mode"] and "max_sync_mode_bytes" in err["msg"] and str(SYNC_LIMIT) in err["msg"]
     assert working_blobs(app.state.blobs) == []
-    # The same request without sync_mode gets its file: the other limits are unchanged.
+    # The same request without sync_mode gets its file; the other limits hold with sync_mode as without.
     assert _run(client, "fal-ai/ccsr", image_url=_uri(_png(noise)))["image"]["url"].startswith("http")
+    big = _uri(_png(Image.new("RGB", (2048, 2048))))
+    r = client.post("/fal-ai/ccsr", json={"image_url": big, "scale": 4, "sync_mode": True})
+    assert r.status_code == 422 and r.json()["detail"][0]["loc"] == ["body", "scale"]  # max_output_pixels
 
 
 def test_an_inline_result_never_asked_for_expires_with_its_request(tmp_path):

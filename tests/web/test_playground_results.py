@@ -11,7 +11,6 @@ import json
 import sys
 from pathlib import Path
 
-import pytest
 from PIL import Image
 
 TESTS = Path(__file__).resolve().parents[1]
@@ -26,14 +25,12 @@ from svc_helpers import serve_app  # noqa: E402
 READY = "body[data-ready=true]"
 
 
-@pytest.fixture
-def base(tmp_path):
-    app = create_app(Settings(data_dir=tmp_path), executor=ThreadExecutor(FakeEngine(0.0)))
-    with serve_app(app) as url:
-        yield url
+def test_a_transparent_logo_as_inline_webp(page, tmp_path):
+    with serve_app(create_app(Settings(data_dir=tmp_path / "data"), executor=ThreadExecutor(FakeEngine(0.0)))) as base:
+        _inline_webp(page, base, tmp_path)
 
 
-def test_a_transparent_logo_as_inline_webp(page, base, tmp_path):
+def _inline_webp(page, base: str, tmp_path: Path) -> None:
     page.goto(base + "/")
     page.wait_for_selector(READY)
     options = page.locator("[name=output_format] option").evaluate_all("els => els.map(e => e.value)")
