@@ -29,7 +29,7 @@ import traceback
 from typing import Any, Callable, Optional
 
 from ccsr.apps.base import App, load_app, resolve
-from ccsr.apps.finish import Source, finish, run_one, source_of
+from ccsr.apps.finish import Source, finish, source_of
 from ccsr.apps.output import OutputSpec
 from ccsr.executors.base import Done, Emit, Failed, Log, Progress, Task
 from ccsr.storage import BlobStore, open_blob_store
@@ -103,15 +103,14 @@ def run_task(app: App, engine: Any, blobs: BlobStore, task: Task, cancel: thread
 
     log, progress = _reporters(task, emit)
     try:
-        image = source.colour if source is not None else _read_input(blobs, task)
+        spec = _spec(task)
+        if source is None:
+            source = source_of(_read_input(blobs, task), spec, log)
         if cancel.is_set():
             raise Cancelled("cancelled before start")
         t0 = time.perf_counter()
-        if source is None:
-            out = run_one(app, engine, image, task.params, _spec(task), progress=progress, cancel=cancel, log=log)
-        else:
-            made = app.run(engine, image, task.params, progress=progress, cancel=cancel, log=log)
-            out = finish(app, engine, source, made, task.params, _spec(task), cancel=cancel, log=log)
+        made = app.run(engine, source.colour, task.params, progress=progress, cancel=cancel, log=log)
+        out = finish(app, engine, source, made, task.params, spec, cancel=cancel, log=log)
         emit(_store_result(blobs, task, out, time.perf_counter() - t0))
     except Exception as exc:  # noqa: BLE001 - a failure of one request must not end the worker
         emit(_ending(app, task, exc))
