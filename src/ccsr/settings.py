@@ -150,6 +150,8 @@ class Settings(BaseSettings):
     max_redirects: int = Field(5, description="Redirects followed when fetching image_url.")
     max_data_uri_bytes: int = Field(20 * 1024 * 1024, description="Largest data: URI in a request body (encoded length).")
     max_request_body_bytes: int = Field(22 * 1024 * 1024, ge=1024, description="Largest request body on any route but the raw upload routes (those have max_upload_bytes); above: 413. A little above max_data_uri_bytes, so a data URI at its limit still fits.")
+    max_sync_mode_bytes: int = Field(64 * 1024 * 1024, ge=1024, description="Largest result returned inline (sync_mode=true), as the length of its data URI (4/3 of the file, plus its header); a larger result fails the request with 422 on sync_mode (ask for a file URL, or for jpeg).")
+    provenance: bool = Field(True, description="Write what made each PNG result (app, model, package version, parameters with the seed used) into its tEXt chunk 'ccsr', so any picture can be reproduced; false keeps results free of it (privacy).")
     max_input_pixels: int = Field(40_000_000, description="Largest decoded input image (width*height); larger is refused before decoding.")
     decode_memory_bytes: int = Field(2 * 1024 ** 3, ge=64 * 1024 ** 2, description="Address space of the child process that decodes an input image (RLIMIT_AS); an image needing more fails with 422.")
     decode_timeout: float = Field(60.0, gt=0, description="Seconds (wall and CPU) allowed to decode one input image.")

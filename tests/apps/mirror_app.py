@@ -14,7 +14,7 @@ from typing import Any, Literal, Optional
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from ccsr.apps.base import App, FileInfo, Image, LogFn, Produced, ProgressFn, encode_png, image_input_model
+from ccsr.apps.base import App, FileInfo, Image, LogFn, Produced, ProgressFn, image_input_model
 from ccsr.errors import Cancelled, InvalidParameter
 
 #: The largest input side the mirror app takes (its image-time check).
@@ -30,11 +30,12 @@ class MirrorParams(BaseModel):
     pad_color: Optional[str] = Field(None, description="Colour of the border, e.g. '#ff0000' (needs pad > 0).")
     steps: int = Field(3, ge=1, le=1000, description="Fake progress steps.")
     step_seconds: float = Field(0.01, ge=0, le=2, description="Seconds per fake step.")
-    output_format: Literal["png", "jpeg"] = Field("png", description="The format of the result file.")
 
 
-# 2. The HTTP input (image_url + the parameters) and the output.
-MirrorInput = image_input_model("MirrorInput", MirrorParams, "Input of ccsr-tests/mirror.", "https://example.com/a.png")
+# 2. The HTTP input (image_url, the parameters, and the output fields every app has:
+#    output_format, here restricted to png and jpeg, and sync_mode) and the output.
+MirrorInput = image_input_model("MirrorInput", MirrorParams, "Input of ccsr-tests/mirror.", "https://example.com/a.png",
+                                output_formats=("png", "jpeg"))
 
 
 class MirrorOutput(BaseModel):
@@ -90,10 +91,4 @@ class MirrorApp(App):
         log(f"mirroring {image.width}x{image.height} about the {params.axis} axis")
         out = engine.mirror(image, params, progress, cancel)
         fields = {"width": out.width, "height": out.height, "axis": params.axis}
-        if params.output_format == "jpeg":
-            import io
-
-            buf = io.BytesIO()
-            out.save(buf, format="JPEG", quality=90)
-            return Produced(buf.getvalue(), "image/jpeg", "jpg", fields)
-        return Produced(encode_png(out), "image/png", "png", fields)
+        return Produced.of_image(out, fields)

@@ -75,7 +75,7 @@ FILES = {
     "app.py": '''
         from pydantic import BaseModel
 
-        from ccsr.apps.base import App, Image, Produced, WeightsStatus, encode_png, image_input_model
+        from ccsr.apps.base import App, Image, Produced, WeightsStatus, image_input_model
         from echo_model.params import EchoParams
         from echo_model.settings import EchoSettings
 
@@ -111,7 +111,7 @@ FILES = {
             def run(self, engine, image, params, *, progress, cancel, log):
                 out = engine(image, params, progress)
                 fields = {"width": out.width, "height": out.height, "greeting": engine.greeting, "pid": engine.pid}
-                return Produced(encode_png(out), "image/png", "png", fields)
+                return Produced.of_image(out, fields)  # the output stage writes the file the request asks for
 
             def render(self, fields, file):
                 return {"image": {**file.model_dump(), "width": fields["width"], "height": fields["height"]},

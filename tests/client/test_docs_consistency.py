@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from ccsr.models.ccsr_v1.params import UpscaleParams
+from ccsr.models.ccsr_v1.app import CCSRApp
 from ccsr.settings import documented
 
 DOCS = Path(__file__).resolve().parents[2] / "docs"
@@ -37,9 +37,13 @@ def _row(name: str) -> str:
     return m.group(1)
 
 
-@pytest.mark.parametrize("name", list(UpscaleParams.model_fields))
+#: Every request field of fal-ai/ccsr: its engine parameters and the output fields every app has.
+REQUEST_FIELDS = {n: f for n, f in CCSRApp.Input.model_fields.items() if n != "image_url"}
+
+
+@pytest.mark.parametrize("name", list(REQUEST_FIELDS))
 def test_request_field_row_matches_the_model(name):
-    field = UpscaleParams.model_fields[name]
+    field = REQUEST_FIELDS[name]
     row = _row(name)
     choices = getattr(field.annotation, "__args__", ())
     if isinstance(field.default, str):
@@ -61,6 +65,8 @@ LIMIT_SETTINGS = [
     "max_request_body_bytes", "max_expiration_seconds", "idempotency_ttl", "decode_memory_bytes", "decode_timeout",
     "header_timeout", "keep_alive_timeout", "max_connections", "max_header_bytes", "log_repeat_limit",
     "log_repeat_window", "public_ops_routes",
+    # issue 23 (results)
+    "max_sync_mode_bytes",
 ]
 
 

@@ -74,3 +74,34 @@ def test_weights_download_model_names_come_from_the_models():
     res = runner.invoke(app, ["weights", "download", "--model", "no-such-weights"])
     assert res.exit_code == 2, res.output
     assert "no model has weights named 'no-such-weights'" in res.output and "ccsr-v1, esrgan" in res.output
+
+
+ANIME = ["--model", "esrgan", "--esrgan-model", "realesr-animevideov3", "--tile", "32", "--device", "cpu"]
+
+
+def test_upscale_keeps_transparency_profile_and_orientation(fixtures_dir, tmp_path, no_ccsr):
+    """The server's output stage on local files (issue 23): the format by extension
+    or flag, the alpha through the network, the ICC profile, the photo upright."""
+    logo = fixtures_dir / "images" / "logo-rgba.png"
+    res = runner.invoke(app, ["upscale", str(logo), "-o", str(tmp_path / "logo.webp"), "--scale", "2", *ANIME])
+    assert res.exit_code == 0, res.output
+    im = Image.open(tmp_path / "logo.webp")
+    assert im.format == "WEBP" and im.mode == "RGBA" and im.size == (96, 80) and im.getpixel((1, 1))[3] == 0
+    photo = tmp_path / "rocket.jpg"
+    photo.write_bytes((fixtures_dir / "images" / "rocket-p3-rot6.jpg").read_bytes())
+    res = runner.invoke(app, ["upscale", str(photo), "--output-format", "jpeg", "--scale", "2", *ANIME])
+    assert res.exit_code == 0, res.output
+    im = Image.open(tmp_path / "rocket_ccsr.jpg")  # the default name takes the format's extension
+    assert im.format == "JPEG" and im.size == (96, 128) and 0x0112 not in im.getexif()
+    assert im.info["icc_profile"] == Image.open(photo).info["icc_profile"]
+
+
+def test_upscale_format_flag_and_extension_must_agree(photo, tmp_path, no_ccsr):
+    res = runner.invoke(app, ["upscale", str(photo), "-o", str(tmp_path / "x.webp"), "--output-format", "png", *ANIME])
+    assert res.exit_code == 2 and "--output-format png does not match" in res.output
+    res = runner.invoke(app, ["upscale", str(photo), "-o", str(tmp_path / "x.bmp"), *ANIME])
+    assert res.exit_code == 2 and "--output: cannot write .bmp files" in res.output
+    res = runner.invoke(app, ["upscale", str(photo), str(photo), "-o", str(tmp_path / "out"), "--output-format",
+                              "webp", "--scale", "1", *ANIME])
+    assert res.exit_code == 0, res.output
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["in-2.webp", "in.webp"]

@@ -66,7 +66,8 @@ def test_the_task_carries_no_store():
     import dataclasses
 
     names = {f.name for f in dataclasses.fields(Task)}
-    assert names == {"request_id", "app_id", "params", "input_key", "output_key", "attempt"}, names
+    # output: how the result file is written (format, provenance), plain values only.
+    assert names == {"request_id", "app_id", "params", "input_key", "output_key", "attempt", "output"}, names
 
 
 def test_oom_retries_with_tiled_vae(tmp_path):

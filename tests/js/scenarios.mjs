@@ -196,6 +196,27 @@ const scenarios = {
     throw new Error("expected 401");
   },
 
+  // Issue 23: output_format, transparency, sync_mode (inline once, then a clear error).
+  async results() {
+    const fal = client();
+    const bytes = async (url) =>
+      url.startsWith("data:") ? url.split(",")[1] : Buffer.from(await (await fetch(url)).arrayBuffer()).toString("base64");
+    const webp = await fal.subscribe(APP, { input: input({ output_format: "webp" }), pollInterval: 100 });
+    const run = await fal.run(APP, { input: input({ sync_mode: true }) });
+    const sub = await fal.subscribe(APP, { input: input({ sync_mode: true, output_format: "jpeg" }), pollInterval: 100 });
+    let again = null;
+    try {
+      await fal.queue.result(APP, { requestId: sub.requestId });
+    } catch (e) {
+      again = { name: e.constructor.name, status: e.status, body: e.body };
+    }
+    return {
+      webp: webp.data, webpBytes: await bytes(webp.data.image.url),
+      run: run.data, runBytes: await bytes(run.data.image.url),
+      sub: sub.data, subBytes: await bytes(sub.data.image.url), again,
+    };
+  },
+
   async proxy() {
     const fal = createFalClient({ credentials: KEY, proxyUrl: { url: `${BASE}/api/fal/proxy`, when: "always" } });
     const uploadedUrl = await fal.storage.upload(new Blob([PNG], { type: "image/png" }));

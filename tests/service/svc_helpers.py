@@ -132,3 +132,13 @@ def working_blobs(blobs) -> list[str]:
     unpublished = [k for k in names if keys.file_key_of(k) and not keys.is_file_meta(k)
                    and keys.file_meta(keys.file_key_of(k)) not in names]
     return sorted([k for k in names if k.startswith(keys.RUN_INPUTS)] + unpublished)
+
+
+def point_fal_client(monkeypatch, base: str) -> None:
+    """Point the official Python fal-client's module URLs at ``base`` (docs/clients.md)."""
+    import fal_client.client as C
+
+    monkeypatch.setattr(C, "RUN_URL_FORMAT", base + "/")
+    monkeypatch.setattr(C, "QUEUE_URL_FORMAT", base + "/queue/")
+    monkeypatch.setattr(C, "REST_URL", base + "/rest")
+    monkeypatch.setattr(C, "CDN_URL", base + "/cdn")

@@ -62,13 +62,14 @@ def test_size_from_scale_and_seed_from_seed():
     assert plain.image.size == (8, 6) and isinstance(plain.seed, int)
 
 
-def _run(app, params, tmp_path):
+def _run(app, params, tmp_path, output=None):
     store = LocalBlobStore(tmp_path / "blobs")
     buf = io.BytesIO()
     _image(8, 6).save(buf, format="PNG")
     store.put("in", buf.getvalue())
     events: list = []
-    run_task(app, FakeEngine(0.0), store, Task("r", app.app_id, params, "in", "out"), threading.Event(), events.append)
+    task = Task("r", app.app_id, params, "in", "out", output=output or {})
+    run_task(app, FakeEngine(0.0), store, task, threading.Event(), events.append)
     assert isinstance(events[-1], Done), events[-1]
     return events, Image.open(io.BytesIO(store.read("out")))
 
@@ -81,7 +82,7 @@ def test_it_stands_in_for_the_ccsr_engine(tmp_path):
 
 def test_it_stands_in_for_the_esrgan_engine(tmp_path):
     app = ESRGANApp()
-    events, out = _run(app, app.Params(scale=3, model="RealESRGAN_x2plus", output_format="jpeg"), tmp_path)
+    events, out = _run(app, app.Params(scale=3, model="RealESRGAN_x2plus"), tmp_path, {"format": "jpeg"})
     assert out.format == "JPEG" and out.size == (24, 18)
     assert events[-1].fields["model"] == "RealESRGAN_x2plus" and events[-1].fields["width"] == 24
     assert any(isinstance(e, Log) and e.message.startswith("tile ") for e in events)  # the app's own progress logs

@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any, Callable, ClassVar, Hashable, Optional
 
 from pydantic import BaseModel, ConfigDict, Field, create_model, field_validator
 
+from ccsr.apps.output import OUTPUT_FIELDS, OUTPUT_FORMATS, formats_of, output_fields
 from ccsr.settings import ModelSettings
 
 if TYPE_CHECKING:  # typer is imported by the CLI only
@@ -46,14 +47,27 @@ IMAGE_URL_DOC = (
 
 @dataclasses.dataclass
 class Produced:
-    """What a worker made of one task: the encoded output file and the fields
-    the output JSON needs besides the file (seed, width, height...)."""
+    """What a run made of one task: the picture and the fields the output JSON
+    needs besides the file (seed, width, height...).
 
-    data: bytes
-    content_type: str
-    extension: str
-    fields: dict
+    An app returns the model's output as ``image`` (PIL, RGB; see
+    :meth:`Produced.of_image`); the worker's output stage
+    (:func:`ccsr.apps.finish.finish`) attaches the alpha, restores grey, and
+    encodes it as the request asks, filling ``data``, ``content_type`` and
+    ``extension``. An app that returns encoded bytes instead still gets all
+    of that (the bytes are decoded first)."""
+
+    data: bytes = b""
+    content_type: str = ""
+    extension: str = ""
+    fields: dict = dataclasses.field(default_factory=dict)
     timings: dict = dataclasses.field(default_factory=dict)
+    image: Any = None
+
+    @classmethod
+    def of_image(cls, image: Any, fields: dict, timings: Optional[dict] = None) -> "Produced":
+        """An app's result: the model's output picture (not encoded yet)."""
+        return cls(fields=fields, timings=dict(timings or {}), image=image)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -90,16 +104,24 @@ def _check_image_url(cls, v: str) -> str:  # noqa: ANN001
     return s
 
 
-def image_input_model(name: str, params: type[BaseModel], doc: str, example_url: str) -> type[BaseModel]:
-    """The HTTP input of an image app: ``image_url`` plus every field of
-    ``params``, field by field, so names, defaults and enums cannot drift from
-    the engine's own model. Unknown fields are ignored, as the hosted API does."""
+def image_input_model(name: str, params: type[BaseModel], doc: str, example_url: str,
+                      output_formats: tuple[str, ...] = OUTPUT_FORMATS) -> type[BaseModel]:
+    """The HTTP input of an image app: ``image_url``, every field of
+    ``params`` (field by field, so names, defaults and enums cannot drift from
+    the engine's own model) and the output fields every app has
+    (:mod:`ccsr.apps.output`: ``output_format``, its enum ``output_formats``,
+    and ``sync_mode``). Unknown fields are ignored, as the hosted API does."""
+    clash = sorted(set(params.model_fields) & set(OUTPUT_FIELDS))
+    if clash:
+        raise ValueError(f"{params.__name__} declares {', '.join(clash)}: every app has them "
+                         "(ccsr.apps.output); pass output_formats to image_input_model instead")
     model = create_model(  # type: ignore[call-overload]
         name,
         __config__=ConfigDict(extra="ignore", json_schema_extra={"examples": [{"image_url": example_url}]}),
         __validators__={"image_url_scheme": field_validator("image_url")(_check_image_url)},
         image_url=(str, Field(..., min_length=1, description=IMAGE_URL_DOC)),
         **{n: (f.annotation, f) for n, f in params.model_fields.items()},
+        **output_fields(output_formats),
     )
     model.__doc__ = doc
     return model
@@ -138,8 +160,32 @@ class App:
 
     # --- the HTTP process (no torch) -----------------------------------------------
     def params_of(self, inp: BaseModel) -> BaseModel:
-        """The typed engine parameters of a validated input (``image_url`` stripped, once)."""
-        return self.Params.model_validate(inp.model_dump(exclude={"image_url"}))
+        """The typed engine parameters of a validated input (``image_url`` and
+        the output fields stripped, once)."""
+        return self.params_from(inp.model_dump())
+
+    def params_from(self, stored_input: dict) -> BaseModel:
+        """The typed engine parameters of an input as the job row stores it
+        (raises pydantic's ValidationError)."""
+        skip = ("image_url", *OUTPUT_FIELDS)
+        return self.Params.model_validate({k: v for k, v in stored_input.items() if k not in skip})
+
+    @property
+    def output_formats(self) -> tuple[str, ...]:
+        """The result formats this app's input allows (``output_format``'s enum)."""
+        return formats_of(self.Input.model_fields.get("output_format"))
+
+    @classmethod
+    def request_model(cls) -> type[BaseModel]:
+        """The request fields but ``image_url``: the engine's :attr:`Params` and
+        the output fields, as one model (the client commands' flags and checks)."""
+        cached = cls.__dict__.get("_request_model")
+        if cached is None or cached[0] is not cls.Input:
+            fields = {n: (f.annotation, f) for n, f in cls.Input.model_fields.items() if n != "image_url"}
+            model = create_model(f"{cls.Input.__name__}Fields", __config__=ConfigDict(extra="forbid"), **fields)
+            cached = (cls.Input, model)
+            cls._request_model = cached  # type: ignore[attr-defined]
+        return cached[1]
 
     def check(self, params: BaseModel) -> None:
         """First trust boundary, at submit: rules that need no image (cross-field
@@ -205,10 +251,19 @@ class App:
 
     def run(self, engine: Any, image: Any, params: BaseModel, *, progress: ProgressFn,
             cancel: threading.Event, log: LogFn) -> Produced:
-        """Run the engine on one decoded image (PIL, RGB); raise
+        """Run the engine on one decoded image (PIL, RGB: an alpha channel and
+        grey are the output stage's) and return :meth:`Produced.of_image`; raise
         :class:`ccsr.errors.Cancelled` when ``cancel`` is set,
         :class:`ccsr.errors.OutOfMemory` when the device is full."""
         raise NotImplementedError
+
+    def upscale_alpha(self, engine: Any, alpha: Any, size: tuple[int, int], params: BaseModel, *,
+                      cancel: threading.Event, log: LogFn) -> Any:
+        """The input's alpha channel (PIL, L) upscaled to ``size`` by the model,
+        for a model that can (Real-ESRGAN runs it as a grey image, as its own
+        inference does); None, the default, leaves it to a bicubic resize
+        (:func:`ccsr.engine.images.resize_alpha`)."""
+        return None
 
     def batch_key(self, params: BaseModel, width: int, height: int) -> Optional[Hashable]:
         """Requests whose keys are equal (and not None) may go through the network
@@ -235,17 +290,12 @@ class App:
 
 
 def encode_png(image: Any) -> bytes:
-    """PNG bytes of a PIL image (OpenCV's fast encoder when present)."""
-    try:
-        from ccsr.engine.images import encode_image
+    """PNG bytes of a PIL image, for an app that returns encoded bytes
+    (:class:`Produced` ``data``); returning :meth:`Produced.of_image` instead
+    saves the output stage a decode."""
+    from ccsr.engine.images import encode_image
 
-        return encode_image(image, "png")
-    except ImportError:  # pragma: no cover - engine extras missing
-        import io
-
-        buf = io.BytesIO()
-        image.save(buf, format="PNG", compress_level=1)
-        return buf.getvalue()
+    return encode_image(image, "png")
 
 
 def resolve(ref: str) -> Any:

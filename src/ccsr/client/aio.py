@@ -119,7 +119,11 @@ class AsyncClient:
         return await self._json("POST", self.urls.run(), json=await self._prepare(input), timeout=None)
 
     async def download(self, url: str, dest: Optional[str | PathLike] = None) -> bytes:
-        """Fetch a result file; also write it to ``dest`` when given (key only to our server)."""
+        """Fetch a result file (a ``data:`` URI, from ``sync_mode``, is decoded
+        here); also write it to ``dest`` when given (key only to our server)."""
+        inline = P.inline_bytes(url)
+        if inline is not None:
+            return P.save_download(inline, dest)
         same_server = url.startswith(self.server + "/")
         return P.save_download((await self._request("GET", url, auth=same_server)).content, dest)
 

@@ -20,6 +20,7 @@ import typer
 from rich.console import Console
 
 from ccsr.apps.base import App
+from ccsr.apps.output import format_for_file
 from ccsr.apps.registry import Registry
 from ccsr.client import protocol as P
 from ccsr.client.protocol import ClientError, Log, Progress, Status
@@ -44,7 +45,8 @@ class _Requests:
 
     def __init__(self, registry: Registry):
         self.registry = registry
-        self.flags: list[FieldFlag] = field_flags({a.app_id: a.Params for a in registry}, self.RESERVED)
+        # Each app's request fields: its engine parameters and the output fields (--output-format, --sync-mode).
+        self.flags: list[FieldFlag] = field_flags({a.app_id: a.request_model() for a in registry}, self.RESERVED)
 
     def app(self, app_id: str) -> App:
         found = self.registry.get(app_id)
@@ -62,7 +64,7 @@ class _Requests:
 
         try:
             given = given_fields(kw, self.flags, app.app_id, "choose its app with --app")
-            params = app.Params(**given)
+            params = app.request_model()(**given)
         except FlagError as exc:
             for line in exc.lines:
                 err.print(f"[red]error:[/] {line}")
@@ -188,6 +190,14 @@ def _run(requests: _Requests, **kw: Any) -> None:
     """Upscale an image on a remote server, following progress, and save the result."""
     app = requests.app(kw["app"])
     fields, params = requests.fields(app, kw)
+    if kw["output"] is not None:  # -o photo.webp asks for webp (and must agree with --output-format)
+        try:
+            fmt = format_for_file(kw["output"].suffix, fields.get("output_format"), app.output_formats)
+        except ValueError as exc:
+            err.print(f"[red]error:[/] {exc}")
+            raise typer.Exit(USAGE_ERROR)
+        if fmt:
+            fields["output_format"] = fmt
     image: str = kw["image"]
     try:
         with Client(kw["server"], kw["key"], app=app.app_id) as client:
@@ -298,7 +308,8 @@ def _image_params(requests: _Requests, *, with_output: bool) -> list[inspect.Par
     ]
     if with_output:
         params.append(inspect.Parameter("output", kw, annotation=Optional[Path], default=typer.Option(
-            None, "-o", "--output", help="Where to save the result (default: <image>_x<scale>.png here).", show_default=False)))
+            None, "-o", "--output", help="Where to save the result (default: <image>_x<scale>.<format> here); "
+            "its extension (.png, .jpg, .webp) asks for that output_format.", show_default=False)))
     params += parameters(requests.flags)
     params.append(inspect.Parameter("webhook", kw, annotation=Optional[str], default=typer.Option(
         None, "--webhook", help="URL the server POSTs the result to when done.", show_default=False)))

@@ -414,6 +414,24 @@ def cancel_refusal(exc: HTTPError) -> Optional[str]:
     return None
 
 
+def inline_bytes(url: str) -> Optional[bytes]:
+    """The bytes of a ``data:`` URI (a result returned inline, ``sync_mode``),
+    or None for any other URL (downloaded instead)."""
+    if not url.startswith("data:"):
+        return None
+    import base64
+    import binascii
+    from urllib.parse import unquote_to_bytes
+
+    head, sep, body = url.partition(",")
+    if not sep:
+        raise ClientError("the result's data URI has no ',' (malformed)")
+    try:
+        return base64.b64decode(body, validate=True) if head.endswith(";base64") else unquote_to_bytes(body)
+    except (binascii.Error, ValueError) as exc:
+        raise ClientError(f"the result's data URI is not valid base64 ({exc})") from None
+
+
 def save_download(data: bytes, dest: Optional[Union[str, os.PathLike]]) -> bytes:
     if dest is not None:
         Path(dest).parent.mkdir(parents=True, exist_ok=True)

@@ -120,8 +120,12 @@ class Client:
         return self._json("POST", self.urls.run(), json=self._prepare(input), timeout=None)
 
     def download(self, url: str, dest: Optional[str | PathLike] = None) -> bytes:
-        """Fetch a result file; also write it to ``dest`` when given. The key is
-        sent only to this client's own server."""
+        """Fetch a result file (a ``data:`` URI, from ``sync_mode``, is decoded
+        here); also write it to ``dest`` when given. The key is sent only to
+        this client's own server."""
+        inline = P.inline_bytes(url)
+        if inline is not None:
+            return P.save_download(inline, dest)
         same_server = url.startswith(self.server + "/")
         return P.save_download(self._request("GET", url, auth=same_server).content, dest)
 

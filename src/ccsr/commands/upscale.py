@@ -16,6 +16,7 @@ with the usage-error code 2 and names the flag, not the field.
 
 from __future__ import annotations
 
+import enum
 import functools
 import glob
 import inspect
@@ -27,6 +28,8 @@ from typing import Any, Optional
 import typer
 
 from ccsr.apps.base import App
+from ccsr.apps.finish import run_one
+from ccsr.apps.output import EXTENSIONS, OUTPUT_FORMATS, OutputSpec, default_format, format_for_file
 from ccsr.apps.registry import Registry
 from ccsr.commands.flags import (USAGE_ERROR, FieldFlag, FlagError, command, field_flags, flag_of, given_fields,
                                  parameters, setting_flags, validation_lines, with_signature)
@@ -36,7 +39,10 @@ INPUT_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff"}
 #: Request fields that the command line names differently.
 _FLAG_OF_FIELD = {"image_url": "INPUT", "max_output_pixels": "CCSR_MAX_OUTPUT_PIXELS"}
 #: The command's own keywords (a model field of one of these names gets a prefixed flag).
-OWN = ("inputs", "output", "model", "device", "dtype")
+OWN = ("inputs", "output", "output_format", "model", "device", "dtype")
+
+
+_FormatChoice = enum.Enum("_FormatChoice", {f: f for f in OUTPUT_FORMATS}, type=str)  # type: ignore[misc]
 
 
 class UsageError(CCSRError):
@@ -65,23 +71,27 @@ def expand_inputs(args: list[str]) -> list[Path]:
     return found
 
 
-def _output_paths(inputs: list[Path], output: Optional[Path]) -> list[Path]:
+def output_format(output: Optional[Path], flag: Optional[str], allowed: tuple[str, ...]) -> str:
+    """The format of the results: ``--output-format``, else the extension of a
+    ``-o`` file, else png (:func:`ccsr.apps.output.format_for_file`)."""
+    suffix = output.suffix if output is not None and not output.is_dir() else ""
+    try:
+        return format_for_file(suffix, flag, allowed) or default_format(allowed)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+
+
+def _output_paths(inputs: list[Path], output: Optional[Path], fmt: str = "png") -> list[Path]:
     """One input may go to a file; several go into a folder (created).
 
-    A suffix names a file and must be a format we write; a name without one
-    (or an existing folder) is a folder. Checked before the model loads, so a
-    bad -o never costs a whole run."""
-    from ccsr.engine.images import FORMATS
-
+    A suffix names a file (its format checked by :func:`output_format`); a
+    name without one (or an existing folder) is a folder, its files named
+    after the inputs with ``fmt``'s extension. Checked before the model loads,
+    so a bad -o never costs a whole run."""
+    ext = EXTENSIONS[fmt]
     if output is None:
-        return [p.with_name(f"{p.stem}_ccsr.png") for p in inputs]
-    suffix = output.suffix.lower()
-    if suffix and not output.is_dir():
-        if suffix not in FORMATS:
-            raise UsageError(
-                f"--output: cannot write {suffix} files; use one of {', '.join(sorted(FORMATS))} "
-                "(or a folder name without a suffix)"
-            )
+        return [p.with_name(f"{p.stem}_ccsr.{ext}") for p in inputs]
+    if output.suffix and not output.is_dir():
         if len(inputs) > 1:
             raise UsageError(f"--output: {len(inputs)} inputs need a folder, not the file {output}")
         return [output]
@@ -90,10 +100,10 @@ def _output_paths(inputs: list[Path], output: Optional[Path]) -> list[Path]:
     taken: set[str] = set()
     paths = []
     for p in inputs:
-        name, n = f"{p.stem}.png", 1
+        name, n = f"{p.stem}.{ext}", 1
         while name in taken:
             n += 1
-            name = f"{p.stem}-{n}.png"
+            name = f"{p.stem}-{n}.{ext}"
         taken.add(name)
         paths.append(output / name)
     return paths
@@ -116,12 +126,20 @@ def check_writable(outputs: list[Path]) -> None:
 
 
 def _open_image(path: Path, header_only: bool = False):
-    """The image as RGB (or just its header), or a CCSRError naming the file."""
+    """The image as the server's workers see it (:mod:`ccsr.engine.normalize`:
+    upright, 8-bit, its alpha, grey and ICC profile kept), or just its header;
+    a CCSRError naming the file otherwise."""
     from PIL import Image
+
+    from ccsr.engine.normalize import normalize_image
 
     try:
         with Image.open(path) as im:
-            return im if header_only else im.convert("RGB")
+            if header_only:
+                return im
+            im.seek(0)
+            im.load()
+            return normalize_image(im)
     except (OSError, Image.DecompressionBombError) as exc:  # UnidentifiedImageError is an OSError
         raise UsageError(f"{path}: not a readable image ({exc})") from None
 
@@ -154,6 +172,9 @@ class _Models:
                 ..., metavar="INPUT...", help="Image files, folders of images, or quoted globs ('photos/*.jpg').")),
             inspect.Parameter("output", kw, annotation=Optional[Path], default=typer.Option(
                 None, "-o", "--output", help="Output file (.png, .jpg, .webp) for one input, or a folder for several. Default: <input>_ccsr.png.")),
+            inspect.Parameter("output_format", kw, annotation=Optional[_FormatChoice], default=typer.Option(
+                None, "--output-format", case_sensitive=False, show_default=False,
+                help="png (lossless), jpeg (quality 95, 4:4:4) or webp (lossless). Default: from the --output file's extension, else png.")),
             inspect.Parameter("model", kw, annotation=Optional[str], default=typer.Option(
                 None, "--model", help=f"The model to run: {', '.join(names)} (default {names[0]}). Its fields are the flags that belong to it.",
                 show_default=False)),
@@ -187,7 +208,8 @@ def upscale(models: _Models, **kw: Any) -> None:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(USAGE_ERROR)
     try:
-        plan = _plan(models, app, kw["inputs"], kw["output"], params, own, kw["device"], kw["dtype"])
+        fmt = kw["output_format"].value if kw["output_format"] is not None else None
+        plan = _plan(models, app, kw["inputs"], kw["output"], fmt, params, own, kw["device"], kw["dtype"])
         _run(app, plan, params)
     except UsageError as exc:
         typer.echo(f"error: {exc}", err=True)
@@ -203,12 +225,12 @@ def upscale(models: _Models, **kw: Any) -> None:
 class _Plan:
     """What a run will do, fully checked before the model loads."""
 
-    def __init__(self, inputs, outputs, status, device, dtype, torch_dtype, settings):
-        self.inputs, self.outputs, self.status = inputs, outputs, status
+    def __init__(self, inputs, outputs, output_spec, status, device, dtype, torch_dtype, settings):
+        self.inputs, self.outputs, self.output_spec, self.status = inputs, outputs, output_spec, status
         self.device, self.dtype, self.torch_dtype, self.settings = device, dtype, torch_dtype, settings
 
 
-def _plan(models: _Models, app: App, inputs, output, params, own: dict, device, dtype) -> _Plan:
+def _plan(models: _Models, app: App, inputs, output, fmt, params, own: dict, device, dtype) -> _Plan:
     """Every check that needs no model: inputs, output path and format, the
     app's request rules for each input's size, the device and dtype, the weights."""
     import warnings
@@ -219,7 +241,8 @@ def _plan(models: _Models, app: App, inputs, output, params, own: dict, device, 
     # Flags win; otherwise the CCSR_* environment (one settings object for every entry point).
     settings = Settings(models={app.name: own})
     paths = expand_inputs(inputs)
-    outputs = _output_paths(paths, output)
+    spec = OutputSpec(output_format(output, fmt, app.output_formats), settings.provenance)
+    outputs = _output_paths(paths, output, spec.format)
     app.check(params)  # the same rules the server applies, with no model behind them
     for src in paths:  # headers only
         im = _open_image(src, header_only=True)
@@ -238,22 +261,7 @@ def _plan(models: _Models, app: App, inputs, output, params, own: dict, device, 
         typer.echo(f"warning: {w.message}", err=True)
     check_writable(outputs)
     status = app.weights_status(settings.section(app))  # no weights: the error says what to run
-    return _Plan(paths, outputs, status, dev, dtype or settings.dtype, dt, settings)
-
-
-def _save(produced: Any, dst: Path) -> None:
-    """The app's encoded file as is when ``dst`` asks for its format, else re-encoded."""
-    import io
-
-    from PIL import Image
-
-    from ccsr.engine.images import FORMATS, save_image
-
-    if FORMATS.get(dst.suffix.lower()) == produced.content_type.split("/")[-1]:
-        dst.write_bytes(produced.data)
-        return
-    with Image.open(io.BytesIO(produced.data)) as im:
-        save_image(im.convert("RGB") if dst.suffix.lower() in (".jpg", ".jpeg") else im, dst)
+    return _Plan(paths, outputs, spec, status, dev, dtype or settings.dtype, dt, settings)
 
 
 def _run(app: App, plan: _Plan, params: Any) -> None:
@@ -290,8 +298,10 @@ def _run(app: App, plan: _Plan, params: Any) -> None:
             def progress(step: int, total: int, task=task) -> None:
                 bar.update(task, completed=step, total=total)
 
-            produced = app.run(engine, _open_image(src), params, progress=progress, cancel=threading.Event(), log=log)
-            _save(produced, dst)
+            # The server's output stage: alpha, grey, ICC profile, format, provenance.
+            produced = run_one(app, engine, _open_image(src), params, plan.output_spec, progress=progress,
+                               cancel=threading.Event(), log=log)
+            dst.write_bytes(produced.data)
             bar.update(task, description=src.name)
             f = produced.fields
             facts = [f"{f['width']}x{f['height']}" if "width" in f else "?",

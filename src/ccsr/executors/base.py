@@ -36,6 +36,9 @@ class Task:
     input_key: str  # the prepared input image (PNG), put there by the scheduler
     output_key: str  # where the worker puts the result
     attempt: int = 1
+    #: How the result file is written (:class:`ccsr.apps.output.OutputSpec` as a
+    #: dict: format, provenance); empty: the defaults (PNG with provenance).
+    output: dict = dataclasses.field(default_factory=dict)
 
 
 @dataclasses.dataclass

@@ -29,6 +29,8 @@ import traceback
 from typing import Any, Callable, Optional
 
 from ccsr.apps.base import App, load_app, resolve
+from ccsr.apps.finish import Source, finish, source_of
+from ccsr.apps.output import OutputSpec
 from ccsr.executors.base import Done, Emit, Failed, Log, Progress, Task
 from ccsr.storage import BlobStore, open_blob_store
 
@@ -39,11 +41,19 @@ def resolve_factory(spec: str) -> Callable[[dict, str], Any]:
 
 
 def _read_input(blobs: BlobStore, task: Task) -> Any:
-    """The task's prepared input as a PIL RGB image."""
+    """The task's prepared input (PIL; RGB, RGBA, L or LA, with its ICC profile:
+    :mod:`ccsr.engine.normalize`)."""
     from PIL import Image
 
-    with Image.open(io.BytesIO(blobs.read(task.input_key))) as im:
-        return im.convert("RGB")
+    from ccsr.engine.normalize import MODES, normalize_image
+
+    im = Image.open(io.BytesIO(blobs.read(task.input_key)))
+    im.load()
+    return im if im.mode in MODES else normalize_image(im)
+
+
+def _spec(task: Task) -> OutputSpec:
+    return OutputSpec.from_dict(task.output)
 
 
 def _ending(app: App, task: Task, exc: BaseException) -> Failed:
@@ -84,19 +94,23 @@ def _reporters(task: Task, emit: Emit) -> tuple[Callable, Callable]:
 
 
 def run_task(app: App, engine: Any, blobs: BlobStore, task: Task, cancel: threading.Event, emit: Emit,
-             image: Any = None) -> None:
+             source: Optional[Source] = None) -> None:
     """Run one task over the keys it names in ``blobs`` and emit its progress,
-    logs and exactly one ending (``image``: its input, when already read)."""
+    logs and exactly one ending (``source``: its input, when already read).
+    The result file is written by the output stage every app shares
+    (:mod:`ccsr.apps.finish`: format, alpha, grey, ICC profile, provenance)."""
     from ccsr.errors import Cancelled
 
     log, progress = _reporters(task, emit)
     try:
-        if image is None:
-            image = _read_input(blobs, task)
+        spec = _spec(task)
+        if source is None:
+            source = source_of(_read_input(blobs, task), spec, log)
         if cancel.is_set():
             raise Cancelled("cancelled before start")
         t0 = time.perf_counter()
-        out = app.run(engine, image, task.params, progress=progress, cancel=cancel, log=log)
+        made = app.run(engine, source.colour, task.params, progress=progress, cancel=cancel, log=log)
+        out = finish(app, engine, source, made, task.params, spec, cancel=cancel, log=log)
         emit(_store_result(blobs, task, out, time.perf_counter() - t0))
     except Exception as exc:  # noqa: BLE001 - a failure of one request must not end the worker
         emit(_ending(app, task, exc))
@@ -122,24 +136,24 @@ def run_tasks(app: App, engine: Any, blobs: BlobStore, tasks: list[Task], cancel
         for task in tasks:
             run_task(app, engine, blobs, task, cancels[task.request_id], emit)
         return
-    groups: dict[Any, list[tuple[Task, Any]]] = {}
+    groups: dict[Any, list[tuple[Task, Source]]] = {}
     for task in tasks:
         try:
-            image = _read_input(blobs, task)
-            key = app.batch_key(task.params, image.width, image.height)
+            source = source_of(_read_input(blobs, task), _spec(task), _reporters(task, emit)[0])
+            key = app.batch_key(task.params, source.colour.width, source.colour.height)
         except Exception as exc:  # noqa: BLE001
             emit(_ending(app, task, exc))
             continue
-        groups.setdefault(object() if key is None else key, []).append((task, image))
+        groups.setdefault(object() if key is None else key, []).append((task, source))
     for group in groups.values():
         if len(group) == 1:
-            task, image = group[0]
-            run_task(app, engine, blobs, task, cancels[task.request_id], emit, image)
+            task, source = group[0]
+            run_task(app, engine, blobs, task, cancels[task.request_id], emit, source)
         else:
             _run_group(app, engine, blobs, group, cancels, emit)
 
 
-def _run_group(app: App, engine: Any, blobs: BlobStore, group: list[tuple[Task, Any]],
+def _run_group(app: App, engine: Any, blobs: BlobStore, group: list[tuple[Task, Source]],
                cancels: dict[str, threading.Event], emit: Emit) -> None:
     from ccsr.errors import OutOfMemory
 
@@ -168,20 +182,20 @@ def _run_group(app: App, engine: Any, blobs: BlobStore, group: list[tuple[Task, 
     end_cancelled()
     if not live():
         return
-    todo = [(t, im) for t, im in group if t.request_id not in ended]
+    todo = [(t, src) for t, src in group if t.request_id not in ended]
     if len(todo) == 1:
         run_task(app, engine, blobs, todo[0][0], cancels[todo[0][0].request_id], emit, todo[0][1])
         return
     log(f"running {len(todo)} queued requests batched through the network")
     t0 = time.perf_counter()
     try:
-        outs = app.run_batch(engine, [im for _, im in todo], [t.params for t, _ in todo], progress=progress,
+        outs = app.run_batch(engine, [src.colour for _, src in todo], [t.params for t, _ in todo], progress=progress,
                              cancel=_AllSet([cancels[t.request_id] for t, _ in todo]), log=log)
     except OutOfMemory as exc:
         log(f"the batch ran out of memory ({exc}); running its requests one by one", "WARN")
-        for t, im in todo:
+        for t, src in todo:
             if t.request_id not in ended:
-                run_task(app, engine, blobs, t, cancels[t.request_id], emit, im)
+                run_task(app, engine, blobs, t, cancels[t.request_id], emit, src)
         return
     except Exception as exc:  # noqa: BLE001
         for t, _ in todo:
@@ -190,11 +204,13 @@ def _run_group(app: App, engine: Any, blobs: BlobStore, group: list[tuple[Task, 
         return
     elapsed = time.perf_counter() - t0
     end_cancelled()
-    for (t, _), out in zip(todo, outs):
+    for (t, src), out in zip(todo, outs):
         if t.request_id in ended:
             continue
         try:
-            emit(_store_result(blobs, t, out, elapsed))
+            made = finish(app, engine, src, out, t.params, _spec(t), cancel=cancels[t.request_id],
+                          log=reporters[t.request_id][0])
+            emit(_store_result(blobs, t, made, elapsed))
         except Exception as exc:  # noqa: BLE001
             emit(_ending(app, t, exc))
 

@@ -18,11 +18,13 @@ if TYPE_CHECKING:
 
 @dataclasses.dataclass
 class Prepared:
-    """A request's input made ready to run: the image as PNG bytes, and the
-    app's typed parameters (checked against the image)."""
+    """A request's input made ready to run: the image as PNG bytes, the app's
+    typed parameters (checked against the image) and how the result file is
+    written (``Task.output``)."""
 
     data: bytes
     params: Any
+    output: dict = dataclasses.field(default_factory=dict)
 
 
 @dataclasses.dataclass

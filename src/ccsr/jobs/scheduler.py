@@ -23,6 +23,7 @@ import time
 import uuid
 from typing import Any, Awaitable, Callable, Mapping, Optional
 
+from ccsr.errors import InvalidParameter
 from ccsr.executors.base import Done, Event, Executor, Failed, Log, Progress, Task, WorkerLost, WorkerState
 from ccsr.jobs.cluster import NodeLoop, make_node_id, not_to_run, start_message
 from ccsr.jobs.config import SchedulerConfig
@@ -337,7 +338,8 @@ class Scheduler:
                     await self._finish(view, Outcome.cancelled("Request was cancelled."))
                 return
             view.output_key = self.storage.new_result_key()  # a new file per attempt, registered if it succeeds
-            task = Task(view.request_id, view.app_id, prepared.params, input_key, view.output_key, view.attempts)
+            task = Task(view.request_id, view.app_id, prepared.params, input_key, view.output_key, view.attempts,
+                        prepared.output)
             try:
                 self.executors[view.app_id].submit(task)
             except Exception:  # noqa: BLE001 - the slot vanished (its worker died while we prepared)
@@ -389,6 +391,9 @@ class Scheduler:
         if isinstance(ev, Done):
             try:
                 published = await self.edges.publish(view, ev)
+            except InvalidParameter as exc:  # the result breaks a limit of the request (sync_mode's size)
+                await self._finish(view, Outcome.invalid(exc.field, exc.message))
+                return
             except Exception as exc:  # noqa: BLE001
                 log.exception("storing the result of %s failed", view.request_id)
                 await self._finish(view, Outcome.failed(f"Could not store the result: {exc}"))

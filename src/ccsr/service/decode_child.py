@@ -1,11 +1,13 @@
 """The child side of :mod:`ccsr.service.decode_proc`, run as a script
 (``python -I decode_child.py DEST MAX_PIXELS FORMATS``).
 
-It imports Pillow only, not the ccsr package (whose import costs several
-times Pillow's), because it starts once per request. Reads the image on
-stdin, decodes the first frame, applies the EXIF orientation, converts to
-RGB and writes a PNG to DEST; prints one JSON line: ``{"width", "height"}``
-or ``{"message"}``. Memory and CPU limits are set by the parent.
+It imports Pillow and :mod:`ccsr.engine.normalize` (Pillow only) but not
+the rest of the package (whose import costs several times Pillow's), because
+it starts once per request. Reads the image on stdin, decodes the first
+frame, normalises it (EXIF orientation applied; 8-bit RGB, RGBA, grey or grey
+with alpha; the ICC profile kept) and writes a PNG to DEST; prints one JSON
+line: ``{"width", "height", "mode"}`` or ``{"message"}``. Memory and CPU
+limits are set by the parent.
 """
 
 import io
@@ -14,8 +16,17 @@ import os
 import sys
 
 
+def _package_root() -> str:
+    """The folder holding the ``ccsr`` package this script belongs to
+    (``python -I`` puts neither it nor PYTHONPATH on sys.path)."""
+    return os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
 def main(dest: str, max_pixels: int, formats: list) -> int:
-    from PIL import Image, ImageOps
+    from PIL import Image
+
+    sys.path.insert(0, _package_root())
+    from ccsr.engine.normalize import normalize_image
 
     Image.MAX_IMAGE_PIXELS = max_pixels  # a second line of defence: the parent read the header already
     data = sys.stdin.buffer.read()
@@ -23,10 +34,7 @@ def main(dest: str, max_pixels: int, formats: list) -> int:
         im = Image.open(io.BytesIO(data), formats=formats)
         im.seek(0)  # first frame / page only; the others are never decoded
         im.load()
-        im = ImageOps.exif_transpose(im) or im
-        if im.mode == "P" and "transparency" in im.info:
-            im = im.convert("RGBA")
-        im = im.convert("RGB")
+        im = normalize_image(im)
     except MemoryError:
         print(json.dumps({"message": "memory"}))
         return 4
@@ -35,9 +43,9 @@ def main(dest: str, max_pixels: int, formats: list) -> int:
         return 3
     del data
     tmp = dest + ".part"
-    im.save(tmp, format="PNG", compress_level=0)
+    im.save(tmp, format="PNG", compress_level=0, icc_profile=im.info.get("icc_profile"))
     os.replace(tmp, dest)
-    print(json.dumps({"width": im.width, "height": im.height}))
+    print(json.dumps({"width": im.width, "height": im.height, "mode": im.mode}))
     return 0
 
 

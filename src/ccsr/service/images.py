@@ -15,8 +15,9 @@ import warnings
 from dataclasses import dataclass
 from typing import Optional
 
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image, UnidentifiedImageError
 
+from ccsr.engine.normalize import normalize_image
 from ccsr.errors import InvalidParameter
 
 
@@ -110,10 +111,7 @@ def decode_image(data: bytes, *, max_pixels: int, field: str = "image_url") -> I
         try:
             im.seek(0)
             im.load()
-            im = ImageOps.exif_transpose(im) or im
-            if im.mode == "P" and "transparency" in im.info:
-                im = im.convert("RGBA")
-            return im.convert("RGB")
+            return normalize_image(im).convert("RGB")
         except Image.DecompressionBombError:
             raise _too_many_pixels(field, width * height, max_pixels, (width, height)) from None
         except (OSError, SyntaxError, ValueError, EOFError, MemoryError, IndexError) as exc:

@@ -35,6 +35,7 @@ from ccsr.service.outcomes import error_body, error_status, validation_body
 from ccsr.service.schemas import CancelResponse, QueueStatus, SubmitResponse, absolute_file_urls
 from ccsr.service.status import status_body, status_events
 from ccsr.service.idempotent_submit import submit_once
+from ccsr.service.inline import gone_body, take_inline
 from ccsr.service.urls import lifecycle_ttl, public_base_url
 from ccsr.service.submit_checks import check_submitted_input
 from ccsr.settings import Settings
@@ -114,10 +115,14 @@ class QueueAPI:
             return None
         return view
 
-    def result_response(self, view: JobView, base: str) -> Response:
+    async def result_response(self, view: JobView, base: str) -> Response:
         headers = {"x-fal-request-id": view.request_id}
         if view.status == COMPLETED and view.result is not None:
-            return JSONResponse(absolute_file_urls(view.result, base), headers=headers)
+            # sync_mode: the image inline, once (ccsr.service.inline); then a 410 saying so
+            result = await asyncio.to_thread(take_inline, view.result, self.storage)
+            if result is None:
+                return JSONResponse(gone_body(view.result), status_code=410, headers=headers)
+            return JSONResponse(absolute_file_urls(result, base), headers=headers)
         if view.status == COMPLETED:  # delivered with X-Fal-Store-IO: 0 and then forgotten
             return JSONResponse({"detail": "The result is no longer stored."}, status_code=404, headers=headers)
         headers["x-fal-error-type"] = view.error_type or "internal_server_error"
@@ -243,7 +248,7 @@ def queue_router(api: QueueAPI) -> APIRouter:
             state = "in queue" if view.status == QUEUED else "in progress"
             return JSONResponse({"detail": f"Request is still {state}."}, status_code=400,
                                 headers={"x-fal-request-id": view.request_id})
-        resp = api.result_response(view, api.base(request))
+        resp = await api.result_response(view, api.base(request))
         if view.status == COMPLETED and resp.status_code == 200:
             await sched.delivered(view)
         return resp
@@ -264,7 +269,7 @@ def queue_router(api: QueueAPI) -> APIRouter:
         except Invalid as exc:
             return invalid_response(exc)
         await view.final.wait()
-        resp = api.result_response(view, api.base(request))
+        resp = await api.result_response(view, api.base(request))
         if view.status == COMPLETED and resp.status_code == 200:
             await sched.delivered(view)
         return resp
@@ -280,9 +285,9 @@ def queue_router(api: QueueAPI) -> APIRouter:
         async def events():
             async for chunk in status_events(sched, view, api.urls(base, view.request_id), True, send_completed=False):
                 yield chunk
-            resp = api.result_response(view, base)
+            resp = await api.result_response(view, base)
             yield f"data: {resp.body.decode()}\n\n"
-            if view.status == COMPLETED:
+            if view.status == COMPLETED and resp.status_code == 200:
                 await sched.delivered(view)
 
         return StreamingResponse(events(), media_type="text/event-stream",

@@ -11,12 +11,14 @@ import asyncio
 from pydantic import BaseModel, ValidationError
 
 from ccsr.apps.base import FileInfo, random_file_name
+from ccsr.apps.output import OutputSpec, sync_mode_of
 from ccsr.apps.registry import Registry
 from ccsr.errors import InvalidParameter
 from ccsr.executors.base import Done
 from ccsr.jobs.edges import Prepared, Published
 from ccsr.jobs.view import JobView
 from ccsr.service.images import InputError
+from ccsr.service.inline import held_inline
 from ccsr.settings import Settings
 from ccsr.storage import BlobNotFound, Storage
 
@@ -36,7 +38,7 @@ class ServiceEdges:
             return view.params
         app = self.registry[view.app_id]
         try:
-            return app.Params.model_validate({k: v for k, v in view.input.items() if k != "image_url"})
+            return app.params_from(view.input)
         except ValidationError as exc:
             err = exc.errors()[0]
             raise InvalidParameter(str(err["loc"][0]) if err["loc"] else "body", err["msg"]) from None
@@ -52,7 +54,7 @@ class ServiceEdges:
         data = await self._input_bytes(view)
         png = await asyncio.to_thread(decode_checked, data, self.settings,
                                       lambda w, h: app.check_image(params, w, h, self.settings))
-        return Prepared(png, params)
+        return Prepared(png, params, OutputSpec.of_request(view.input, self.settings.provenance).as_dict())
 
     async def _input_bytes(self, view: JobView) -> bytes:
         """The input's bytes: from the blob store for a data URI taken out of
@@ -69,6 +71,11 @@ class ServiceEdges:
 
     async def publish(self, view: JobView, done: Done) -> Published:
         app = self.registry[view.app_id]
+        if sync_mode_of(view.input):
+            # Not a stored file: the blob is held until the result is first
+            # delivered, as a data URI (ccsr.service.inline), then deleted.
+            file = held_inline(done, self.settings.max_sync_mode_bytes)
+            return Published(app.render(done.fields, file), [file.url], app.summary(done.fields))
         ttl = view.ttl if view.ttl is not None else self.settings.result_ttl
         stored = await asyncio.to_thread(
             self.storage.publish_result, done.output_key, size=done.file_size, content_type=done.content_type,

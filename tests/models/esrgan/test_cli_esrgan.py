@@ -44,3 +44,19 @@ def test_models_lists_where_weights_are(tmp_path):
     assert r.exit_code == 0
     lines = {l.split()[0]: l for l in r.output.splitlines()}
     assert "ncnn" in lines["RealESRGAN_x4plus"] and "not here" in lines["RealESRGAN_x2plus"]
+
+
+def test_upscale_keeps_transparency_and_the_profile(fixtures_dir, tmp_path):
+    """The command writes through the output stage every app has (issue 23)."""
+    out = tmp_path / "logo.webp"
+    r = CliRunner().invoke(app, ["esrgan", "upscale", str(fixtures_dir / "images" / "logo-rgba.png"), "-o", str(out),
+                                 "--model", "realesr-animevideov3", "--scale", "2"])
+    assert r.exit_code == 0, r.output
+    im = Image.open(out)
+    assert im.format == "WEBP" and im.mode == "RGBA" and im.size == (96, 80) and im.getpixel((1, 1))[3] == 0
+    photo = fixtures_dir / "images" / "rocket-p3-rot6.jpg"
+    r = CliRunner().invoke(app, ["esrgan", "upscale", str(photo), "-o", str(tmp_path / "p.jpg"), "--model",
+                                 "realesr-animevideov3", "--scale", "2"])
+    assert r.exit_code == 0, r.output
+    im = Image.open(tmp_path / "p.jpg")
+    assert im.size == (96, 128) and im.info["icc_profile"] == Image.open(photo).info["icc_profile"]

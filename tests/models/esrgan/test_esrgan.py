@@ -19,7 +19,8 @@ from ccsr.errors import Cancelled, InvalidParameter
 from ccsr.models.esrgan.catalog import HOSTED_MODELS, MODELS
 from ccsr.models.esrgan.checkpoint import build_network
 from ccsr.models.esrgan.engine import ESRGANUpscaler, pick_dtype, tile_grid
-from ccsr.models.esrgan.params import ESRGANInput, ESRGANModelName, ESRGANOutput, ESRGANParams, check_params
+from ccsr.models.esrgan.app import ESRGANApp
+from ccsr.models.esrgan.params import ESRGANModelName, ESRGANOutput, ESRGANParams, check_params
 
 
 @pytest.fixture(scope="module")
@@ -122,13 +123,16 @@ def test_tile_grid_covers_without_overlap():
 
 
 def test_request_model_follows_the_hosted_schema():
-    inp = ESRGANInput(image_url="https://example.com/a.png", unknown="ignored")
-    assert inp.params() == ESRGANParams(scale=2, model="RealESRGAN_x4plus", tile=0, face=False, output_format="png")
+    app = ESRGANApp()
+    inp = app.Input(image_url="https://example.com/a.png", unknown="ignored")
+    assert app.params_of(inp) == ESRGANParams(scale=2, model="RealESRGAN_x4plus", tile=0, face=False)
+    # The hosted output_format values (png, the default, and jpeg), plus webp (every app's, ccsr.apps.output).
+    assert inp.output_format == "png" and app.output_formats == ("png", "jpeg", "webp")
     assert list(typing.get_args(ESRGANModelName)) == list(MODELS)
     assert set(HOSTED_MODELS) <= set(MODELS)
-    for bad in ({"image_url": "ftp://x"}, {"image_url": "https://x", "model": "nope"}, {"image_url": "https://x", "output_format": "webp"}, {"image_url": "https://x", "scale": 0}):
+    for bad in ({"image_url": "ftp://x"}, {"image_url": "https://x", "model": "nope"}, {"image_url": "https://x", "output_format": "gif"}, {"image_url": "https://x", "scale": 0}):
         with pytest.raises(ValidationError):
-            ESRGANInput(**bad)
+            app.Input(**bad)
     with pytest.raises(InvalidParameter) as err:
         check_params(ESRGANParams(face=True))
     assert err.value.field == "face"

@@ -70,7 +70,8 @@ def test_both_apps_are_listed(server):
     apps = client.get("/api/apps").json()["apps"]
     assert [a["id"] for a in apps] == ["fal-ai/ccsr", APP]
     props = client.get("/openapi.json").json()["components"]["schemas"]["ESRGANInput"]["properties"]
-    assert {"image_url", "scale", "model", "tile", "face", "output_format"} <= set(props)
+    assert {"image_url", "scale", "model", "tile", "face", "output_format", "sync_mode"} <= set(props)
+    assert props["output_format"]["enum"] == ["png", "jpeg", "webp"] and props["output_format"]["default"] == "png"
 
 
 def test_real_upscale_png_and_jpeg(server):
@@ -98,6 +99,27 @@ def test_real_upscale_png_and_jpeg(server):
     img = client.get(sub["response_url"]).json()["image"]
     assert img["content_type"] == "image/jpeg" and (img["width"], img["height"]) == (64, 64)
     assert client.get(img["url"]).content[:3] == b"\xff\xd8\xff"
+
+
+def test_a_transparent_logo_comes_back_transparent_as_webp(server):
+    """The real x4plus in its worker process: colour and alpha through the
+    network, written as the webp the request asks for (issue 23)."""
+    _, client = server
+    logo = (FIXTURES / "logo-rgba.png").read_bytes()
+    uri = "data:image/png;base64," + base64.b64encode(logo).decode()
+    sub = client.post(Q, json={"image_url": uri, "scale": 2, "tile": 32, "output_format": "webp"}).json()
+    done = wait_status(client, sub["status_url"], "COMPLETED", timeout=120, logs="1")
+    assert "upscaling the alpha channel with the network" in [l["message"] for l in done["logs"]]
+    img = client.get(sub["response_url"]).json()["image"]
+    assert img["content_type"] == "image/webp" and img["file_name"].endswith(".webp")
+    data = client.get(img["url"]).content
+    assert len(data) == img["file_size"]
+    got = Image.open(io.BytesIO(data))
+    assert got.format == "WEBP" and got.mode == "RGBA" and got.size == (96, 80) == (img["width"], img["height"])
+    alpha = np.asarray(got.getchannel("A"))
+    assert alpha[1, 1] <= 3 and alpha[40, 36] >= 250  # transparent corner, opaque disc
+    r, g, b = got.convert("RGB").getpixel((36, 40))
+    assert b > 150 and r < 80  # the disc is still blue
 
 
 def test_checks_at_submit_and_once_the_size_is_known(server):

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any, Optional
 
 from pydantic import BaseModel, Field
 
-from ccsr.apps.base import App, FileInfo, Image, LogFn, Produced, ProgressFn, WeightsStatus, encode_png, image_input_model
+from ccsr.apps.base import App, FileInfo, Image, LogFn, Produced, ProgressFn, WeightsStatus, image_input_model
 from ccsr.errors import OutOfMemory
 from ccsr.models.ccsr_v1.params import UpscaleParams, batch_key, check_params, check_size
 from ccsr.models.ccsr_v1.settings import CCSRv1Settings, channels_last_flag
@@ -123,4 +123,4 @@ class CCSRApp(App):
 def _produced(result: Any) -> Produced:
     out = result.image
     fields = {"seed": int(result.seed), "width": out.width, "height": out.height}
-    return Produced(encode_png(out), "image/png", "png", fields, dict(getattr(result, "timings", {}) or {}))
+    return Produced.of_image(out, fields, getattr(result, "timings", None))

@@ -28,10 +28,6 @@ ESRGANAppInput = image_input_model(
     "https://storage.googleapis.com/falserverless/gallery/blue-bird.jpeg",
 )
 
-CONTENT_TYPES = {"png": "image/png", "jpeg": "image/jpeg"}
-EXTENSIONS = {"png": "png", "jpeg": "jpg"}
-
-
 class ESRGANEngine:
     """The loaded networks of one worker process, by model name.
 
@@ -112,8 +108,6 @@ class ESRGANApp(App):
 
     def run(self, engine: ESRGANEngine, image: Any, params: ESRGANParams, *, progress: ProgressFn,  # type: ignore[override]
             cancel: threading.Event, log: LogFn) -> Produced:
-        from ccsr.engine.images import encode_image
-
         up = engine.get(params.model, log)
 
         def tile_done(done: int, total: int) -> None:
@@ -123,10 +117,18 @@ class ESRGANApp(App):
         result = up(image, scale=params.scale, tile=params.tile, progress=tile_done, cancel=cancel,
                     max_output_pixels=engine.max_output_pixels)
         out = result.image
-        fmt = params.output_format
-        data = encode_image(out, fmt)
         fields = {"width": out.width, "height": out.height, "model": result.model, "tiles": result.tiles}
-        return Produced(data, CONTENT_TYPES[fmt], EXTENSIONS[fmt], fields, dict(result.timings))
+        return Produced.of_image(out, fields, result.timings)
+
+    def upscale_alpha(self, engine: ESRGANEngine, alpha: Any, size: tuple[int, int], params: ESRGANParams, *,  # type: ignore[override]
+                      cancel: threading.Event, log: LogFn) -> Any:
+        # As Real-ESRGAN's own inference (alpha_upsampler="realesrgan"): the alpha
+        # channel goes through the network as a grey image, so its edges are as
+        # crisp as the colour's.
+        log("upscaling the alpha channel with the network")
+        result = engine.get(params.model, log)(alpha.convert("RGB"), scale=params.scale, tile=params.tile,
+                                               cancel=cancel, max_output_pixels=engine.max_output_pixels)
+        return result.image.convert("L")
 
     def render(self, fields: dict, file: FileInfo) -> dict:
         return {"image": {**file.model_dump(), "width": fields["width"], "height": fields["height"]}}

@@ -30,6 +30,19 @@ def models_cmd(weights_dir: Optional[Path] = typer.Option(None, "--dir", help="W
         typer.echo(f"{name:28s} x{spec.scale}  {where}")
 
 
+class _OneNetwork:
+    """The app's engine interface (``get(model)``) over one loaded network: the
+    command may load an explicit ``--weights`` file."""
+
+    max_output_pixels = None
+
+    def __init__(self, up):  # noqa: ANN001
+        self.up = up
+
+    def get(self, model: str, log) -> object:  # noqa: ANN001
+        return self.up
+
+
 def upscale_file(
     src: Path,
     dst: Path,
@@ -44,28 +57,38 @@ def upscale_file(
     progress=None,
 ):
     """Upscale one image file into another (format from the extension: PNG,
-    JPEG or WebP). The demo and the CLI call this; returns the ESRGANResult."""
+    JPEG or WebP), through the output stage every app has (alpha through the
+    network, grey, ICC profile, EXIF orientation, provenance: ccsr.apps.finish).
+    The demo and the CLI call this; returns the :class:`~ccsr.apps.base.Produced`
+    with ``fields["native_scale"]`` and ``fields["source"]`` added."""
+    import threading
+
     from PIL import Image
 
+    from ccsr.apps.finish import run_one
+    from ccsr.apps.output import SUFFIXES, OutputSpec
+    from ccsr.engine.normalize import normalize_image
+    from ccsr.models.esrgan.app import ESRGANApp
     from ccsr.models.esrgan.engine import ESRGANUpscaler
+    from ccsr.settings import Settings
 
-    suffix = dst.suffix.lower()
-    if suffix not in (".png", ".jpg", ".jpeg", ".webp"):
+    fmt = SUFFIXES.get(dst.suffix.lower())
+    if fmt is None:
         from ccsr.errors import InvalidParameter
 
         raise InvalidParameter("output", f"must end in .png, .jpg, .jpeg or .webp, got {dst.name!r}")
     up = ESRGANUpscaler.from_pretrained(model, device=device, dtype=dtype, weights=weights, weights_dir=weights_dir)
     with Image.open(src) as im:
         im.load()
-        res = up(im, scale=scale, tile=tile, progress=progress)
-    img = res.image
-    if suffix in (".jpg", ".jpeg") and img.mode != "RGB":
-        img = img.convert("RGB")
+        image = normalize_image(im)
+    params = ESRGANParams(model=model, scale=scale or up.native_scale, tile=tile)
+    out = run_one(ESRGANApp(), _OneNetwork(up), image, params, OutputSpec(fmt, Settings().provenance),
+                  progress=progress or (lambda *a: None), cancel=threading.Event(), log=lambda *a, **k: None)
     dst.parent.mkdir(parents=True, exist_ok=True)
-    img.save(dst, quality=95) if suffix != ".png" else img.save(dst)
-    res.timings["load"] = up.load_seconds
-    res.source = up.source  # type: ignore[attr-defined]
-    return res
+    dst.write_bytes(out.data)
+    out.timings["load"] = up.load_seconds
+    out.fields.update(native_scale=up.native_scale, source=up.source)
+    return out
 
 
 @esrgan_app.command("upscale")
@@ -95,8 +118,8 @@ def upscale_cmd(
     except CCSRError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(1)
-    t = res.timings
-    typer.echo(f"wrote {output} ({res.image.width}x{res.image.height}, {res.model} x{res.native_scale}, weights: {res.source}; "
+    t, f = res.timings, res.fields
+    typer.echo(f"wrote {output} ({f['width']}x{f['height']}, {f['model']} x{f['native_scale']}, weights: {f['source']}; "
                f"load {t['load']:.1f}s, network {t['network']:.1f}s)")
 
 

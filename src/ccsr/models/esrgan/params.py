@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Literal, Optional
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field
 
 from ccsr.errors import InvalidParameter
 
@@ -27,7 +27,6 @@ ESRGANModelName = Literal[
     "RealESRNet_x4plus",
     "realesr-animevideov3",
 ]
-OutputFormat = Literal["png", "jpeg"]
 
 #: Smallest tile side: below it the 10-pixel overlap costs more than the tile.
 MIN_TILE = 32
@@ -43,7 +42,6 @@ class ESRGANParams(BaseModel):
     model: ESRGANModelName = Field("RealESRGAN_x4plus", description="Model to use for upscaling.")
     tile: int = Field(0, ge=0, le=4096, description="Tile size in pixels; 0 = no tiling (the server still tiles an input too large for one pass). Tiles overlap by 10 pixels.")
     face: bool = Field(False, description="Upscale faces with GFPGAN. Not supported by this server: true is refused.")
-    output_format: OutputFormat = Field("png", description="Output image format.")
 
 
 def check_params(params: ESRGANParams) -> None:
@@ -52,27 +50,6 @@ def check_params(params: ESRGANParams) -> None:
         raise InvalidParameter("tile", f"must be 0 (no tiling) or at least {MIN_TILE}, got {params.tile}")
     if params.face:
         raise InvalidParameter("face", "face enhancement (GFPGAN) is not supported by this server; send face=false")
-
-
-def _check_image_url(v: str) -> str:
-    s = v.strip()
-    head = s[:8].lower()
-    if not (head.startswith("http://") or head.startswith("https://") or head.startswith("data:")):
-        raise ValueError("must be an http(s) URL or a data: URI")
-    return s
-
-
-class ESRGANInput(ESRGANParams):
-    """Input of fal-ai/esrgan: the image URL and the upscaling parameters. Unknown fields are ignored, as hosted."""
-
-    model_config = ConfigDict(extra="ignore", json_schema_extra={"examples": [{"image_url": "https://storage.googleapis.com/falserverless/gallery/blue-bird.jpeg", "scale": 2}]})
-
-    image_url: str = Field(..., min_length=1, description="URL of the image to upscale: an http(s) URL, a data: URI (base64), or a URL of this server's file storage.")
-
-    _scheme = field_validator("image_url")(classmethod(lambda cls, v: _check_image_url(v)))
-
-    def params(self) -> ESRGANParams:
-        return ESRGANParams(**self.model_dump(exclude={"image_url"}))
 
 
 class ESRGANImage(BaseModel):

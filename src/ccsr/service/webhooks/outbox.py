@@ -17,6 +17,7 @@ from sqlalchemy.orm import Mapped, Session, mapped_column
 
 from ccsr.jobs.db import Base
 from ccsr.jobs.models import COMPLETED
+from ccsr.service.inline import without_images
 from ccsr.service.schemas import absolute_file_urls
 
 PENDING, DELIVERED, FAILED = "pending", "delivered", "failed"
@@ -114,7 +115,8 @@ def body_for_view(view: Any) -> dict:
     """The webhook body of a finished job view (ccsr.jobs.scheduler.JobView)."""
     base = (view.base_url or "").rstrip("/")
     if view.status == COMPLETED:
-        payload = absolute_file_urls(view.result, base) if base else view.result
+        result = without_images(view.result)  # sync_mode: the image is never kept, here neither
+        payload = absolute_file_urls(result, base) if base else result
         return webhook_body(view.request_id, ok=True, payload=payload)
     payload = view.error_body or {"detail": view.error, "error_type": view.error_type}
     return webhook_body(view.request_id, ok=False, payload=payload, error=view.error or view.error_type)

@@ -351,7 +351,10 @@ async function followCurrent() {
 
 function summarize(out) {
   const img = out.image || {};
-  return { url: img.url, width: img.width, height: img.height, file_name: img.file_name, file_size: img.file_size, content_type: img.content_type, seed: out.seed };
+  // sync_mode: the image came inline (a data: URI) and the server keeps no copy;
+  // the history keeps none either (it would fill the browser's storage).
+  const inline = /^data:/.test(img.url || "");
+  return { url: inline ? null : img.url, inline, width: img.width, height: img.height, file_name: img.file_name, file_size: img.file_size, content_type: img.content_type, seed: out.seed };
 }
 
 function showResult(out, beforeUrl, seconds) {
@@ -442,6 +445,12 @@ async function openHistory(item) {
   for (const [k, v] of Object.entries(item.input || {})) if (k !== "image_url") setField(form, k, v);
   if (/^https?:/.test(item.input?.image_url || "")) setUrl(item.input.image_url);
   updateSnippet();
+  if (item.status === "COMPLETED" && item.result?.inline) {
+    $("#result").hidden = true;
+    $("#empty-result").hidden = false;
+    setState("done", `Request ${item.id.slice(0, 8)} ran with sync_mode: its image was returned inline and is not kept (run it again to see it).`);
+    return;
+  }
   if (item.status === "COMPLETED" && item.result) {
     showResult({ image: item.result, seed: item.result.seed }, item.before, item.seconds);
     setState("done", `Request ${item.id.slice(0, 8)} (from history).`);
