@@ -68,15 +68,17 @@ def tiled_eps(
 ) -> torch.Tensor:
     """Noise prediction for the whole latent from overlapping tiles.
 
-    Tiles of x [1,C,H,W] and of the condition latent (same H, W) are stacked
-    ``batch_size`` at a time and passed to ``eps_fn(x_batch, cond_batch, i)``;
-    results are blended: eps = sum(w * eps_tile) / sum(w). ``cancel`` is
+    Tiles of x [B,C,H,W] and of the condition latent (same B, H, W) are
+    stacked ``batch_size`` tiles at a time (tile-major: each tile's B items
+    together) and passed to ``eps_fn(x_batch, cond_batch, i)``; results are
+    blended: eps = sum(w * eps_tile) / sum(w). ``cancel`` is
     checked before every batch. Pass ``weights`` as float32 on x's device to
     spare a conversion per call.
     """
-    _, _, h, w = x.shape
-    if x.shape[0] != 1 or h < tile or w < tile:
-        raise ValueError(f"tiled_eps needs one latent at least {tile}x{tile}, got {tuple(x.shape)}")
+    per, _, h, w = x.shape
+    if h < tile or w < tile or cond.shape[0] != per:
+        raise ValueError(f"tiled_eps needs latents at least {tile}x{tile} and one condition each, got "
+                         f"{tuple(x.shape)} and {tuple(cond.shape)}")
     wt = weights.to(device=x.device, dtype=torch.float32)
     acc = torch.zeros_like(x, dtype=torch.float32)
     norm = torch.zeros((h, w), device=x.device, dtype=torch.float32)
@@ -88,8 +90,8 @@ def tiled_eps(
         xs = torch.cat([x[:, :, y : y + tile, c : c + tile] for y, c in part])
         cs = torch.cat([cond[:, :, y : y + tile, c : c + tile] for y, c in part])
         out = eps_fn(xs, cs, i).float()
-        for (y, c), e in zip(part, out):
-            acc[0, :, y : y + tile, c : c + tile] += e * wt
+        for k, (y, c) in enumerate(part):
+            acc[:, :, y : y + tile, c : c + tile] += out[k * per : (k + 1) * per] * wt
             norm[y : y + tile, c : c + tile] += wt
     return (acc / norm).to(x.dtype)
 

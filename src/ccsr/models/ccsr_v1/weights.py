@@ -8,12 +8,12 @@ touches the network unless :func:`download` is called.
 
 from __future__ import annotations
 
-import json
 import os
-import struct
 from pathlib import Path
 from typing import Optional
 
+from ccsr.engine.weights_files import (RANDOM_MARKER, has_random_marker, http_errors, progress_bar_class,  # noqa: F401
+                                       random_marker, safetensors_metadata)
 from ccsr.errors import WeightsNotFound
 
 REPO_ID = "Kijai/ccsr-safetensors"
@@ -29,43 +29,14 @@ HOW_TO_GET = (
 )
 
 
-#: safetensors metadata key that ``ccsr weights random`` sets to "true": whether a
-#: checkpoint is random is then a property of the file, not a guess from its size.
-RANDOM_MARKER = "ccsr.random_weights"
 #: Seconds to wait for the hub to answer before giving up (it may be unreachable).
 CONNECT_TIMEOUT = 10.0
-
-
-def random_marker(seed: int) -> dict[str, str]:
-    """The metadata that marks a safetensors file as random weights."""
-    return {RANDOM_MARKER: "true", "ccsr.random_seed": str(int(seed))}
-
-
-def safetensors_metadata(path: Path | str) -> dict[str, str]:
-    """The ``__metadata__`` of a .safetensors file (header only: no tensor is read,
-    no torch import, so the HTTP process can call it)."""
-    with open(path, "rb") as f:
-        head = f.read(8)
-        if len(head) < 8:
-            return {}
-        (n,) = struct.unpack("<Q", head)
-        if n > 100_000_000:  # not a safetensors header
-            return {}
-        try:
-            header = json.loads(f.read(n))
-        except ValueError:
-            return {}
-    meta = header.get("__metadata__") if isinstance(header, dict) else None
-    return {str(k): str(v) for k, v in meta.items()} if isinstance(meta, dict) else {}
 
 
 def is_random(path: Path | str) -> bool:
     """True when the checkpoint carries the random-weights marker (only
     ``.safetensors`` files written by ``ccsr weights random`` do)."""
-    path = Path(path)
-    if path.suffix.lower() != ".safetensors" or not path.is_file():
-        return False
-    return safetensors_metadata(path).get(RANDOM_MARKER) == "true"
+    return has_random_marker(path)
 
 
 def cached_path(cache_dir: Optional[Path] = None) -> Optional[Path]:
@@ -112,8 +83,8 @@ def download(
     try:
         meta = get_hf_file_metadata(hf_hub_url(REPO_ID, FILENAME, endpoint=endpoint), timeout=timeout, endpoint=endpoint)
         path = Path(hf_hub_download(REPO_ID, FILENAME, cache_dir=cache_dir, force_download=force,
-                                    etag_timeout=timeout, endpoint=endpoint, tqdm_class=_progress_bar_class()))
-    except (LocalEntryNotFoundError, HfHubHTTPError, OSError, *_http_errors()) as exc:
+                                    etag_timeout=timeout, endpoint=endpoint, tqdm_class=progress_bar_class()))
+    except (LocalEntryNotFoundError, HfHubHTTPError, OSError, *http_errors()) as exc:
         raise WeightsNotFound(
             f"Could not download {REPO_ID}/{FILENAME}: {exc.__class__.__name__}: {exc}. "
             "Check the network (and HF_ENDPOINT / proxy settings), then run `ccsr weights download` again; "
@@ -125,36 +96,3 @@ def download(
             "Run `ccsr weights download --force` to fetch it again."
         )
     return path
-
-
-def _http_errors() -> tuple[type[BaseException], ...]:
-    """Transport errors of the HTTP library huggingface_hub uses (httpx, or its
-    fork httpx2 in recent releases): timeouts and refused connections."""
-    import importlib
-
-    found = []
-    for name in ("httpx2", "httpx", "requests"):
-        try:
-            mod = importlib.import_module(name)
-        except ImportError:
-            continue
-        err = getattr(mod, "HTTPError", None) or getattr(getattr(mod, "exceptions", None), "RequestException", None)
-        if isinstance(err, type) and issubclass(err, BaseException):
-            found.append(err)
-    return tuple(found)
-
-
-def _progress_bar_class() -> type:
-    """A plain tqdm bar on stderr, always drawn: huggingface_hub's own bar hides
-    itself in some set-ups (log level, no TTY), and a 3.44 GB download without
-    one looks like a hang."""
-    from tqdm.auto import tqdm
-
-    class DownloadBar(tqdm):
-        def __init__(self, *args, **kwargs):
-            kwargs.pop("name", None)
-            kwargs["disable"] = False
-            kwargs.setdefault("mininterval", 0.5)
-            super().__init__(*args, **kwargs)
-
-    return DownloadBar
