@@ -15,7 +15,7 @@ CCSR, ESRGAN = default_registry()["fal-ai/ccsr"], default_registry()["fal-ai/esr
 
 def test_the_sections_come_from_the_registry():
     settings = Settings()
-    assert list(settings.models) == default_registry().names() == ["ccsr-v1", "esrgan"]
+    assert list(settings.models) == default_registry().names() == ["ccsr-v1", "esrgan", "ccsr-v2"]
     assert isinstance(settings.section(CCSR), CCSR.Settings) and isinstance(settings.section(ESRGAN), ESRGAN.Settings)
     assert "weights" not in Settings.model_fields and "esrgan_weights_dir" not in Settings.model_fields
 

@@ -43,7 +43,7 @@ def test_esrgan_through_ccsr_upscale(photo, tmp_path, no_ccsr):
 
 
 @pytest.mark.parametrize("args, needle", [
-    (["--model", "esrgan", "--steps", "3"], "--steps: not a field of esrgan (it belongs to ccsr-v1: choose its model with --model)"),
+    (["--model", "esrgan", "--steps", "3"], "--steps: not a field of esrgan (it belongs to ccsr-v1, ccsr-v2: choose its model with --model)"),
     (["--model", "esrgan", "--weights", "w.safetensors"], "--weights: not a field of esrgan"),
     (["--esrgan-model", "RealESRGAN_x2plus"], "--esrgan-model: not a field of ccsr-v1"),
     (["--model", "esrgan", "--tile", "8"], "--tile: must be 0 (no tiling) or at least 32"),

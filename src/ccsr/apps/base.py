@@ -224,6 +224,13 @@ class App:
         the environment is not read again: the server's values are the truth."""
         return self.Settings.model_validate(worker_settings.get("section") or {})
 
+    def serve_by_default(self, section: ModelSettings) -> bool:
+        """Whether a server that is not told its apps (``CCSR_APPS`` unset) serves
+        this one. True, the default; a model whose weights are a large optional
+        download (CCSR-v2) answers whether they are found, so a fresh server does
+        not start a worker that cannot load."""
+        return True
+
     # --- the command line (optional) --------------------------------------------------
     def register_cli(self, cli: "typer.Typer") -> None:
         """Add this model's own commands to ``ccsr`` (e.g. ``ccsr esrgan ...``, or
@@ -242,6 +249,15 @@ class App:
         default) and return the file; raise :class:`ccsr.errors.CCSRError` saying
         why not. Not overridden: this model has nothing to download."""
         return None
+
+    def write_random_weights(self, output: Path, *, seed: int, dtype: str, arch: str, config: Optional[Path]) -> str:
+        """Write random weights of this model's architecture (``arch``: tiny or
+        full; ``config``: a model-specific architecture file) to ``output``,
+        marked as random, for tests and demos (``ccsr weights random --model``);
+        return a line for people. Raise :class:`ccsr.errors.CCSRError` saying why not."""
+        from ccsr.errors import CCSRError
+
+        raise CCSRError(f"{self.name} has no random weights to write")
 
     # --- the worker process ----------------------------------------------------------
     def load_engine(self, settings: dict, device: str) -> Any:

@@ -16,7 +16,11 @@ from typing import Iterable, Iterator, Optional
 from ccsr.apps.base import App, load_app, resolve
 
 #: The apps that ship with the package, in the order the playground lists them.
-BUILTIN: tuple[str, ...] = ("ccsr.models.ccsr_v1.app:CCSRApp", "ccsr.models.esrgan.app:ESRGANApp")
+BUILTIN: tuple[str, ...] = (
+    "ccsr.models.ccsr_v1.app:CCSRApp",
+    "ccsr.models.esrgan.app:ESRGANApp",
+    "ccsr.models.ccsr_v2.app:V2App",
+)
 
 
 class Registry:

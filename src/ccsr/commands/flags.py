@@ -81,15 +81,35 @@ def field_flags(models: dict[str, type[BaseModel]], reserved: Iterable[str] = ()
     return flags
 
 
-def setting_flags(sections: dict[str, Any]) -> list[FieldFlag]:
+def setting_flags(sections: dict[str, Any], by_field: bool = False) -> list[FieldFlag]:
     """The flags of the models' settings sections (``{model name: ModelSettings
-    class}``): fields marked ``cli``, named after their flat name (``--weights``)."""
-    flags = []
+    class}``): fields marked ``cli``, named after their flat name (``--weights``,
+    ``--v2-weights``: one flag per setting, as ``ccsr serve`` needs). With
+    ``by_field``, a field several models have is one flag named after the field
+    (``ccsr upscale --model ccsr-v2 --weights DIR``: one model runs, so one
+    ``--weights`` serves them all); the others keep their flat names."""
+    flags: list[FieldFlag] = []
+    shared: dict[str, FieldFlag] = {}
+    counts: dict[str, int] = {}
+    for cls in sections.values():
+        for name in cls.cli_fields():
+            counts[name] = counts.get(name, 0) + 1
     for owner, cls in sections.items():
         for name, extra in cls.cli_fields().items():
             flat = cls.flat_name(name)
-            flags.append(FieldFlag(flat, _dash(flat), name, {owner: cls.model_fields[name]}, extra,
-                                   note=f"env CCSR_{flat.upper()}"))
+            if not by_field or counts[name] == 1:
+                flags.append(FieldFlag(flat, _dash(flat), name, {owner: cls.model_fields[name]}, extra,
+                                       note=f"env CCSR_{flat.upper()}"))
+                continue
+            flag = shared.get(name)
+            if flag is None:
+                flag = shared[name] = FieldFlag(name, _dash(name), name, {}, dict(extra), note="")
+                flags.append(flag)
+            elif flag.extra != extra:
+                flag.extra = {}  # the models disagree (file or folder): each model's own check decides
+            flag.owners[owner] = cls.model_fields[name]
+            envs = ", ".join(f"CCSR_{sections[o].flat_name(name).upper()}" for o in flag.owners)
+            flag.note = f"env {envs}"
     return flags
 
 

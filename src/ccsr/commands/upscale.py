@@ -149,7 +149,7 @@ class _Models:
 
     def __init__(self, registry: Registry):
         self.registry = registry
-        self.settings_flags: list[FieldFlag] = setting_flags({a.name: a.Settings for a in registry})
+        self.settings_flags: list[FieldFlag] = setting_flags({a.name: a.Settings for a in registry}, by_field=True)
         own = (*OWN, *(f.param for f in self.settings_flags))
         self.param_flags: list[FieldFlag] = field_flags({a.name: a.Params for a in registry}, own)
 

@@ -5,7 +5,8 @@ name (``ccsr-v1``, ``esrgan``) or by a weights name one model knows
 (``RealESRGAN_x2plus``); without it, the first registered model that has
 weights to download. The fetching is the model's (``App.download_weights``).
 Models add commands of their own to the group from ``App.register_cli``
-through :func:`weights_group` (CCSR v1: ``path``, ``random``).
+through :func:`weights_group` (CCSR v1: ``path``). ``ccsr weights random
+--model NAME`` is generic too: the model writes its own (``App.write_random_weights``).
 """
 
 from __future__ import annotations
@@ -75,5 +76,34 @@ def register(cli: typer.Typer, registry: Registry) -> None:
             typer.echo(f"error: {exc}", err=True)
             raise typer.Exit(1)
         typer.echo(str(path))
+
+    makers = [a for a in registry if type(a).write_random_weights is not App.write_random_weights]
+    maker_names = ", ".join(a.name for a in makers)
+
+    @group.command("random")
+    def random_cmd(
+        output: Path = typer.Option(..., "-o", "--output", help="Where to write: a .safetensors file (ccsr-v1) or a folder (ccsr-v2)."),
+        model: Optional[str] = typer.Option(None, "--model", help=f"Which model's architecture: {maker_names} (default: the first)."),
+        arch: str = typer.Option("tiny", "--arch", help="tiny (a few MB, the tests') or full (the official sizes, for benchmarks)."),
+        config: Optional[Path] = typer.Option(None, "--config", exists=True, dir_okay=False, help="CCSR v1 only: an official-format model YAML (instead of --arch)."),
+        seed: int = typer.Option(0, "--seed", help="Seed of the random weights."),
+        dtype: str = typer.Option("fp32", "--dtype", help="fp32, fp16 or bf16."),
+    ) -> None:
+        """Write random weights of a model's architecture, marked as random.
+
+        Everything that loads them (``ccsr upscale``, ``ccsr serve``, the
+        playground) says so: for tests, demos and benchmarks only."""
+        app = next((a for a in makers if a.name == model), None) if model else makers[0]
+        if app is None:
+            raise typer.BadParameter(f"no model {model!r} has random weights; choose one of {maker_names}", param_hint="--model")
+        if arch not in ("tiny", "full"):
+            raise typer.BadParameter(f"must be tiny or full, got {arch!r}", param_hint="--arch")
+        if dtype not in ("fp32", "fp16", "bf16"):
+            raise typer.BadParameter(f"must be fp32, fp16 or bf16, got {dtype!r}", param_hint="--dtype")
+        try:
+            typer.echo(app.write_random_weights(output, seed=seed, dtype=dtype, arch=arch, config=config))
+        except CCSRError as exc:
+            typer.echo(f"error: {exc}", err=True)
+            raise typer.Exit(2)
 
     cli.add_typer(group, name=GROUP)

@@ -62,6 +62,18 @@ def worker_pool(app: App, settings: Settings, factory: Optional[str] = None) -> 
                       batch_size=settings.batch_size if app.batches else 1, batch_wait=settings.batch_wait)
 
 
+def servable(registry: Registry, settings: Settings) -> Registry:
+    """The apps a server not told its apps serves: those whose
+    ``serve_by_default`` says yes (CCSR-v2 only when its weights are found)."""
+    kept = []
+    for a in registry:
+        if a.serve_by_default(settings.section(a)):
+            kept.append(a)
+        else:
+            log.info("%s is not served: its weights were not found (set CCSR_APPS to serve it anyway)", a.app_id)
+    return Registry(kept)
+
+
 def create_app(
     settings: Optional[Settings] = None,
     *,
@@ -89,6 +101,8 @@ def create_app(
             registry = Registry([registry[a] for a in wanted])
         elif executor is not None and not executors:
             registry = Registry([next(iter(registry))])
+    if not settings.apps:
+        registry = servable(registry, settings)
     data_dir = Path(settings.data_dir)
     data_dir.mkdir(parents=True, exist_ok=True)
     store = JobStore(settings.resolved_database_url())

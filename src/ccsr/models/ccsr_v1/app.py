@@ -67,6 +67,11 @@ class CCSRApp(App):
 
         return weights.download(cache_dir=dest, force=force, **({"timeout": timeout} if timeout else {}))
 
+    def write_random_weights(self, output: Path, *, seed: int, dtype: str, arch: str, config: Optional[Path]) -> str:
+        from ccsr.models.ccsr_v1.cli import write_random
+
+        return write_random(output, seed=seed, dtype=dtype, arch=arch, config=config)
+
     def load_engine(self, settings: dict, device: str) -> Any:
         from ccsr.models.ccsr_v1.engine import CCSRUpscaler
 

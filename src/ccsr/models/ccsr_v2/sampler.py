@@ -4,7 +4,7 @@ A pure function over a model callable, as k-diffusion's samplers are: the
 engine builds ``model(x, t, first)`` (the noise prediction of latents ``x``
 at timestep ``t``; ``first`` says which text context and condition belong to
 the pass) and this module does the arithmetic and the random draws, in the
-official pipeline's order (docs/ccsr-v2.md and ../shared/docs/ccsr-v2.md):
+official pipeline's order (docs/ccsr-v2.md):
 
 request stream ``gen``: the start noise, then one variance draw per DDPM step
 with t > 0; global stream ``glob``: (the engine's posterior sample), two
@@ -134,7 +134,6 @@ def sample_v2(
     [B, 4, h, w]. ``gens``/``globs``: one request and one "global" generator
     per request, seeded by the engine. Each pass calls ``cancel`` first and
     ``progress(done, total)`` after."""
-    b = z_lr.shape[0]
     guided = guidance_scale > 1.0
     timesteps = schedule.timesteps(steps)
     kept, dropped = round(steps * t_max), round(steps * t_min)
