@@ -109,3 +109,20 @@ def small(monkeypatch) -> None:
     import ccsr.models.ccsr_v1.params as params_mod
 
     monkeypatch.setattr(params_mod, "NATIVE_SIZE", 128)
+
+
+@pytest.fixture(scope="session")
+def v2_weights(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny random CCSR-v2 folder in the official layout (1.6 MB, about 2 s),
+    as ``ccsr weights random --model ccsr-v2`` writes it."""
+    from ccsr.models.ccsr_v2.random_weights import write_random_weights
+
+    return write_random_weights(tmp_path_factory.mktemp("v2") / "weights", arch="tiny", seed=0)
+
+
+@pytest.fixture(scope="session")
+def v2_upscaler(v2_weights: Path):
+    """The tiny CCSR-v2 engine on the CPU in fp32."""
+    from ccsr.models.ccsr_v2.engine import V2Upscaler
+
+    return V2Upscaler.from_folder(v2_weights, device="cpu", dtype="fp32")

@@ -1,0 +1,109 @@
+"""The CCSR-v2 engine on tiny random weights (official folder layout):
+sizes, seeds, batching, tiling, progress, cancel and the memory plan."""
+
+import threading
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from ccsr.errors import Cancelled, InvalidParameter
+from ccsr.models.ccsr_v2.params import V2Params
+
+SMALL = dict(process_size=64)
+
+
+def _img(seed=0, w=40, h=32):
+    return Image.fromarray(np.random.default_rng(seed).integers(0, 256, (h, w, 3), dtype=np.uint8))
+
+
+def _a(res):
+    return np.asarray(res.image).astype(int)
+
+
+def test_output_size_and_the_seed_decides(v2_upscaler):
+    a = v2_upscaler(_img(), seed=1, **SMALL)
+    b = v2_upscaler(_img(), seed=1, **SMALL)
+    c = v2_upscaler(_img(), seed=2, **SMALL)
+    assert a.image.size == (160, 128) and a.seed == 1 and a.passes == 1
+    assert np.array_equal(_a(a), _a(b)) and not np.array_equal(_a(a), _a(c))
+    assert v2_upscaler(_img(), **SMALL).seed >= 0  # a random seed is reported
+
+
+def test_small_inputs_are_enlarged_then_the_output_is_input_times_scale(v2_upscaler):
+    res = v2_upscaler(_img(w=20, h=12), seed=0, scale=2, process_size=64)
+    assert res.image.size == (40, 24)
+
+
+def test_every_option_changes_the_picture(v2_upscaler):
+    base = _a(v2_upscaler(_img(), seed=3, **SMALL))
+    for change in (dict(start_point="noise"), dict(color_fix_type="wavelet"), dict(color_fix_type="none"),
+                   dict(steps=6, t_min=0.5, guidance_scale=4.5), dict(steps=6, t_min=0.5),
+                   dict(prompt="a cat")):
+        assert not np.array_equal(base, _a(v2_upscaler(_img(), seed=3, **SMALL, **change))), change
+
+
+def test_negative_prompt_only_matters_with_guidance(v2_upscaler):
+    one = dict(steps=6, t_min=0.5, seed=4, **SMALL)
+    a = _a(v2_upscaler(_img(), **one, negative_prompt="x"))
+    assert np.array_equal(a, _a(v2_upscaler(_img(), **one, negative_prompt="y")))
+    g = _a(v2_upscaler(_img(), **one, guidance_scale=3, negative_prompt="x"))
+    assert not np.array_equal(g, _a(v2_upscaler(_img(), **one, guidance_scale=3, negative_prompt="y")))
+
+
+def test_one_tile_covering_the_latent_equals_untiled(v2_upscaler):
+    kw = dict(seed=5, steps=6, t_min=0.5, guidance_scale=2.0, **SMALL)
+    plain = _a(v2_upscaler(_img(w=32, h=32), **kw))
+    tiled = _a(v2_upscaler(_img(w=32, h=32), **kw, tile_diffusion="gaussian", tile_diffusion_size=512, tile_diffusion_stride=256))
+    assert np.abs(plain - tiled).max() <= 1
+    small = _a(v2_upscaler(_img(w=32, h=32), **kw, tile_diffusion="gaussian", tile_diffusion_size=64, tile_diffusion_stride=32))
+    assert small.shape == plain.shape and not np.array_equal(small, plain)
+
+
+def test_tiled_vae_decoder_runs_and_stays_close(v2_upscaler):
+    plain = _a(v2_upscaler(_img(), seed=6, **SMALL))
+    tiled = _a(v2_upscaler(_img(), seed=6, **SMALL, tile_vae=True, tile_vae_decoder_size=16))
+    assert tiled.shape == plain.shape and np.abs(plain - tiled).mean() < 8
+
+
+def test_batch_equals_one_by_one(v2_upscaler):
+    p = [V2Params(seed=s, steps=6, t_min=0.5, guidance_scale=3.0, **SMALL) for s in (1, 2, 3)]
+    batched = v2_upscaler.run_batch([_img(1), _img(2), _img(3)], p)
+    for im, q, r in zip([_img(1), _img(2), _img(3)], p, batched):
+        assert r.seed == q.seed and np.abs(_a(v2_upscaler.run(im, q)) - _a(r)).max() <= 1
+    with pytest.raises(ValueError, match="differ only in the seed"):
+        v2_upscaler.run_batch([_img(1), _img(2)], [p[0], p[0].model_copy(update={"scale": 2})])
+
+
+def test_progress_per_pass_and_cancel_between_passes(v2_upscaler):
+    seen = []
+    v2_upscaler(_img(), seed=0, steps=6, t_min=0.5, progress=lambda d, n: seen.append((d, n)), **SMALL)
+    assert seen == [(1, 2), (2, 2)]
+    cancel = threading.Event()
+
+    def progress(d, n):
+        cancel.set()
+
+    with pytest.raises(Cancelled):
+        v2_upscaler(_img(), seed=0, steps=6, t_min=0.5, progress=progress, cancel=cancel, **SMALL)
+
+
+def test_bad_values_are_refused_naming_the_field(v2_upscaler):
+    with pytest.raises(InvalidParameter) as err:
+        v2_upscaler(_img(), steps=1, t_min=0.5)
+    assert err.value.field == "t_min"
+    with pytest.raises(InvalidParameter) as err:
+        v2_upscaler(_img(), scale=9)
+    assert err.value.field == "scale"
+
+
+def test_memory_plan_turns_on_the_tiled_decoder_when_the_budget_is_small(v2_upscaler):
+    lines = []
+    old = v2_upscaler.memory_budget
+    v2_upscaler.memory_budget = 200_000
+    try:
+        res = v2_upscaler(_img(), seed=0, log=lines.append, **SMALL)
+    finally:
+        v2_upscaler.memory_budget = old
+    assert res.memory_plan is not None and res.memory_plan.tile_vae and res.memory_plan.changed
+    assert any("memory plan" in line for line in lines)
