@@ -333,3 +333,38 @@ def test_tiny_model_in_an_actor_matches_the_in_process_run(server, tiny_checkpoi
     # Same weights, seed and noise; only the CPU thread count may differ (float sums).
     assert np.abs(a - b).max() <= 2, np.abs(a - b).max()
     assert done[0].file_size == len(store.read("ray.png"))
+
+
+def test_tiny_v2_model_in_an_actor_matches_the_in_process_run(server, v2_weights, fixtures_dir, tmp_path):
+    """CCSR-v2 (tiny random folder) in a Ray actor: the picture the same engine
+    makes in this process, with per-pass progress."""
+    import io
+    import threading
+
+    import numpy as np
+    from PIL import Image
+
+    from ccsr.executors.base import Done, Failed, Progress, Task
+    from ccsr.executors.worker import run_task
+    from ccsr.models.ccsr_v2.app import V2App
+    from ccsr.storage.local import LocalBlobStore
+
+    _, _, cluster = server
+    photo = sorted((fixtures_dir / "images").glob("*.png"))[0]
+    Image.open(photo).convert("RGB").resize((24, 16)).save(tmp_path / "in.png")
+    app = V2App()
+    wsettings = app.worker_settings(Settings(models={"ccsr-v2": {"weights": v2_weights}}, device="cpu", dtype="fp32"))
+    params = app.Params(steps=6, t_min=0.5, guidance_scale=4.5, scale=2, seed=3, process_size=64)
+    store = LocalBlobStore(tmp_path / "blobs")
+    store.put("in.png", (tmp_path / "in.png").read_bytes())
+    events = run_on_one_actor(cluster, store, Task("v2", app.app_id, params, "in.png", "ray.png"), wsettings,
+                              app.ref, timeout=120)
+    done = [e for e in events if isinstance(e, (Done, Failed))]
+    assert len(done) == 1 and isinstance(done[0], Done), done
+    assert [(e.step, e.total) for e in events if isinstance(e, Progress)][-1] == (2, 2)
+    local: list = []
+    run_task(app, app.load_engine(wsettings, "cpu"), store, Task("v2", app.app_id, params, "in.png", "local.png"),
+             threading.Event(), local.append)
+    a = np.asarray(Image.open(io.BytesIO(store.read("ray.png"))), dtype=np.int16)
+    b = np.asarray(Image.open(io.BytesIO(store.read("local.png"))), dtype=np.int16)
+    assert a.shape == b.shape == (32, 48, 3) and np.abs(a - b).max() <= 2
