@@ -218,10 +218,8 @@ class V2Upscaler:
             pos = self.context(p.prompt)
             neg = self.context(p.negative_prompt) if guided else None
         with _timer(timings, "encode", dev):
-            mean, std = nets.posterior(x01)
-            draws = [torch.randn((2 if guided else 1, *mean.shape[1:]), generator=g) for g in globs]
-            samples = [(mean[b : b + 1] + std[b : b + 1] * draws[b].to(dev)) * nets.scale_factor for b in range(n)]
-        first_cond = torch.cat([s[0:1] for s in samples])
+            samples = [self._posterior_sample(x01[b : b + 1], globs[b], guided) for b in range(n)]
+        first_cond = samples[0][0:1] if n == 1 else torch.cat([s[0:1] for s in samples])
         if guided:
             loop_cond = torch.cat([*(s[0:1] for s in samples), *(s[1:2] for s in samples)])
             first_ctx, loop_ctx = neg.expand(n, -1, -1), torch.cat([neg.expand(n, -1, -1), pos.expand(n, -1, -1)])
@@ -243,6 +241,17 @@ class V2Upscaler:
             with _timer(timings, "postprocess", dev):
                 outs.append(finish(img01, prepared[b][0], p.color_fix_type, out_size))
         return outs
+
+    def _posterior_sample(self, x01: torch.Tensor, glob: torch.Generator, guided: bool) -> torch.Tensor:
+        """The input's latent, a posterior sample (scaled): two under guidance, as the
+        official pipeline encodes its guided batch of two (the same image twice),
+        each its own draw from the request's global stream. Encoding the batch of
+        two, not one image, keeps the latent's memory layout the official one,
+        on which the re-noise draw depends (sampler.py)."""
+        k = 2 if guided else 1
+        mean, std = self.nets.posterior(x01.repeat(k, 1, 1, 1) if k > 1 else x01)
+        draw = torch.randn(tuple(mean.shape), generator=glob).to(mean.device)
+        return (mean + std * draw) * self.nets.scale_factor
 
     def _model(self, p: V2Params, first_cond, loop_cond, first_ctx, loop_ctx, should_stop, say, tile_batch):
         nets = self.nets

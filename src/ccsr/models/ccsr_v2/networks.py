@@ -139,6 +139,22 @@ def controlnet_keys(sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
             for k, v in sd.items()}
 
 
+def text_keys(sd: dict[str, torch.Tensor], ours: Any) -> dict[str, torch.Tensor]:
+    """CLIP text-encoder files name their tensors ``text_model.<name>``; recent
+    transformers' ``CLIPTextModel`` holds them without the prefix. Take either."""
+    ours = set(ours)
+    out = {}
+    for k, v in sd.items():
+        if k.endswith("position_ids"):
+            continue  # a buffer older files carry
+        if k not in ours and k.startswith("text_model.") and k[len("text_model."):] in ours:
+            k = k[len("text_model."):]
+        elif k not in ours and "text_model." + k in ours:
+            k = "text_model." + k
+        out[k] = v
+    return out
+
+
 def _build(cls: Any, folder: Path) -> nn.Module:
     from accelerate import init_empty_weights
 
@@ -174,8 +190,7 @@ class V2Networks:
         with init_empty_weights():
             text = CLIPTextModel(CLIPTextConfig.from_pretrained(str(lay.sd / "text_encoder")))
         tsd = read_tensors(lay.sd / "text_encoder", "model", "pytorch_model", allow_pickle)
-        tsd.pop("text_model.embeddings.position_ids", None)  # a buffer older files carry
-        text = _into(text, tsd, "text_encoder", dtype, device)
+        text = _into(text, text_keys(tsd, text.state_dict().keys()), "text_encoder", dtype, device)
         tokenizer = CLIPTokenizer.from_pretrained(str(lay.sd / "tokenizer"))
         sched_cfg = json.loads((lay.sd / "scheduler" / "scheduler_config.json").read_text())
         return cls(unet, controlnet, vae, text, tokenizer, Schedule.from_config(sched_cfg), device, dtype, lay.root)

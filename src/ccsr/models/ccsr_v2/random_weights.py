@@ -50,10 +50,10 @@ def unet_config(arch: Arch) -> dict:
 
 
 def vae_config(arch: Arch) -> dict:
-    blocks = (128, 256, 512, 512) if arch == "full" else (8, 8, 16, 16)
+    blocks = (128, 256, 512, 512) if arch == "full" else (32, 32, 32, 32)
     return dict(in_channels=3, out_channels=3, down_block_types=("DownEncoderBlock2D",) * 4,
                 up_block_types=("UpDecoderBlock2D",) * 4, block_out_channels=blocks,
-                layers_per_block=2 if arch == "full" else 1, latent_channels=4, norm_num_groups=32 if arch == "full" else 8,
+                layers_per_block=2, latent_channels=4, norm_num_groups=32,
                 sample_size=768 if arch == "full" else 64, scaling_factor=0.18215)
 
 
@@ -160,7 +160,10 @@ def write_random_weights(root: Path, arch: Arch = "tiny", seed: int = 0, dtype: 
     randomize(text, gen)
     tdict = {**tcfg.to_dict(), "architectures": ["CLIPTextModel"], "torch_dtype": "float32"}
     tdict.pop("transformers_version", None)
-    _save(text, sd / "text_encoder", tdict, "model.safetensors", dtype, seed)
+    # Named as the released text encoders name them (``text_model.`` first), whatever
+    # this transformers version calls them inside.
+    prefix = {} if next(iter(text.state_dict())).startswith("text_model.") else {"": "text_model."}
+    _save(text, sd / "text_encoder", tdict, "model.safetensors", dtype, seed, rename=prefix)
     del text
 
     write_tokenizer(sd / "tokenizer")

@@ -8,7 +8,8 @@ official pipeline's order (docs/ccsr-v2.md):
 
 request stream ``gen``: the start noise, then one variance draw per DDPM step
 with t > 0; global stream ``glob``: (the engine's posterior sample), two
-``randint(999, 1000)`` draws, the re-noise draw (on a channels-last tensor).
+``randint(999, 1000)`` draws, the re-noise draw (``randn_like`` of the
+latent: in the latent's memory layout).
 A batch of requests passes one generator pair per item: item b draws from
 its own pair only, so its numbers equal a run by itself.
 
@@ -95,9 +96,16 @@ class Schedule:
         return mean
 
 
+def layout_of(x: torch.Tensor) -> bool:
+    """Whether ``x`` is laid out channels-last (and not also plainly contiguous)."""
+    return not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last)
+
+
 def _draw(shape: Sequence[int], gens: Sequence[torch.Generator], channels_last: bool = False) -> torch.Tensor:
     """One standard-normal draw of ``shape`` per item, item b from ``gens[b]``
-    (float32, on the CPU so every device sees the same numbers)."""
+    (float32, on the CPU so every device sees the same numbers). With
+    ``channels_last`` the numbers fill a channels-last tensor in memory order,
+    as ``torch.randn_like`` of such a tensor does: other values at each index."""
     one = (1, *shape[1:])
     if channels_last:
         parts = [torch.empty(one, memory_format=torch.channels_last).normal_(generator=g).contiguous() for g in gens]
@@ -165,7 +173,11 @@ def sample_v2(
         eps = model(x, 999, True)
         tick()
         x0 = schedule.predict_x0(x, 999, eps)
-        renoise = _draw(x.shape, globs, channels_last=True).to(x.device, x.dtype)
+        # The official code draws this with torch.randn_like(latents): the values follow
+        # the latent's memory layout, which the CPU convolutions of the VAE encoder
+        # decide (channels-last for its batch of two under guidance, here). The engine
+        # computes the latent with the same operations and batch, so its layout tells.
+        renoise = _draw(x.shape, globs, channels_last=layout_of(x)).to(x.device, x.dtype)
         x = schedule.add_noise(x0, renoise, timesteps[-kept] if kept else timesteps[0])
     if steps == 1:
         return x0
