@@ -1,0 +1,2 @@
+def save_image(*a, **k):
+    raise NotImplementedError
