@@ -55,3 +55,19 @@ def test_concurrent_claims_have_one_winner(store):
     for t in threads:
         t.join()
     assert outcomes.count(NEW) == 1 and set(outcomes) <= {NEW, PENDING}
+
+
+def test_a_submit_that_never_finished_frees_its_key_after_a_short_bound(store):
+    """A server killed between claiming a key and recording its request leaves a
+    row without a request id: retries wait (PENDING) only until STALE_PENDING,
+    then the key is taken over, not blocked for the whole ttl."""
+    from ccsr.jobs.idempotency import STALE_PENDING
+
+    keys = _keys(store)
+    assert keys.claim("alice", "k", "f", now=0).outcome == NEW  # ... and the server dies here
+    assert keys.claim("alice", "k", "f", now=STALE_PENDING - 1).outcome == PENDING
+    assert keys.claim("alice", "k", "f", now=STALE_PENDING + 1).outcome == NEW
+    keys.complete("alice", "k", "req-2")
+    later = keys.claim("alice", "k", "f", now=STALE_PENDING + 1000)
+    assert (later.outcome, later.request_id) == (REPLAY, "req-2")  # a completed key is kept for the ttl
+    assert STALE_PENDING < 60

@@ -80,3 +80,25 @@ def test_a_malformed_key_is_422(server):
     client, _ = server
     r = _post(client, "x" * 300)
     assert r.status_code == 422 and r.json()["detail"][0]["loc"] == ["header", "Idempotency-Key"]
+
+
+def test_a_key_left_by_a_killed_submit_is_reusable_after_a_short_bound(server):
+    """A server killed between claiming a key and recording its request leaves
+    a row without a request id. Retries (on any server sharing the database)
+    get 409 only while the row is fresh; once it is STALE_PENDING old the key is
+    taken over and the retry is queued, instead of 409 for the whole ttl."""
+    from sqlalchemy import update
+
+    from ccsr.jobs.idempotency import STALE_PENDING, IdempotencyRecord, NEW
+
+    client, app = server
+    keys = app.state.idempotency
+    owner = app.state.keyring.owner_for("Key alice-key")
+    assert keys.claim(owner, "crashed", "a different body, as if half-written").outcome == NEW  # then kill -9
+    with keys.engine.begin() as conn:
+        conn.execute(update(IdempotencyRecord).where(IdempotencyRecord.key == "crashed")
+                     .values(created_at=IdempotencyRecord.created_at - STALE_PENDING - 1))
+    first = _post(client, "crashed")
+    assert first.status_code == 200, first.text
+    again = _post(client, "crashed")
+    assert again.json()["request_id"] == first.json()["request_id"]

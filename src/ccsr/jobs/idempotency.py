@@ -7,6 +7,9 @@ queued, its request id. The row is inserted *before* the request is created
 (the primary key makes concurrent submits with one key race on the insert,
 and exactly one wins); the others find the row and wait for its request id.
 Keys live ``ttl`` seconds (24 h by default), then the key may be reused.
+A row still without a request id after :data:`STALE_PENDING` seconds belongs
+to a submit that never finished (its server was killed mid-submit): the next
+claim takes the key over instead of waiting on it for the whole ``ttl``.
 No web framework here: the HTTP side is :mod:`ccsr.service.idempotent_submit`.
 """
 
@@ -25,6 +28,10 @@ from ccsr.jobs.db import Base
 
 NEW, REPLAY, CONFLICT, PENDING = "new", "replay", "conflict", "pending"
 PURGE_INTERVAL = 60.0
+#: Seconds after which a claim without a request id is taken to be a crashed
+#: submit. Far above a live submit's time (storing the input, one insert) and
+#: above the 10 s a concurrent submit waits before it answers 409.
+STALE_PENDING = 30.0
 
 
 class IdempotencyRecord(Base):
@@ -69,7 +76,8 @@ class IdempotencyStore:
         for _ in range(3):  # an expired row is deleted and the insert retried
             with self._session() as s:
                 row = s.get(IdempotencyRecord, (owner, key))
-                if row is not None and row.created_at < now - self.ttl:
+                stale = row is not None and row.request_id is None and row.created_at < now - STALE_PENDING
+                if row is not None and (row.created_at < now - self.ttl or stale):
                     s.delete(row)
                     s.commit()
                     row = None

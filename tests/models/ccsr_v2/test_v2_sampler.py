@@ -45,8 +45,14 @@ def test_one_step_is_the_first_pass_prediction_with_the_official_draws():
     assert torch.allclose(out, expect, atol=1e-6)
 
 
-def test_two_step_guided_loop_uses_both_prompts_and_the_variance_draw():
+@pytest.mark.parametrize("channels_last", [True, False])
+def test_two_step_guided_loop_uses_both_prompts_and_the_variance_draw(channels_last):
+    """The re-noise draw follows the latent's memory layout, as the official
+    torch.randn_like(latents) does (channels-last for the guided batch of two
+    the official VAE encoder sees on a CPU)."""
     z = torch.randn(SHAPE, generator=torch.Generator().manual_seed(1))
+    if channels_last:
+        z = z.contiguous(memory_format=torch.channels_last)
     calls = []
 
     def model(x, t, first):
@@ -67,7 +73,8 @@ def test_two_step_guided_loop_uses_both_prompts_and_the_variance_draw():
     x = a[999] ** 0.5 * z + (1 - a[999]) ** 0.5 * n
     torch.randint(999, 1000, (1,), generator=glob)
     x0 = (x - (1 - a[999]) ** 0.5 * 0.2 * x) / a[999] ** 0.5
-    renoise = torch.empty(SHAPE, memory_format=torch.channels_last).normal_(generator=glob)
+    layout = torch.channels_last if channels_last else torch.contiguous_format
+    renoise = torch.empty(SHAPE, memory_format=layout).normal_(generator=glob)
     x = a[499] ** 0.5 * x0 + (1 - a[499]) ** 0.5 * renoise
     eps = 0.1 * x + 4.5 * (0.3 * x - 0.1 * x)
     expect = (x - (1 - a[499]) ** 0.5 * eps) / a[499] ** 0.5  # t_min > 0: the x0 at the last t

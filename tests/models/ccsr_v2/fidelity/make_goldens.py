@@ -111,8 +111,14 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--weights", type=Path, required=True)
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--one", type=Path, help="Run one request on this image instead of the cases (benchmarks/bench_v2.py).")
+    ap.add_argument("--out", type=Path, help="With --one: where the PNG goes.")
+    ap.add_argument("--opts", default="{}", help="With --one: the request's fields as JSON.")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
+    if args.one is not None:
+        run_case(args.weights, args.one, json.loads(args.opts)).save(args.out)
+        return
     cases = json.loads((HERE / "cases.json").read_text())
     commit = subprocess.run(["git", "-C", str(OFFICIAL), "rev-parse", "HEAD"], capture_output=True, text=True).stdout.strip()
     ref = {"official": {"repository": "csslc/CCSR, branch CCSR-v2.0 (fork ducchung0002/CCSRv2)",
