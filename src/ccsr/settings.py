@@ -163,6 +163,7 @@ class Settings(BaseSettings):
     max_interruptions: int = Field(3, ge=1, description="Runs of one request a server kill or restart may cut short before the request is failed (so a request that keeps killing its server ends); not counted as failed attempts.")
     log_flush_interval: float = Field(0.5, ge=0.05, le=0.5, description="Seconds between writes of buffered log lines and progress to the database (a kill -9 loses at most this much; other servers see logs at this cadence).")
     webhook_max_attempts: int = Field(10, description="Webhook deliveries tried before giving up.")
+    webhook_timeout: float = Field(15.0, gt=0, le=600, description="Seconds a webhook receiver has to answer one delivery (connect, send, response); a slower answer counts as failed and the delivery is tried again later (the receiver may then see it twice: deduplicate on the x-fal-webhook-delivery-id header). Raise it for receivers that do their work before answering.")
     webhook_concurrency: int = Field(32, ge=1, description="Webhook sends in flight at once (all receivers together).")
     webhook_per_host_concurrency: int = Field(4, ge=1, description="Webhook sends in flight at once to one receiver host, so a receiver that hangs cannot delay the others.")
 

@@ -142,3 +142,34 @@ def test_an_unexpected_error_is_a_json_500(server, monkeypatch):
     assert r.status_code == 500
     assert r.json()["error_type"] == "internal_server_error"
     assert "database gone" not in r.text
+
+
+def test_an_unexpected_error_is_a_json_500_on_a_connection_that_stays_open(tmp_path):
+    """A bug behind a route (here: the scheduler's lookup raising) answers a JSON
+    500 with its body, and the keep-alive connection is not closed: the next
+    request on it works (uvicorn closes a connection on an exception that escapes
+    the app, so none may)."""
+    settings = Settings(data_dir=tmp_path)
+    app = create_app(settings, executor=ThreadExecutor(FakeEngine(0.01)))
+    with serve_app(app) as base:
+        sched = app.state.scheduler
+        real_get = sched.get
+
+        async def broken(*a, **k):
+            raise RuntimeError("a bug, not the client's fault")
+
+        with httpx.Client(base_url=base, timeout=30) as client:
+            sub = client.post(Q, json={"image_url": png_data_uri(), "steps": 4}).json()
+            sched.get = broken
+            try:
+                r = client.get(f"{Q}/requests/{sub['request_id']}/status")
+            finally:
+                sched.get = real_get
+            assert r.status_code == 500 and r.json()["error_type"] == "internal_server_error"
+            assert "bug" not in r.text  # nothing internal in the answer
+            assert r.headers.get("connection", "").lower() != "close"
+            pool = client._transport._pool  # one connection, reused
+            assert len(pool.connections) == 1
+            conn = pool.connections[0]
+            assert client.get(f"{Q}/requests/{sub['request_id']}/status").status_code in (200, 202)
+            assert pool.connections == [conn]

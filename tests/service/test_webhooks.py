@@ -6,9 +6,11 @@ from __future__ import annotations
 import asyncio
 import base64
 import hashlib
+import http.server
 import json
 import os
 import stat
+import threading
 import types
 
 import pytest
@@ -571,3 +573,60 @@ async def test_outbox_made_before_delivery_ids_is_upgraded(tmp_path, receiver):
     finally:
         await stop_for_app(app)
         store.close()
+
+
+class SlowReceiver:
+    """Answers 200 after ``delay`` seconds; counts the POSTs it got."""
+
+    def __init__(self, delay: float):
+        self.delay = delay
+        self.got: list[bytes] = []
+        outer = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_POST(self):  # noqa: N802
+                outer.got.append(self.rfile.read(int(self.headers.get("Content-Length", 0))))
+                __import__("time").sleep(outer.delay)
+                try:
+                    self.send_response(200)
+                    self.send_header("Content-Length", "0")
+                    self.end_headers()
+                except OSError:
+                    pass
+
+            def log_message(self, *a):
+                pass
+
+        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        threading.Thread(target=self.httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/hook"
+
+    def close(self):
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+@pytest.mark.asyncio
+async def test_webhook_timeout_is_a_setting(tmp_path):
+    """A receiver slower than webhook_timeout gets the delivery again (its
+    answer came too late); with the setting above its time it gets it once."""
+    slow = SlowReceiver(delay=1.5)
+    try:
+        settings, _, factory, keys = setup(tmp_path, webhook_timeout=0.5)
+        clock = Clock()
+        sender = sender_for(settings, factory, keys, clock)
+        assert sender.timeout == 0.5 and sender.lease >= 2 * sender.timeout
+        enqueue(factory, slow.url, now=clock.t)
+        assert await sender.run_once() == 1
+        (row,) = rows(factory)
+        assert row.status == PENDING and row.attempts == 1  # too slow: to be tried again
+
+        (tmp_path / "b").mkdir()
+        settings2, _, factory2, keys2 = setup(tmp_path / "b", webhook_timeout=5.0)
+        sender2 = sender_for(settings2, factory2, keys2, clock)
+        enqueue(factory2, slow.url, now=clock.t, request_id="req-2")
+        assert await sender2.run_once() == 1
+        (row,) = rows(factory2)
+        assert row.status == DELIVERED and row.attempts == 1
+    finally:
+        slow.close()

@@ -110,14 +110,16 @@ def image_input_model(name: str, params: type[BaseModel], doc: str, example_url:
     ``params`` (field by field, so names, defaults and enums cannot drift from
     the engine's own model) and the output fields every app has
     (:mod:`ccsr.apps.output`: ``output_format``, its enum ``output_formats``,
-    and ``sync_mode``). Unknown fields are ignored, as the hosted API does."""
+    and ``sync_mode``). Unknown fields are ignored, as the hosted API does.
+    Types are strict: ``"scale": "2"`` or ``true`` is refused naming the field,
+    not coerced (an int is still a valid float)."""
     clash = sorted(set(params.model_fields) & set(OUTPUT_FIELDS))
     if clash:
         raise ValueError(f"{params.__name__} declares {', '.join(clash)}: every app has them "
                          "(ccsr.apps.output); pass output_formats to image_input_model instead")
     model = create_model(  # type: ignore[call-overload]
         name,
-        __config__=ConfigDict(extra="ignore", json_schema_extra={"examples": [{"image_url": example_url}]}),
+        __config__=ConfigDict(extra="ignore", strict=True, json_schema_extra={"examples": [{"image_url": example_url}]}),
         __validators__={"image_url_scheme": field_validator("image_url")(_check_image_url)},
         image_url=(str, Field(..., min_length=1, description=IMAGE_URL_DOC)),
         **{n: (f.annotation, f) for n, f in params.model_fields.items()},

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import json
 import math
+import logging
 from typing import Any, Optional
 
 from fastapi import FastAPI, Request
@@ -36,6 +37,8 @@ MAX_BODY_DEPTH = 32
 #: A JSON-valued header (x-fal-object-lifecycle-preference) is a small object.
 MAX_HEADER_BYTES = 4096
 MAX_HEADER_DEPTH = 4
+
+log = logging.getLogger("ccsr.service")
 
 
 class RequestProblem(Exception):
@@ -252,6 +255,41 @@ def json_safe(value: Any) -> Any:
     if isinstance(value, (int, bool)) or value is None:
         return value
     return json_safe(str(value))
+
+
+class InternalErrors:
+    """Pure ASGI middleware: an exception no handler took becomes a JSON 500
+    here, logged once, and is not raised further.
+
+    Starlette's own last resort answers and then re-raises, and uvicorn closes
+    the connection on an exception that follows a response: a keep-alive client
+    then lost its connection (and, seen from some clients, the body). Answering
+    here ends the request normally, so the connection stays open."""
+
+    def __init__(self, app: Any):
+        self.app = app
+
+    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = False
+
+        async def tracking_send(message: dict) -> None:
+            nonlocal started
+            if message["type"] == "http.response.start":
+                started = True
+            await send(message)
+
+        try:
+            await self.app(scope, receive, tracking_send)
+        except Exception:  # noqa: BLE001 - the last resort: everything else has handlers
+            if started:
+                raise  # too late to answer: the server closes the connection
+            log.exception("unhandled error on %s %s", scope.get("method"), scope.get("path"))
+            response = JSONResponse({"detail": "Internal server error.", "error_type": "internal_server_error"},
+                                    status_code=500)
+            await response(scope, receive, send)
 
 
 def install(app: FastAPI) -> None:

@@ -1,9 +1,10 @@
 """The defences every route shares, installed on the app in one call.
 
 Kept apart from :mod:`ccsr.service.app` so the wiring of the routes and the
-wiring of the guards change independently. Order matters: the body limit is
-the outermost middleware, so nothing inside it (the JSON guard, the routes)
-ever buffers more than the limit.
+wiring of the guards change independently. Order matters: the body limit
+wraps everything that reads a body, so nothing inside it (the JSON guard, the
+routes) ever buffers more than the limit; outside it only the last resort
+that turns an unhandled exception into a JSON 500.
 """
 
 from __future__ import annotations
@@ -26,3 +27,6 @@ def install(app: FastAPI, settings: Settings) -> None:
         bodylimit.BodyLimit,
         limit_for=bodylimit.limits_by_path(settings.max_request_body_bytes, settings.max_upload_bytes),
     )
+    # Added last, so outermost of ours: no exception escapes to the server, which
+    # would close a keep-alive connection (guards.InternalErrors).
+    app.add_middleware(guards.InternalErrors)

@@ -141,6 +141,22 @@ def test_checks_at_submit_and_once_the_size_is_known(server):
     assert r.status_code == 422 and r.json()["detail"][0]["loc"] == ["body", "scale"], r.text
 
 
+def test_strict_types_and_work_limits(server):
+    """Types are strict (no "2" or true for scale), a thin image is refused (more
+    than 64:1: a 1x5000 image would run ~40 tiles from a few bytes), and so is a
+    request of more than 1024 tiles."""
+    _, client = server
+    for value in ("2", True):
+        r = client.post(Q, json={"image_url": _uri(_photo(32)), "scale": value})
+        assert r.status_code == 422 and r.json()["detail"][0]["loc"] == ["body", "scale"], (value, r.text)
+    r = client.post(Q, json={"image_url": _uri(Image.new("RGB", (1, 5000)))})
+    assert r.status_code == 422 and r.json()["detail"][0]["loc"] == ["body", "image_url"], r.text
+    assert "64:1" in r.json()["detail"][0]["msg"]
+    r = client.post(Q, json={"image_url": _uri(Image.new("RGB", (2048, 1024))), "tile": 32, "scale": 1})
+    assert r.status_code == 422 and r.json()["detail"][0]["loc"] == ["body", "tile"], r.text
+    assert client.post(Q, json={"image_url": _uri(_photo(32)), "scale": 2}).status_code == 200
+
+
 def test_webhook_delivers_the_signed_esrgan_result(server):
     """A request with ?fal_webhook= gets the esrgan output (image url, size, type)
     POSTed to the receiver, signed with the key the server publishes in its JWKS."""

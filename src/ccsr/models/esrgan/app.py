@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any, Optional
 from ccsr.apps.base import App, FileInfo, LogFn, Produced, ProgressFn, WeightsStatus, image_input_model
 from ccsr.engine.sizes import target_size
 from ccsr.errors import InvalidParameter, WeightsNotFound
-from ccsr.models.esrgan.params import ESRGANOutput, ESRGANParams, check_params
+from ccsr.models.esrgan.params import ESRGANOutput, ESRGANParams, check_params, check_size
 from ccsr.models.esrgan.settings import ESRGANSettings
 
 if TYPE_CHECKING:
@@ -73,6 +73,7 @@ class ESRGANApp(App):
         check_params(params)
 
     def check_image(self, params: ESRGANParams, width: int, height: int, settings: Any) -> None:  # type: ignore[override]
+        check_size(params, width, height)
         ow, oh = target_size(width, height, params.scale)
         limit = settings.max_output_pixels
         if ow * oh > limit:

@@ -31,6 +31,14 @@ ESRGANModelName = Literal[
 #: Smallest tile side: below it the 10-pixel overlap costs more than the tile.
 MIN_TILE = 32
 MAX_SCALE = 16
+#: Longest input side over its shortest. CCSR v1 refuses thinner inputs through
+#: its diffusion size (a thin image is enlarged to a 512 px short side); without
+#: this a 1x50000 px image would cost hundreds of tiles from a few hundred bytes.
+MAX_ASPECT = 64
+#: Most network tiles one request may run (tile=0 counts the smallest automatic tile).
+MAX_TILES = 1024
+#: The smallest side the engine tiles with when tile=0 (a CPU's RRDBNet tile).
+AUTO_TILE = 128
 
 
 class ESRGANParams(BaseModel):
@@ -50,6 +58,21 @@ def check_params(params: ESRGANParams) -> None:
         raise InvalidParameter("tile", f"must be 0 (no tiling) or at least {MIN_TILE}, got {params.tile}")
     if params.face:
         raise InvalidParameter("face", "face enhancement (GFPGAN) is not supported by this server; send face=false")
+
+
+def check_size(params: ESRGANParams, width: int, height: int) -> None:
+    """Input shape and work limits, once the image is decoded; raises
+    :class:`InvalidParameter` naming the field."""
+    import math
+
+    if max(width, height) > MAX_ASPECT * min(width, height):
+        raise InvalidParameter("image_url", f"image {width}x{height} is more than {MAX_ASPECT}:1 (its long side over its "
+                               f"short side); crop or pad it")
+    side = params.tile or AUTO_TILE
+    tiles = math.ceil(width / side) * math.ceil(height / side)
+    if tiles > MAX_TILES:
+        raise InvalidParameter("tile", f"{width}x{height} in tiles of {side} px is {tiles} tiles, more than {MAX_TILES}; "
+                               "use a larger tile or send a smaller image")
 
 
 class ESRGANImage(BaseModel):

@@ -56,7 +56,7 @@ class WebhookSender:
         backoff: Callable[[int], float] = default_backoff,
         lease: float = 120.0,
         poll_interval: float = 2.0,
-        timeout: float = 15.0,
+        timeout: Optional[float] = None,
         batch: int = 50,
         concurrency: Optional[int] = None,
         per_host: Optional[int] = None,
@@ -66,9 +66,12 @@ class WebhookSender:
         self.settings = settings
         self.clock = clock
         self.backoff = backoff
-        self.lease = lease
         self.poll_interval = poll_interval
-        self.timeout = timeout
+        #: One delivery's time limit: the setting webhook_timeout unless given.
+        self.timeout = float(timeout if timeout is not None else settings.webhook_timeout)
+        # A claimed delivery must outlive its send, or another server would claim it
+        # again while the first still waits on a slow receiver (a duplicate).
+        self.lease = max(lease, 2 * self.timeout + 30)
         self.batch = batch
         self.max_attempts = max(1, settings.webhook_max_attempts)
         self.concurrency = max(1, concurrency or settings.webhook_concurrency)
