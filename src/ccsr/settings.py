@@ -158,6 +158,7 @@ class Settings(BaseSettings):
     max_upload_bytes: int = Field(200 * 1024 * 1024, description="Largest file accepted by the upload routes.")
     result_ttl: float = Field(7 * 24 * 3600, description="Seconds results and their files are kept (a request may ask for less or more with x-fal-object-lifecycle-preference).")
     max_expiration_seconds: float = Field(30 * 24 * 3600, gt=0, allow_inf_nan=False, description="Longest lifetime a request may ask for with x-fal-object-lifecycle-preference (longer, infinite or negative: 422).")
+    finished_cache_bytes: int = Field(64 * 2**20, ge=2**20, description="Memory the in-process cache of finished requests may use (about; besides its 20,000-request cap), so status and result polls of recent requests are answered without the database. A finished request's log lines are never kept in it (a status poll with logs after the end reads them from the database).")
     idempotency_ttl: float = Field(24 * 3600, gt=0, description="Seconds an Idempotency-Key on submit is remembered (same key and body: the first request is returned).")
     max_attempts: int = Field(2, description="Runs a request gets when its worker crashes (1 retry). A run cut short by a server kill or restart is not counted here (see max_interruptions).")
     max_interruptions: int = Field(3, ge=1, description="Runs of one request a server kill or restart may cut short before the request is failed (so a request that keeps killing its server ends); not counted as failed attempts.")

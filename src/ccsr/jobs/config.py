@@ -29,6 +29,7 @@ class SchedulerConfig:
     sweep_interval: float = 30.0  # seconds between retention sweeps
     store_io_grace: float = STORE_IO_GRACE
     cache_size: int = 20000  # finished requests kept in memory for status polls
+    finished_cache_bytes: int = 64 * 2**20  # ... and at most about this many bytes of them
     node_id: Optional[str] = None  # default: host-pid-random (ccsr.jobs.cluster.make_node_id)
     lease_seconds: float = 10.0
     heartbeat_interval: float = 2.0

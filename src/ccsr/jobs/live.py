@@ -5,16 +5,39 @@ answered without the database)."""
 from __future__ import annotations
 
 import collections
+import json
 from typing import Iterator, Optional
 
 from ccsr.jobs.view import JobView
 
 
+#: A finished view's fixed cost (the record's fields, the view, the dict entry),
+#: measured on the soak benchmark's fake-engine requests, rounded up.
+VIEW_OVERHEAD = 1536
+
+
+def view_bytes(view: JobView) -> int:
+    """About what a finished view holds in memory: a fixed part, its stored
+    input, result and error, and the status bodies it keeps rendered."""
+    size = VIEW_OVERHEAD
+    for name in ("input", "result", "error"):
+        value = getattr(view.record, name, None)
+        if value is not None:
+            size += len(json.dumps(value, default=str)) if not isinstance(value, (str, bytes)) else len(value)
+    for hit in view.status_cache.values():
+        size += len(hit[1])
+    return size
+
+
 class LiveJobs:
-    def __init__(self, cache_size: int = 20000):
+    def __init__(self, cache_size: int = 20000, cache_bytes: int = 64 * 2**20):
         self.cache_size = cache_size
+        #: The finished cache's bound in bytes (about: :func:`view_bytes`), besides its count.
+        self.cache_bytes = cache_bytes
         self.active: dict[str, JobView] = {}  # queued and running
         self.finished: "collections.OrderedDict[str, JobView]" = collections.OrderedDict()
+        self._sizes: dict[str, int] = {}
+        self.finished_bytes = 0
 
     def get(self, request_id: str) -> Optional[JobView]:
         view = self.active.get(request_id)
@@ -40,15 +63,30 @@ class LiveJobs:
         self.remember(view)
 
     def remember(self, view: JobView) -> None:
-        self.finished[view.request_id] = view
-        self.finished.move_to_end(view.request_id)
-        while len(self.finished) > self.cache_size:
-            self.finished.popitem(last=False)
+        rid = view.request_id
+        self.finished[rid] = view
+        self.finished.move_to_end(rid)
+        self.resize(view)
+        while self.finished and (len(self.finished) > self.cache_size or self.finished_bytes > self.cache_bytes):
+            old, _ = self.finished.popitem(last=False)
+            self.finished_bytes -= self._sizes.pop(old, 0)
+
+    def resize(self, view: JobView) -> None:
+        """Account again for a finished view whose kept bodies changed."""
+        rid = view.request_id
+        if rid in self.finished:
+            size = view_bytes(view)
+            self.finished_bytes += size - self._sizes.get(rid, 0)
+            self._sizes[rid] = size
+
+    def forget_finished(self, request_id: str) -> None:
+        if self.finished.pop(request_id, None) is not None:
+            self.finished_bytes -= self._sizes.pop(request_id, 0)
 
     def drop(self, request_id: str) -> None:
         """Forget a request (ended elsewhere, or deleted by retention)."""
         self.active.pop(request_id, None)
-        self.finished.pop(request_id, None)
+        self.forget_finished(request_id)
 
     def running(self) -> Iterator[JobView]:
         from ccsr.jobs.models import RUNNING

@@ -48,7 +48,7 @@ class Retention:
                 except Exception:  # noqa: BLE001
                     log.exception("deleting %s failed", f)
             await asyncio.to_thread(self.store.delete, rec.request_id)
-            self.live.finished.pop(rec.request_id, None)
+            self.live.forget_finished(rec.request_id)
         return len(expired)
 
     async def run(self) -> None:

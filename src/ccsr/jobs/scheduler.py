@@ -63,7 +63,7 @@ class Scheduler:
         self.storage = storage
         self.hooks = hooks or Hooks()
 
-        self.live = LiveJobs(config.cache_size)
+        self.live = LiveJobs(config.cache_size, config.finished_cache_bytes)
         self.queues: dict[str, QueueIndex] = {app_id: QueueIndex() for app_id in self.executors}
         self.logs = LogBuffer(store, config.log_flush_interval)
         self.retention = Retention(store, self.live, edges.delete_file, config.sweep_interval)
@@ -171,9 +171,15 @@ class Scheduler:
         return view
 
     async def logs_of(self, view: JobView) -> list[LogRecord]:
-        if view.logs is None:
-            view.logs = await asyncio.to_thread(self.store.logs, view.request_id)
-        return view.logs
+        """The request's log lines. A finished request's are read from the
+        database for the caller and not kept: the finished cache holds many
+        requests, and a poll with logs after the end is rare."""
+        if view.logs is not None:
+            return view.logs
+        logs = await asyncio.to_thread(self.store.logs, view.request_id)
+        if not view.finished:
+            view.logs = logs
+        return logs
 
     async def sweep(self, now: Optional[float] = None) -> int:
         """Delete requests (rows, logs, files) whose retention has passed."""

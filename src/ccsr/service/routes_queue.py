@@ -105,7 +105,9 @@ class QueueAPI:
             body = await status_body(self.scheduler, view, self.urls(base, view.request_id), with_logs)
             data = json.dumps(body, separators=(",", ":")).encode()
             hit = (key, data, 200 if body["status"] == "COMPLETED" else 202)
-            view.status_cache[with_logs] = hit
+            if not (view.finished and with_logs):  # a finished request's logs are not kept in memory
+                view.status_cache[with_logs] = hit
+                self.scheduler.live.resize(view)
         return Response(hit[1], status_code=hit[2], media_type="application/json")
 
     async def lookup(self, request_id: str, owner: str) -> Optional[JobView]:
