@@ -105,3 +105,31 @@ def test_the_page_runs_fal_ai_esrgan_with_real_weights(page, tmp_path):
         page.wait_for_selector("#result:not([hidden])", timeout=120000)
         assert page.inner_text("#result-size").replace(" ", "") == "64×64"
         assert page.js_errors == []
+
+
+def test_the_page_lists_and_runs_ccsr_v2(page, tmp_path, v2_weights):
+    """ccsr/v2 (tiny random weights in its real worker process) beside v1: listed,
+    its own form (prompt, start_point, no v1-only field), run, result shown, and
+    the random-weights banner."""
+    settings = Settings(data_dir=tmp_path / "data", device="cpu", dtype="fp32", apps="fal-ai/ccsr,ccsr/v2",
+                        models={"ccsr-v2": {"weights": v2_weights}})
+    app = create_app(settings, executors={"fal-ai/ccsr": ThreadExecutor(FakeEngine(0.0))})
+    with serve_app(app) as base:
+        page.goto(base + "/")
+        page.wait_for_selector(READY)
+        options = page.locator("#app-select option").evaluate_all("els => els.map(e => e.value)")
+        assert options == ["fal-ai/ccsr", "ccsr/v2"]
+        page.select_option("#app-select", "ccsr/v2")
+        page.wait_for_selector("[name=start_point]")
+        assert page.inner_text("#app-id") == "ccsr/v2"
+        assert page.locator("[name=prompt]").count() == 1 and page.locator("[name=tile_vae_encoder_size]").count() == 0
+        photo = tmp_path / "in.png"
+        Image.open(TESTS / "fixtures" / "images" / "chelsea.png").convert("RGB").resize((24, 16)).save(photo)
+        page.set_input_files("#image-file", str(photo))
+        page.fill("[name=process_size]", "64")
+        page.fill("[name=scale]", "2")
+        page.click("#submit")
+        page.wait_for_selector("#result:not([hidden])", timeout=120000)
+        assert page.inner_text("#result-size").replace(" ", "") == "48×32"
+        assert "random" in page.inner_text("body").lower()
+        assert page.js_errors == []
