@@ -1,10 +1,10 @@
-"""ccsr: CCSR v1 super-resolution, as a library, a command and a service."""
+"""ccsr: CCSR v1 and CCSR-v2 super-resolution, as a library, a command and a service."""
 
 from ccsr.errors import Cancelled, CCSRError, CheckpointError, InvalidParameter, OutOfMemory, WeightsNotFound
 
 __all__ = [
     "CCSRError", "Cancelled", "CheckpointError", "InvalidParameter", "OutOfMemory", "WeightsNotFound",
-    "UpscaleParams", "CCSRUpscaler", "UpscaleResult",
+    "UpscaleParams", "CCSRUpscaler", "UpscaleResult", "V2Params", "V2Upscaler", "V2Result",
 ]
 
 #: The public names of the default model, resolved on first use: strings, not
@@ -14,6 +14,9 @@ _LAZY = {
     "UpscaleParams": "ccsr.models.ccsr_v1.params:UpscaleParams",
     "CCSRUpscaler": "ccsr.models.ccsr_v1.engine:CCSRUpscaler",
     "UpscaleResult": "ccsr.models.ccsr_v1.engine:UpscaleResult",
+    "V2Params": "ccsr.models.ccsr_v2.params:V2Params",
+    "V2Upscaler": "ccsr.models.ccsr_v2.engine:V2Upscaler",
+    "V2Result": "ccsr.models.ccsr_v2.engine:V2Result",
 }
 
 

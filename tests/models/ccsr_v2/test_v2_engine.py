@@ -107,3 +107,13 @@ def test_memory_plan_turns_on_the_tiled_decoder_when_the_budget_is_small(v2_upsc
         v2_upscaler.memory_budget = old
     assert res.memory_plan is not None and res.memory_plan.tile_vae and res.memory_plan.changed
     assert any("memory plan" in line for line in lines)
+
+
+def test_the_python_api_names(v2_weights):
+    import ccsr
+
+    up = ccsr.V2Upscaler.from_folder(v2_weights, device="cpu", dtype="fp32")
+    res = up(_img(), seed=2, **SMALL)
+    assert isinstance(res, ccsr.V2Result) and res.image.size == (160, 128)
+    with pytest.raises(ccsr.InvalidParameter):
+        up(_img(), params=ccsr.V2Params(steps=2, t_max=0.5, t_min=0.4))
