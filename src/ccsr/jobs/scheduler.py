@@ -108,7 +108,8 @@ class Scheduler:
             asyncio.create_task(self.logs.run(), name="ccsr-logs"),
             asyncio.create_task(self.retention.run(), name="ccsr-sweep"),
             asyncio.create_task(self.node_loop.run(), name="ccsr-node"),
-            asyncio.create_task(self._watch_store(), name="ccsr-store-check"),
+            # an idle server notices an outage (not ready), a down one its end (claims again)
+            asyncio.create_task(self.storage.watch(self.config.store_check_interval, self.wake), name="ccsr-store"),
         ]
         self.started = True
 
@@ -280,15 +281,6 @@ class Scheduler:
                 log.exception("dispatch failed")
                 await asyncio.sleep(0.5)
 
-    async def _watch_store(self) -> None:
-        """Check the blob store now and every ``store_check_interval``: an idle
-        server notices an outage (not ready), a down one its end (claims again)."""
-        while True:
-            was = self.storage.health.ok
-            if await self.storage.check() and not was:
-                self._wake.set()
-            await asyncio.sleep(self.config.store_check_interval)
-
     async def _expire_start_deadlines(self) -> None:
         now = time.time()
         late = [v for v in list(self.live.active.values())
@@ -339,22 +331,14 @@ class Scheduler:
         try:
             try:
                 prepared = await self.edges.prepare(view)
-            except StoreUnavailable:  # reading a kept input or an uploaded file
+                input_key = await self.storage.run(self.storage.put_run_input, view.request_id, prepared.data)
+            except StoreUnavailable:  # reading a kept input or an uploaded file, storing the run's input
                 await self._back_to_queue(view, "the blob store is unavailable")
                 return
-            except Exception as exc:  # noqa: BLE001
+            except Exception as exc:  # noqa: BLE001 - bad input (a field), or a store's refusal (a safe text)
                 if getattr(exc, "field", None) is None:
                     log.exception("preparing %s failed", view.request_id)
                 await self._finish(view, Outcome.of_prepare_error(exc))
-                return
-            try:
-                input_key = await self.storage.run(self.storage.put_run_input, view.request_id, prepared.data)
-            except StoreUnavailable:
-                await self._back_to_queue(view, "the blob store is unavailable")
-                return
-            except Exception as exc:  # noqa: BLE001 - the store failed, not the request
-                log.exception("storing the input of %s failed", view.request_id)
-                await self._finish(view, Outcome.failed(f"Could not store the input: {_safe(exc)}"))
                 return
             # No await between this check and submit: a cancel arriving in between
             # would find nothing to stop in the executor and be lost.
@@ -391,13 +375,7 @@ class Scheduler:
         self._wake.set()
 
     async def _drop_blobs(self, view: JobView, ended: bool = False) -> None:
-        """Delete the run's working blobs (see :meth:`Storage.run_leftovers`);
-        with the store down they stay (the submitted input is then removed
-        by retention with its request)."""
-        try:
-            await self.storage.run(self.storage.run_leftovers, view.request_id, view.output_key, view.input, ended)
-        except BlobStoreError:
-            pass
+        await self.storage.drop_leftovers(view.request_id, view.output_key, view.input, ended)
 
     # --- executor events -------------------------------------------------------------------
     def _on_event(self, ev: Event) -> None:
@@ -440,7 +418,8 @@ class Scheduler:
                 return
             except Exception as exc:  # noqa: BLE001
                 log.exception("storing the result of %s failed", view.request_id)
-                await self._finish(view, Outcome.failed(f"Could not store the result: {_safe(exc)}"))
+                safe = str(exc) if isinstance(exc, BlobStoreError) else "see the server log"  # no bucket, no key
+                await self._finish(view, Outcome.failed(f"Could not store the result: {safe}"))
                 return
             view.output_key = None  # the result blob is a stored file now: not a leftover
             summary = f", {published.summary}" if published.summary else ""
@@ -532,12 +511,6 @@ class Scheduler:
             self.hooks.job_finished(view)
         except Exception:  # noqa: BLE001 - a hook must not break the queue
             log.exception("job_finished hook failed for %s", view.request_id)
-
-
-def _safe(exc: BaseException) -> str:
-    """An exception's text for a client: a store error's own (it names no
-    endpoint, bucket or key), else nothing but where to look."""
-    return str(exc) if isinstance(exc, BlobStoreError) else "see the server log"
 
 
 __all__ = ["CANCELLED", "Edges", "Hooks", "JobView", "Outcome", "Prepared", "Published", "Scheduler", "SchedulerConfig"]

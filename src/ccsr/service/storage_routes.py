@@ -21,6 +21,7 @@ from fastapi.responses import FileResponse, JSONResponse, RedirectResponse, Stre
 from ccsr.storage import BlobNotFound, BlobStoreError
 from ccsr.service.auth import KeyRing, parse_authorization
 from ccsr.storage.files import FileStore, StorageError, StoredFile, TooLarge
+from ccsr.storage.tokens import UploadTokens
 from ccsr.storage.uploads import PendingUpload, PendingUploads
 from ccsr.service.urls import lifecycle_ttl, public_base_url
 from ccsr.settings import Settings
@@ -80,7 +81,14 @@ def storage_router(files: FileStore, *, settings: Settings, keyring: KeyRing) ->
     - ``GET /files/<key>/<name>`` serves a file without authentication.
     """
     router = APIRouter()
-    tokens = files.upload_tokens()
+    signer: list[UploadTokens] = []  # the token signer, once its secret is read from the store
+
+    async def tokens() -> UploadTokens:
+        """Read on first use, not at start: a server whose store is down still
+        starts (not ready) and serves what needs no store."""
+        if not signer:
+            signer.append(await files.pool.run(files.upload_tokens))
+        return signer[0]
     uploads = PendingUploads(files)
     limit = settings.max_upload_bytes
     default_ttl = settings.result_ttl
@@ -108,12 +116,12 @@ def storage_router(files: FileStore, *, settings: Settings, keyring: KeyRing) ->
     def api_owner(request: Request) -> str:
         return keyring.require(request.headers.get("authorization"))
 
-    def upload_owner(request: Request) -> str:
+    async def upload_owner(request: Request) -> str:
         """Upload token (Bearer) or API key; anyone when no keys are configured."""
         header = request.headers.get("authorization")
         if not keyring.enabled:
             return keyring.owner_for(header) or "local"
-        owner = tokens.verify(parse_authorization(header))
+        owner = (await tokens()).verify(parse_authorization(header))
         return owner if owner is not None else keyring.require(header)
 
     def check_storage_type(storage_type: Optional[str]) -> None:
@@ -126,7 +134,7 @@ def storage_router(files: FileStore, *, settings: Settings, keyring: KeyRing) ->
     async def storage_token(request: Request, storage_type: Optional[str] = None) -> dict:
         check_storage_type(storage_type)
         owner = api_owner(request)
-        token, expires = tokens.issue(owner)
+        token, expires = (await tokens()).issue(owner)
         return {
             "token": token,
             "token_type": "Bearer",
@@ -138,7 +146,7 @@ def storage_router(files: FileStore, *, settings: Settings, keyring: KeyRing) ->
 
     @router.post("/cdn/files/upload")
     async def cdn_upload(request: Request) -> Response:
-        owner = upload_owner(request)
+        owner = await upload_owner(request)
         maybe_purge()
         try:
             _check_declared_length(request, limit)
@@ -157,7 +165,7 @@ def storage_router(files: FileStore, *, settings: Settings, keyring: KeyRing) ->
 
     @router.post("/cdn/files/upload/multipart")
     async def cdn_multipart_create(request: Request) -> dict:
-        owner = upload_owner(request)
+        owner = await upload_owner(request)
         pending = await files.pool.run(
             uploads.create,
             request.headers.get("content-type"),

@@ -20,12 +20,13 @@ call fails at once while :attr:`Storage.health` is down.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Optional, TypeVar, Union
 
 from ccsr.storage import keys
-from ccsr.storage.base import BlobStore
+from ccsr.storage.base import BlobStore, BlobStoreError
 from ccsr.storage.factory import open_blob_store
 from ccsr.storage.files import FileStore, StoredFile
 from ccsr.storage.health import StoreHealth
@@ -70,6 +71,15 @@ class Storage:
         """Look at the store once; True when it answered (and it is marked up)."""
         return await self.pool.check(keys.PROBE)
 
+    async def watch(self, interval: float, on_back: Callable[[], None]) -> None:
+        """Check the store now and every ``interval`` seconds, forever;
+        ``on_back()`` when a check finds a store that was down answering again."""
+        while True:
+            was = self.health.ok
+            if await self.check() and not was:
+                on_back()
+            await asyncio.sleep(interval)
+
     def close(self) -> None:
         self.pool.close()
 
@@ -113,6 +123,15 @@ class Storage:
                       ended: bool) -> None:
         """Drop what a run leaves behind (see :func:`ccsr.storage.keys.run_leftovers`)."""
         self.discard(keys.run_leftovers(request_id, output_key, stored_input, ended))
+
+    async def drop_leftovers(self, request_id: str, output_key: Optional[str], stored_input: Optional[dict],
+                             ended: bool) -> None:
+        """:meth:`run_leftovers` from async code; with the store down they stay
+        (a submitted input is then removed by retention, with its request)."""
+        try:
+            await self.run(self.run_leftovers, request_id, output_key, stored_input, ended)
+        except BlobStoreError:
+            pass
 
     def discard(self, blob_keys: Iterable[str]) -> None:
         """Delete working blobs; a failure is logged, not raised (the request's
