@@ -94,3 +94,23 @@ def test_invalid_parameter_and_cancel(tmp_path):
     store, task = _task(tmp_path, "r2")
     run_task(APP, FakeEngine(0.0), store, task, ev, events.append)
     assert isinstance(events[-1], Failed) and events[-1].kind == "cancelled"
+
+
+def test_a_store_that_does_not_answer_fails_the_run_not_the_request(tmp_path):
+    """The worker reports a store outage as its own kind (the scheduler queues
+    the request again, uncounted), with a text that names no key; a store's
+    refusal is an error with its own safe text."""
+    from ccsr.storage import StoreRefused, StoreUnavailable
+
+    store, task = _task(tmp_path)
+    for exc, kind in ((StoreUnavailable(), Failed.UNAVAILABLE), (StoreRefused(), "error")):
+        events = []
+
+        def refuse(key, *a, _exc=exc, **kw):
+            raise _exc
+
+        store.put = refuse  # writing the result
+        run_task(APP, FakeEngine(0.0), store, task, threading.Event(), events.append)
+        ending = events[-1]
+        assert isinstance(ending, Failed) and ending.kind == kind, ending
+        assert task.output_key not in ending.message and "inputs/" not in ending.message

@@ -1,5 +1,6 @@
-"""S3 faults are transient, not fatal (issue 24, point 1), through the whole
-service on a real SeaweedFS of this module alone.
+"""S3 faults are transient, not fatal, and a slow store blocks nothing else
+(issue 24, points 1 and 2), through the whole service on a real SeaweedFS of
+this module alone.
 
 * SeaweedFS killed in the middle of a queue of jobs and restarted: no job
   fails, the server says it is not ready while the store is gone, a submit
@@ -9,12 +10,17 @@ service on a real SeaweedFS of this module alone.
 * Two servers on one database, one of them cut off from S3: the cut-off one
   is not ready, claims nothing and fails nothing; the healthy one runs every
   job, also those submitted to the cut-off one.
+* SeaweedFS stalled (SIGSTOP, always resumed): the routes that need only
+  the database answer as fast as usual, the blob ones with a 503 in bounded
+  time.
 """
 
 from __future__ import annotations
 
 import collections
+import threading
 import time
+import uuid
 
 import httpx
 import pytest
@@ -24,7 +30,7 @@ from ccsr.service.app import create_app
 from ccsr.settings import Settings
 from ccsr.testing import FakeEngine, temporary_postgres_database
 
-from s3_server import free_loopback_port, fresh_prefix, own_seaweedfs  # noqa: F401 - the module fixture
+from s3_server import free_loopback_port, fresh_prefix, own_seaweedfs, paused  # noqa: F401 - the module fixture
 from svc_helpers import png_data_uri, serve_app
 
 Q = "/queue/fal-ai/ccsr"
@@ -161,3 +167,58 @@ def _store_back(own_seaweedfs):
     yield
     if own_seaweedfs.proc is None or own_seaweedfs.proc.poll() is not None:
         own_seaweedfs.restart()
+
+
+def test_a_stalled_store_holds_up_only_the_routes_that_need_its_bytes(own_seaweedfs, tmp_path):
+    """Issue 24, point 2: SeaweedFS stopped (SIGSTOP: connections accepted,
+    nothing answered) while requests that need blobs wait on it; routes that
+    need only the database answer as fast as usual, and the blob ones end in
+    bounded time with a 503."""
+    settings = _settings(tmp_path, own_seaweedfs, fresh_prefix(), blob_threads=4, s3_read_timeout=2.0,
+                         s3_retry_seconds=2.0)
+    app = create_app(settings, executor=ThreadExecutor(FakeEngine(0.02)))
+    with serve_app(app) as base, httpx.Client(base_url=base, timeout=60) as client:
+        done = client.post(Q, json={"image_url": png_data_uri(), **QUICK}).json()
+        _wait(lambda: client.get(done["status_url"]).json()["status"] == "COMPLETED", 30, "a first job")
+        file_url = client.get(done["response_url"]).json()["image"]["url"]
+        blob_answers: list[tuple[int, float]] = []
+
+        def needs_blobs(i: int) -> None:
+            t0 = time.monotonic()
+            if i % 2:
+                r = httpx.post(base + Q, json={"image_url": png_data_uri(16, 16, (i, 2, 2)), **QUICK}, timeout=60)
+            else:
+                r = httpx.get(file_url, timeout=60)  # streamed from the store (no presigned URLs here)
+            blob_answers.append((r.status_code, time.monotonic() - t0))
+
+        with paused(own_seaweedfs):
+            stalled_at = time.monotonic()
+            workers = [threading.Thread(target=needs_blobs, args=(i,)) for i in range(12)]
+            for w in workers:
+                w.start()
+            time.sleep(0.5)  # they all wait on the store now: the blob pool (4 threads) is full
+            took: list[float] = []
+            while time.monotonic() - stalled_at < 3.5:  # the stall's worst part: calls still retrying
+                for method, path, body, want in (
+                    ("GET", f"{Q}/requests/{uuid.uuid4()}/status", None, 404),  # a database lookup
+                    ("POST", Q, {"image_url": "http://127.0.0.1:9/in.png", **QUICK}, 200),  # no blob at submit
+                    ("GET", "/healthz", None, 200),
+                    ("GET", done["status_url"], None, 200),
+                ):
+                    t0 = time.monotonic()
+                    r = client.request(method, path, json=body)
+                    took.append(time.monotonic() - t0)
+                    assert r.status_code == want, (path, r.status_code, r.text)
+            # as fast as usual (milliseconds; before, such a lookup waited 8 s and more on S3's threads)
+            took.sort()
+            assert took[len(took) // 2] < 0.1 and took[-1] < 1.0, (took[len(took) // 2], took[-5:])
+            assert client.get("/readyz").status_code == 503  # it has noticed by now
+            for w in workers:
+                w.join(30)
+            # every blob request ended, refused with 503 within a retry window and a read timeout or two
+            assert len(blob_answers) == 12
+            assert all(status == 503 for status, _ in blob_answers), blob_answers
+            assert max(took for _, took in blob_answers) < 2.0 + 2 * 2.0 + 2.0, blob_answers
+        _wait(lambda: client.get("/readyz").status_code == 200, 10, "ready once the store answers")
+        again = client.post(Q, json={"image_url": png_data_uri(), **QUICK})
+        assert again.status_code == 200, again.text

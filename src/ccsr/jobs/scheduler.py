@@ -380,8 +380,8 @@ class Scheduler:
             view.touch()
         self._wake.set()
 
-    async def _drop_blobs(self, view: JobView, ended: bool = False) -> None:
-        await self.storage.drop_leftovers(view.request_id, view.output_key, view.input, ended)
+    async def _drop_blobs(self, view: JobView) -> None:
+        await self.storage.drop_leftovers(view.request_id, view.output_key, view.input, False)
 
     # --- executor events -------------------------------------------------------------------
     def _on_event(self, ev: Event) -> None:
@@ -410,7 +410,8 @@ class Scheduler:
         try:
             await self._end(view, ev)
         finally:
-            await self._drop_blobs(view)
+            if view.status != QUEUED:  # queued again: its leftovers went before (a new run may be storing its own)
+                self._spawn(self.storage.drop_leftovers(view.request_id, view.output_key, view.input, False))
 
     async def _end(self, view: JobView, ev: Event) -> None:
         if isinstance(ev, Done):
@@ -445,7 +446,8 @@ class Scheduler:
                 await self._finish(view, Outcome.cancelled(CANCELLED_RUNNING))
             elif view.attempts < self.config.max_attempts:
                 self.logs.add(view, "WARN", f"retrying (attempt {view.attempts + 1} of {self.config.max_attempts})")
-                view.local_run = False
+                await self._drop_blobs(view)
+                view.local_run, view.output_key = False, None
                 if await asyncio.to_thread(self.store.requeue, view.request_id, self.node):
                     view.status = QUEUED
                     view.started_at = None
@@ -485,8 +487,9 @@ class Scheduler:
         # Also what an attempt interrupted by a restart left behind.
         # The submitted input (a data URI in the blob store) goes only when this
         # server ended the request: if another server holds it, that one still
-        # reads it, and deletes it when it ends the request.
-        await self._drop_blobs(view, ok)
+        # reads it, and deletes it when it ends the request. In the background:
+        # a stalled store must not hold up the ending (and the slot).
+        self._spawn(self.storage.drop_leftovers(view.request_id, view.output_key, view.input, ok))
         was_local = view.local_run
         view.local_run = False
         if not ok:

@@ -15,7 +15,6 @@ stalled ones.
 from __future__ import annotations
 
 import asyncio
-import functools
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Callable, TypeVar
 
@@ -40,11 +39,18 @@ class BlobPool:
 
     async def run(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         """``fn(*args, **kwargs)`` in a pool thread; StoreUnavailable at once
-        while the store is down (the periodic check brings it back)."""
-        if not self.blobs.health.ok:
+        while the store is down (the periodic check brings it back), also for
+        a call still waiting for a thread when the store went down."""
+        health = self.blobs.health
+        if not health.ok:
             raise StoreUnavailable()
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._calls, functools.partial(fn, *args, **kwargs))
+
+        def call() -> T:
+            if not health.ok:  # went down while this call waited for a thread
+                raise StoreUnavailable()
+            return fn(*args, **kwargs)
+
+        return await asyncio.get_running_loop().run_in_executor(self._calls, call)
 
     async def check(self, key: str) -> bool:
         """Look at the store once (:meth:`BlobStore.probe`); True when it

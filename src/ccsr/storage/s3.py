@@ -188,7 +188,7 @@ class S3BlobStore(BlobStore):
                         signature_version="s3v4",
                         s3={"addressing_style": "path" if self.endpoint_url else "auto"},
                         # One attempt per call: _call retries, bounded in time, not in count.
-                        retries={"max_attempts": 1, "mode": "standard"},
+                        retries={"total_max_attempts": 1, "mode": "standard"},
                         connect_timeout=self.connect_timeout,
                         read_timeout=self.read_timeout,
                         max_pool_connections=self.max_connections,
