@@ -19,6 +19,7 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
 from ccsr.jobs.db import Base, make_engine, upgrade_table
+from ccsr.jobs.idempotency import upgrade_keys_table
 from ccsr.jobs.outcome import Outcome
 from ccsr.jobs.models import (
     ADDED_JOB_COLUMNS,
@@ -171,6 +172,7 @@ class JobStore:
                 conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _SCHEMA_LOCK})
             Base.metadata.create_all(conn)
             upgrade_table(conn, Job.__tablename__, ADDED_JOB_COLUMNS)
+            upgrade_keys_table(conn)
 
     def close(self) -> None:
         self.engine.dispose()
