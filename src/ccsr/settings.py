@@ -28,6 +28,8 @@ from pydantic_core import InitErrorDetails
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 from typing_extensions import Annotated, Literal
 
+from ccsr.jobs.config import MAX_LEASE_SECONDS
+
 #: Prefix of every environment variable (a section's own prefix starts with it).
 ENV_PREFIX = "CCSR_"
 #: The shared settings a model's worker process gets besides its section.
@@ -171,7 +173,7 @@ class Settings(BaseSettings):
 
     # --- scale-out (docs/scale-out.md) ----------------------------------------
     node_id: Optional[str] = Field(None, description="Name of this server among several on one database (the claimed_by of the jobs it runs); default: host-pid-random, unique per process.")
-    lease_seconds: float = Field(10.0, gt=0, description="How long a server's claim on a running job holds without a heartbeat; a job whose lease passed (its server died) is queued again by another server. At least 3 x heartbeat_interval.")
+    lease_seconds: float = Field(10.0, gt=0, le=MAX_LEASE_SECONDS, description="How long a server's claim on a running job holds without a heartbeat, on the database's clock; a job whose lease passed (its server died) is queued again by another server. At least 3 x heartbeat_interval, at most 60 (a dead server's jobs never wait longer).")
     heartbeat_interval: float = Field(2.0, gt=0, description="Seconds between a server's lease renewals of the jobs it runs (also when it sees cancels sent to other servers, and re-queues jobs of dead servers).")
     poll_interval: float = Field(0.5, gt=0, description="Seconds between looks at the shared database for jobs submitted to other servers and for changes of requests running elsewhere (jobs submitted here start at once).")
     apps: Optional[str] = Field(None, description="Comma-separated app ids this server serves (e.g. fal-ai/ccsr); default: every built-in app (fal-ai/ccsr, fal-ai/esrgan). A GPU box that only upscales with CCSR starts no ESRGAN workers.")

@@ -12,7 +12,8 @@ column of the service.
 
 from __future__ import annotations
 
-from typing import Union
+import time
+from typing import Callable, Optional, Union
 
 from sqlalchemy import Float, literal_column, select
 from sqlalchemy.engine import Connection, Engine
@@ -46,3 +47,43 @@ def db_now(bind: Union[Engine, Connection, Session]) -> float:
             return db_now(conn)
     dialect = bind.get_bind().dialect.name if isinstance(bind, Session) else bind.dialect.name
     return float(bind.execute(select(now_sql(dialect))).scalar_one())
+
+
+class DbClock:
+    """This server's estimate of the database's clock, for decisions made in
+    memory (a queued request's start deadline) without a query each time:
+    ``clock() + offset``, the offset measured by :meth:`measure` (at start and
+    at every heartbeat). ``clock`` is the server's own (injectable in tests)."""
+
+    def __init__(self, engine: Engine, clock: Callable[[], float] = time.time):
+        self.engine = engine
+        self.clock = clock
+        self.offset = 0.0
+        self.warned = False
+
+    def measure(self) -> float:
+        """Read the database's clock; returns (and keeps) how far it is ahead
+        of this server's, the query's round trip split evenly."""
+        before = self.clock()
+        db = db_now(self.engine)
+        after = self.clock()
+        self.offset = db - (before + after) / 2
+        return self.offset
+
+    def now(self) -> float:
+        """The database's time, as this server estimates it."""
+        return self.clock() + self.offset
+
+    def skew_warning(self) -> Optional[str]:
+        """A warning to log when the clocks differ by more than
+        :data:`SKEW_WARNING_SECONDS` (once, until they agree again)."""
+        if abs(self.offset) <= SKEW_WARNING_SECONDS:
+            self.warned = False
+            return None
+        if self.warned:
+            return None
+        self.warned = True
+        side = "behind" if self.offset > 0 else "ahead of"
+        return (f"this server's clock is {abs(self.offset):.1f} s {side} the database's: leases and start "
+                "deadlines use the database's clock, but times this server shows and logs are off; "
+                "synchronise the clocks (NTP)")
