@@ -12,10 +12,12 @@ s3_server``) to use it.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import secrets
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -81,6 +83,11 @@ def _free_ports(n: int) -> list[int]:
             s.close()
 
 
+def free_loopback_port() -> int:
+    """A loopback port nothing listens on (a store there is unreachable)."""
+    return _free_ports(1)[0]
+
+
 def _tail(path: Path) -> str:
     try:
         return path.read_text(errors="replace")[-3000:]
@@ -123,36 +130,74 @@ def _wait_until_ready(server: S3Server, proc: subprocess.Popen, log: Path, timeo
 
 def start_seaweedfs(workdir: Path) -> tuple[subprocess.Popen, S3Server, Path]:
     """Start `weed server -s3` on free loopback ports under ``workdir``."""
-    workdir.mkdir(parents=True, exist_ok=True)
-    access, secret = "ccsr" + secrets.token_hex(6), secrets.token_urlsafe(24)
-    config = workdir / "s3.json"
-    config.write_text(json.dumps({"identities": [{
-        "name": "ccsr-tests",
-        "credentials": [{"accessKey": access, "secretKey": secret}],
-        "actions": ["Admin", "Read", "Write", "List", "Tagging"],
-    }]}))
-    master, master_grpc, volume, volume_grpc, filer, filer_grpc, s3, s3_grpc = _free_ports(8)
-    (workdir / "data").mkdir(exist_ok=True)
-    cmd = [
-        weed_binary(), "server", f"-dir={workdir / 'data'}",
-        "-ip=127.0.0.1", "-ip.bind=127.0.0.1", "-master.telemetry=false",
-        f"-master.port={master}", f"-master.port.grpc={master_grpc}", "-master.volumeSizeLimitMB=64",
-        f"-volume.port={volume}", f"-volume.port.grpc={volume_grpc}", "-volume.max=16", "-volume.preStopSeconds=0",
-        "-filer", f"-filer.port={filer}", f"-filer.port.grpc={filer_grpc}",
-        f"-filer.localSocket={workdir / 'filer.sock'}",
-        "-s3", f"-s3.port={s3}", f"-s3.port.grpc={s3_grpc}", "-s3.port.iceberg=0", "-s3.port.lance=0",
-        f"-s3.config={config}", f"-s3.localSocket={workdir / 's3.sock'}",
-    ]
-    log = workdir / "weed.log"
-    with open(log, "wb") as out:
-        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, cwd=workdir)
-    server = S3Server(f"http://127.0.0.1:{s3}", access, secret)
-    try:
-        _wait_until_ready(server, proc, log)
-    except BaseException:
-        stop(proc)
-        raise
-    return proc, server, log
+    weed = Weed.start(workdir)
+    return weed.proc, weed.server, weed.log
+
+
+class Weed:
+    """One `weed server -s3` process a test may kill, restart (same ports,
+    same data: what was stored is still there), pause (SIGSTOP: connections
+    are accepted, nothing answers) and resume."""
+
+    def __init__(self, cmd: list[str], workdir: Path, server: S3Server):
+        self.cmd, self.workdir, self.server = cmd, workdir, server
+        self.log = workdir / "weed.log"
+        self.proc: Optional[subprocess.Popen] = None
+
+    @classmethod
+    def start(cls, workdir: Path) -> "Weed":
+        """A new server on free loopback ports under ``workdir``, ready."""
+        workdir.mkdir(parents=True, exist_ok=True)
+        access, secret = "ccsr" + secrets.token_hex(6), secrets.token_urlsafe(24)
+        config = workdir / "s3.json"
+        config.write_text(json.dumps({"identities": [{
+            "name": "ccsr-tests",
+            "credentials": [{"accessKey": access, "secretKey": secret}],
+            "actions": ["Admin", "Read", "Write", "List", "Tagging"],
+        }]}))
+        master, master_grpc, volume, volume_grpc, filer, filer_grpc, s3, s3_grpc = _free_ports(8)
+        (workdir / "data").mkdir(exist_ok=True)
+        cmd = [
+            weed_binary(), "server", f"-dir={workdir / 'data'}",
+            "-ip=127.0.0.1", "-ip.bind=127.0.0.1", "-master.telemetry=false",
+            f"-master.port={master}", f"-master.port.grpc={master_grpc}", "-master.volumeSizeLimitMB=64",
+            "-master.electionTimeout=300ms",  # a restart waits this long for a leader (default 10 s)
+            f"-volume.port={volume}", f"-volume.port.grpc={volume_grpc}", "-volume.max=16",
+            "-volume.preStopSeconds=0",
+            "-filer", f"-filer.port={filer}", f"-filer.port.grpc={filer_grpc}",
+            f"-filer.localSocket={workdir / 'filer.sock'}",
+            "-s3", f"-s3.port={s3}", f"-s3.port.grpc={s3_grpc}", "-s3.port.iceberg=0", "-s3.port.lance=0",
+            f"-s3.config={config}", f"-s3.localSocket={workdir / 's3.sock'}",
+        ]
+        weed = cls(cmd, workdir, S3Server(f"http://127.0.0.1:{s3}", access, secret))
+        weed.restart()
+        return weed
+
+    def restart(self, timeout: float = 60.0) -> None:
+        """Start the process (again) and wait until it serves the bucket."""
+        for sock in ("filer.sock", "s3.sock"):  # left behind by a kill
+            (self.workdir / sock).unlink(missing_ok=True)
+        with open(self.log, "ab") as out:
+            self.proc = subprocess.Popen(self.cmd, stdout=out, stderr=subprocess.STDOUT, cwd=self.workdir)
+        try:
+            _wait_until_ready(self.server, self.proc, self.log, timeout)
+        except BaseException:
+            self.kill()
+            raise
+
+    def kill(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.resume()  # a stopped process dies only once it runs again
+            stop(self.proc)
+
+    def pause(self) -> None:
+        """SIGSTOP: the ports stay open, nothing answers (a stalled store)."""
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGSTOP)
+
+    def resume(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGCONT)
 
 
 def stop(proc: subprocess.Popen) -> None:
@@ -170,3 +215,24 @@ def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
         yield server
     finally:
         stop(proc)
+
+
+@pytest.fixture(scope="module")
+def own_seaweedfs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Weed]:
+    """A SeaweedFS of the test module alone, for tests that kill, restart or
+    pause it (the session server stays untouched)."""
+    weed = Weed.start(tmp_path_factory.mktemp("own-seaweedfs"))
+    try:
+        yield weed
+    finally:
+        weed.kill()
+
+
+@contextlib.contextmanager
+def paused(weed: Weed) -> Iterator[None]:
+    """SeaweedFS stalled (SIGSTOP) for the block, always resumed after."""
+    weed.pause()
+    try:
+        yield
+    finally:
+        weed.resume()

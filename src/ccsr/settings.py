@@ -170,6 +170,8 @@ class Settings(BaseSettings):
     webhook_timeout: float = Field(15.0, gt=0, le=600, description="Seconds a webhook receiver has to answer one delivery (connect, send, response); a slower answer counts as failed and the delivery is tried again later (the receiver may then see it twice: deduplicate on the x-fal-webhook-delivery-id header). Raise it for receivers that do their work before answering.")
     webhook_concurrency: int = Field(32, ge=1, description="Webhook sends in flight at once (all receivers together).")
     webhook_per_host_concurrency: int = Field(4, ge=1, description="Webhook sends in flight at once to one receiver host, so a receiver that hangs cannot delay the others.")
+    blob_threads: int = Field(16, ge=1, le=256, description="Threads of the HTTP process for blob-store calls (inputs, results, uploads, files), a pool apart from the database's (db_threads): a stalled store holds up only the routes that need its bytes.")
+    db_threads: int = Field(16, ge=1, le=256, description="Threads of the HTTP process for database calls and other short blocking work (the event loop's default pool; blob-store calls have their own, blob_threads).")
 
     # --- scale-out (docs/scale-out.md) ----------------------------------------
     node_id: Optional[str] = Field(None, description="Name of this server among several on one database (the claimed_by of the jobs it runs); default: host-pid-random, unique per process.")
@@ -220,6 +222,10 @@ class Settings(BaseSettings):
     s3_prefix: str = Field("", description="Key prefix inside the bucket, e.g. ccsr/ to share a bucket with other data.")
     s3_presign_urls: bool = Field(False, description="Answer file URLs with a redirect to a presigned GET URL on the bucket (clients download from S3 directly) instead of streaming through the server.")
     s3_presign_expires: int = Field(3600, ge=60, le=7 * 24 * 3600, description="Seconds a presigned URL stays valid.")
+    s3_connect_timeout: float = Field(3.0, gt=0, le=300, description="Seconds to open a connection to the S3 endpoint before that try of a call fails.")
+    s3_read_timeout: float = Field(15.0, gt=0, le=600, description="Seconds S3 may take to answer one request (each read of the answer) before that try of a call fails: a stalled store costs this, not boto's 60 s.")
+    s3_retry_seconds: float = Field(10.0, ge=0, le=600, description="How long one storage call keeps retrying a store that does not answer (backoff from 0.1 s doubling to 2 s). Then it fails as unavailable: a job goes back to the queue (not failed), a submit that must store its input answers 503 with Retry-After, and the server is not ready and claims no work until the store answers (docs/scale-out.md).")
+    store_check_interval: float = Field(2.0, gt=0, le=300, description="Seconds between checks of the blob store (one HEAD request): a server whose store stopped answering is not ready and claims no work until a check passes; a submit refused meanwhile is told to retry after twice this.")
 
     @field_validator("api_keys", mode="before")
     @classmethod

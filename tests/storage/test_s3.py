@@ -10,7 +10,7 @@ import time
 import httpx
 import pytest
 
-from ccsr.storage import open_blob_store
+from ccsr.storage import StoreUnavailable, open_blob_store
 from ccsr.storage.local import LocalBlobStore
 from ccsr.storage.s3 import S3BlobStore
 from ccsr.settings import Settings
@@ -54,12 +54,20 @@ def test_prefix_keeps_stores_apart(s3_server):
 
 
 def test_wrong_credentials_are_an_error_not_a_miss(s3_server):
-    s3_server.store().put("k", b"x")
+    prefix = fresh_prefix()
+    s3_server.store(prefix).put("k", b"x")
     bad = S3BlobStore(s3_server.bucket, endpoint_url=s3_server.endpoint_url, region=s3_server.region,
-                      access_key_id=s3_server.access_key_id, secret_access_key="wrong")
-    with pytest.raises(Exception) as err:
+                      access_key_id=s3_server.access_key_id, secret_access_key="wrong", prefix=prefix,
+                      retry_seconds=30)
+    t0 = time.monotonic()
+    with pytest.raises(StoreUnavailable) as err:
         bad.stat("k")
-    assert "403" in str(err.value) or "SignatureDoesNotMatch" in str(err.value)
+    # Unusable by this server: not retried (no 30 s wait), the store marked down,
+    # and the text names neither the endpoint, the bucket, the prefix nor the key.
+    assert time.monotonic() - t0 < 5
+    assert not bad.health.ok
+    assert str(err.value) == "The blob store is unavailable; try again later."
+    assert "SignatureDoesNotMatch" in str(err.value.__cause__) or "403" in str(err.value.__cause__)  # for the log
 
 
 def test_opened_from_settings(s3_server, tmp_path, monkeypatch):

@@ -77,8 +77,13 @@ class Failed:
     """The run ended without a result.
 
     kind: ``invalid`` (bad parameter, ``field`` names it), ``cancelled``,
-    ``oom`` (out of device memory), ``error`` (anything else).
+    ``oom`` (out of device memory), ``unavailable`` (the blob store did not
+    answer for its whole retry window: the run, not the request, failed, and
+    the scheduler queues it again), ``error`` (anything else).
     """
+
+    #: The kind of a run the blob store failed (:data:`UNAVAILABLE`).
+    UNAVAILABLE = "unavailable"
 
     request_id: str
     kind: str

@@ -32,7 +32,7 @@ from ccsr.apps.base import App, load_app, resolve
 from ccsr.apps.finish import Source, finish, source_of
 from ccsr.apps.output import OutputSpec
 from ccsr.executors.base import Done, Emit, Failed, Log, Progress, Task
-from ccsr.storage import BlobStore, open_blob_store
+from ccsr.storage import BlobStore, BlobStoreError, StoreUnavailable, open_blob_store
 
 
 def resolve_factory(spec: str) -> Callable[[dict, str], Any]:
@@ -63,6 +63,10 @@ def _ending(app: App, task: Task, exc: BaseException) -> Failed:
     rid = task.request_id
     if isinstance(exc, Cancelled):
         return Failed.cancelled(rid)
+    if isinstance(exc, StoreUnavailable):  # the store's fault, not the request's: it runs again
+        return Failed(rid, Failed.UNAVAILABLE, str(exc))
+    if isinstance(exc, BlobStoreError):  # a safe text (never the bucket or the key)
+        return Failed(rid, "error", str(exc))
     if isinstance(exc, InvalidParameter):
         return Failed(rid, "invalid", exc.message, field=exc.field)
     if isinstance(exc, OutOfMemory):

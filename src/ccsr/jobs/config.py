@@ -40,6 +40,7 @@ class SchedulerConfig:
     heartbeat_interval: float = 2.0
     poll_interval: float = 0.5
     log_flush_interval: float = 0.5
+    store_check_interval: float = 2.0  # seconds between checks of the blob store (ccsr.storage.health)
 
     def __post_init__(self) -> None:
         if self.lease_seconds > MAX_LEASE_SECONDS:

@@ -5,21 +5,24 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from typing import Callable, Optional
+from typing import Awaitable, Callable, Optional
 
 from ccsr.jobs.live import LiveJobs
 from ccsr.jobs.store import JobStore
 from ccsr.jobs.view import JobView
-from ccsr.storage import keys
+from ccsr.storage import BlobStoreError, keys
 
 log = logging.getLogger("ccsr.jobs.retention")
 
 
 class Retention:
-    """Sweeps expired requests every ``interval`` seconds; ``delete_file(ref)``
-    removes one stored file a request owns (missing files are fine)."""
+    """Sweeps expired requests every ``interval`` seconds; ``await
+    delete_file(ref)`` removes one stored file a request owns (missing files
+    are fine). A request whose files the blob store could not delete keeps
+    its row until a later sweep succeeds, so no file outlives its record."""
 
-    def __init__(self, store: JobStore, live: LiveJobs, delete_file: Callable[[str], None], interval: float = 30.0):
+    def __init__(self, store: JobStore, live: LiveJobs, delete_file: Callable[[str], Awaitable[None]],
+                 interval: float = 30.0):
         self.store = store
         self.live = live
         self.delete_file = delete_file
@@ -42,11 +45,17 @@ class Retention:
         expired = await asyncio.to_thread(self.store.expired, now)
         for rec in expired:
             key = keys.input_ref_key(rec.input)  # normally gone when the request ended; a crash may have left it
+            kept = False
             for f in list(rec.files) + ([keys.input_ref(key)] if key else []):
                 try:
-                    await asyncio.to_thread(self.delete_file, f)
+                    await self.delete_file(f)
+                except BlobStoreError as exc:  # the store is down: the row waits for the next sweep
+                    log.warning("deleting a file of %s failed (%s); kept for the next sweep", rec.request_id, exc)
+                    kept = True
                 except Exception:  # noqa: BLE001
                     log.exception("deleting %s failed", f)
+            if kept:
+                continue
             await asyncio.to_thread(self.store.delete, rec.request_id)
             self.live.forget_finished(rec.request_id)
         return len(expired)

@@ -13,6 +13,12 @@ service (fetch, decode, checks) and put into the blob store, and a
 :class:`Task` naming blobs is handed over. The executor's events become
 durable state, log lines (:mod:`ccsr.jobs.logbuffer`) and one typed
 :class:`Outcome` per request. It speaks no HTTP: the service renders outcomes.
+
+A blob store that does not answer fails no request: a run it fails (storing
+the input, a worker reading it or writing the result, publishing) goes back
+to the queue uncounted, and while the store is down (:attr:`Storage.health`,
+checked every ``store_check_interval``) this server claims nothing, so a
+server cut off from its store leaves the queue to the others.
 """
 
 from __future__ import annotations
@@ -37,7 +43,7 @@ from ccsr.jobs.queue_index import QueueIndex
 from ccsr.jobs.retention import Retention
 from ccsr.jobs.store import JobStore, LogRecord
 from ccsr.jobs.view import JobView
-from ccsr.storage import Storage
+from ccsr.storage import BlobStoreError, Storage, StoreUnavailable
 
 log = logging.getLogger("ccsr.jobs.scheduler")
 
@@ -69,7 +75,8 @@ class Scheduler:
         self.live = LiveJobs(config.cache_size, config.finished_cache_bytes)
         self.queues: dict[str, QueueIndex] = {app_id: QueueIndex() for app_id in self.executors}
         self.logs = LogBuffer(store, config.log_flush_interval)
-        self.retention = Retention(store, self.live, edges.delete_file, config.sweep_interval)
+        self.retention = Retention(store, self.live, lambda ref: storage.run(edges.delete_file, ref),
+                                   config.sweep_interval)
         self._preparing = {app_id: 0 for app_id in self.executors}
         self._wake = asyncio.Event()
         self._tasks: list[asyncio.Task] = []
@@ -106,6 +113,8 @@ class Scheduler:
             asyncio.create_task(self.logs.run(), name="ccsr-logs"),
             asyncio.create_task(self.retention.run(), name="ccsr-sweep"),
             asyncio.create_task(self.node_loop.run(), name="ccsr-node"),
+            # an idle server notices an outage (not ready), a down one its end (claims again)
+            asyncio.create_task(self.storage.watch(self.config.store_check_interval, self.wake), name="ccsr-store"),
         ]
         self.started = True
 
@@ -265,7 +274,9 @@ class Scheduler:
                 for app_id, executor in self.executors.items():
                     # From the database, not the local queue: jobs submitted to
                     # other servers run here when this one has a free slot.
-                    while executor.idle_slots() - self._preparing[app_id] > 0:
+                    # Nothing is claimed while the blob store is down: a run could
+                    # not store its input, and another server may reach the store.
+                    while self.storage.health.ok and executor.idle_slots() - self._preparing[app_id] > 0:
                         rec = await asyncio.to_thread(self.store.claim_next, app_id=app_id, node=self.node,
                                                       lease=self.config.lease_seconds)
                         if rec is None:
@@ -332,16 +343,14 @@ class Scheduler:
         try:
             try:
                 prepared = await self.edges.prepare(view)
-            except Exception as exc:  # noqa: BLE001
+                input_key = await self.storage.run(self.storage.put_run_input, view.request_id, prepared.data)
+            except StoreUnavailable:  # reading a kept input or an uploaded file, storing the run's input
+                await self._back_to_queue(view, "the blob store is unavailable")
+                return
+            except Exception as exc:  # noqa: BLE001 - bad input (a field), or a store's refusal (a safe text)
                 if getattr(exc, "field", None) is None:
                     log.exception("preparing %s failed", view.request_id)
                 await self._finish(view, Outcome.of_prepare_error(exc))
-                return
-            try:
-                input_key = await asyncio.to_thread(self.storage.put_run_input, view.request_id, prepared.data)
-            except Exception as exc:  # noqa: BLE001 - the store failed, not the request
-                log.exception("storing the input of %s failed", view.request_id)
-                await self._finish(view, Outcome.failed(f"Could not store the input: {exc}"))
                 return
             # No await between this check and submit: a cancel arriving in between
             # would find nothing to stop in the executor and be lost.
@@ -356,19 +365,29 @@ class Scheduler:
                 self.executors[view.app_id].submit(task)
             except Exception:  # noqa: BLE001 - the slot vanished (its worker died while we prepared)
                 log.warning("no worker for %s after preparing it; back to the queue", view.request_id)
-                self._drop_blobs(view)
-                view.local_run = False
-                if await asyncio.to_thread(self.store.release, view.request_id, self.node):
-                    view.status, view.started_at, view.attempts = QUEUED, None, max(0, view.attempts - 1)
-                    self._enqueue(view)
-                    view.touch()
-                self._wake.set()
+                await self._back_to_queue(view)
         finally:
             self._preparing[view.app_id] -= 1
             self._wake.set()
 
-    def _drop_blobs(self, view: JobView, ended: bool = False) -> None:
-        self.storage.run_leftovers(view.request_id, view.output_key, view.input, ended)
+    async def _back_to_queue(self, view: JobView, why: Optional[str] = None) -> None:
+        """Hand a run this server could not carry out back to the queue: not a
+        failure of the request, so the attempt is not counted (``why``: for
+        its log). Another server, or this one when it can, runs it."""
+        if why:
+            self.logs.add(view, "WARN", f"{why}; the request goes back to the queue")
+        await self._drop_blobs(view)
+        view.output_key = None
+        view.local_run = False
+        if await asyncio.to_thread(self.store.release, view.request_id, self.node):
+            view.status, view.started_at, view.attempts = QUEUED, None, max(0, view.attempts - 1)
+            view.progress = 0.0
+            self._enqueue(view)
+            view.touch()
+        self._wake.set()
+
+    async def _drop_blobs(self, view: JobView, ended: bool = False) -> None:
+        await self.storage.drop_leftovers(view.request_id, view.output_key, view.input, ended)
 
     # --- executor events -------------------------------------------------------------------
     def _on_event(self, ev: Event) -> None:
@@ -397,7 +416,7 @@ class Scheduler:
         try:
             await self._end(view, ev)
         finally:
-            await asyncio.to_thread(self._drop_blobs, view)
+            await self._drop_blobs(view)
 
     async def _end(self, view: JobView, ev: Event) -> None:
         if isinstance(ev, Done):
@@ -406,14 +425,24 @@ class Scheduler:
             except InvalidParameter as exc:  # the result breaks a limit of the request (sync_mode's size)
                 await self._finish(view, Outcome.invalid(exc.field, exc.message))
                 return
+            except StoreUnavailable:  # the result's metadata could not be written: run it again
+                await self._back_to_queue(view, "the blob store is unavailable; the result could not be stored")
+                return
             except Exception as exc:  # noqa: BLE001
                 log.exception("storing the result of %s failed", view.request_id)
-                await self._finish(view, Outcome.failed(f"Could not store the result: {exc}"))
+                safe = str(exc) if isinstance(exc, BlobStoreError) else "see the server log"  # no bucket, no key
+                await self._finish(view, Outcome.failed(f"Could not store the result: {safe}"))
                 return
             view.output_key = None  # the result blob is a stored file now: not a leftover
             summary = f", {published.summary}" if published.summary else ""
             self.logs.add(view, "INFO", f"done in {ev.inference_time:.2f}s{summary}")
             await self._finish(view, Outcome.completed(published.result, ev.inference_time, published.files))
+        elif isinstance(ev, Failed) and ev.kind == Failed.UNAVAILABLE:
+            # The worker could not read the input or write the result. Its store
+            # (another process, maybe another machine) is likely ours: claim
+            # nothing until the next check of the store passes.
+            self.storage.health.down("a worker could not reach the blob store")
+            await self._back_to_queue(view, "the worker could not reach the blob store")
         elif isinstance(ev, Failed):
             await self._finish(view, Outcome.of_failure(ev.kind, ev.message, ev.field))
         elif isinstance(ev, WorkerLost):
@@ -463,7 +492,7 @@ class Scheduler:
         # The submitted input (a data URI in the blob store) goes only when this
         # server ended the request: if another server holds it, that one still
         # reads it, and deletes it when it ends the request.
-        await asyncio.to_thread(self._drop_blobs, view, ok)
+        await self._drop_blobs(view, ok)
         was_local = view.local_run
         view.local_run = False
         if not ok:

@@ -125,7 +125,12 @@ def create_app(
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI):
         import asyncio
+        from concurrent.futures import ThreadPoolExecutor
 
+        # The database's threads (and other short blocking work): the loop's
+        # default pool, sized here; blob calls have their own (Storage.pool).
+        asyncio.get_running_loop().set_default_executor(
+            ThreadPoolExecutor(settings.db_threads, thread_name_prefix="ccsr-db"))
         await asyncio.to_thread(store.create_all)
         try:  # servers sharing this database must share the blob store: refuse to start otherwise
             presence = await asyncio.to_thread(store_check.join, store.engine, storage.blobs, scheduler.node,
@@ -150,6 +155,7 @@ def create_app(
             presence_task.cancel()
             await asyncio.to_thread(presence.leave)
             store.close()
+            storage.close()
 
     app = FastAPI(
         title="ccsr",
@@ -192,12 +198,17 @@ def create_app(
     async def healthz() -> dict:
         return {"status": "ok"}
 
-    @app.get("/readyz", tags=["health"], summary="Ready when every app has a worker holding its loaded model")
+    @app.get("/readyz", tags=["health"],
+             summary="Ready when every app has a worker holding its loaded model and the blob store answers")
     async def readyz(request: Request) -> Response:
         workers = ([{"app": app_id, **w} for app_id, ex in executors.items() for w in ex.describe()]
                    if ops_allowed(request) else "hidden: send an API key")  # PIDs, devices
-        ready = all(ex.ready for ex in executors.values()) and scheduler.started
-        body = {"status": "ready" if ready else "loading", "workers": workers,
+        # A server whose blob store does not answer claims no work (ccsr.jobs.scheduler):
+        # not ready, so a load balancer sends submits elsewhere.
+        store_ok = storage.health.ok
+        ready = all(ex.ready for ex in executors.values()) and scheduler.started and store_ok
+        status = "ready" if ready else "loading" if store_ok else "store_unavailable"
+        body = {"status": status, "store": storage.health.state(), "workers": workers,
                 "queue_depth": scheduler.queue_depth(), "running": scheduler.running_count(),
                 "random_weights": weights_status.random_weights(app.state.weights_status)}
         return JSONResponse(body, status_code=200 if ready else 503)

@@ -326,7 +326,7 @@ async def load_input_bytes(url: str, *, settings: Settings, files: FileStore, fi
     key = FileStore.key_from_url(url)
     if key is not None:
         try:
-            return await asyncio.to_thread(files.read, key)
+            return await files.pool.run(files.read, key)
         except FileNotFoundError:
             pass
         if _is_our_host(url, settings):

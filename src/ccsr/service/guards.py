@@ -15,7 +15,10 @@ This module holds the guards, installed on the app by :func:`install`:
   (size and depth limited, same rules);
 - exception handlers: :class:`RequestProblem` (raised by any check, e.g.
   the headers), :class:`ccsr.errors.InvalidParameter`, validation errors
-  (rendered with their input made JSON-safe), and a JSON 500 for the rest.
+  (rendered with their input made JSON-safe), a blob store that failed
+  (:class:`ccsr.storage.BlobStoreError`: 503 with ``Retry-After`` when it
+  does not answer, 502 when it refused; the text never names its endpoint,
+  bucket or key), and a JSON 500 for the rest.
 """
 
 from __future__ import annotations
@@ -31,6 +34,7 @@ from fastapi.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ccsr.errors import InvalidParameter
+from ccsr.storage.base import BlobStoreError, StoreUnavailable
 
 #: Nesting allowed in a JSON body (the fal input is 1 deep; webhook bodies are not parsed here).
 MAX_BODY_DEPTH = 32
@@ -292,6 +296,14 @@ class InternalErrors:
             await response(scope, receive, send)
 
 
+def retry_after(request: Request) -> int:
+    """Seconds a client refused for a store outage should wait: two of the
+    server's store checks (setting store_check_interval), so the next try
+    finds the store's state fresh."""
+    settings = getattr(request.app.state, "settings", None)
+    return max(1, math.ceil(2 * float(getattr(settings, "store_check_interval", 2.0))))
+
+
 def install(app: FastAPI) -> None:
     """Register the body guard and the exception handlers on ``app``."""
 
@@ -309,6 +321,12 @@ def install(app: FastAPI) -> None:
             errors.append(json_safe(err))
         return JSONResponse({"detail": errors}, status_code=422)
 
+    async def on_store_error(request: Request, exc: BlobStoreError) -> JSONResponse:
+        if isinstance(exc, StoreUnavailable):
+            return JSONResponse({"detail": str(exc), "error_type": "service_unavailable"}, status_code=503,
+                                headers={"Retry-After": str(retry_after(request))})
+        return JSONResponse({"detail": str(exc), "error_type": "bad_gateway"}, status_code=502)
+
     async def on_error(_request: Request, _exc: Exception) -> JSONResponse:
         # Starlette re-raises after this answer, so the server logs the traceback once.
         return JSONResponse({"detail": "Internal server error.", "error_type": "internal_server_error"},
@@ -317,5 +335,6 @@ def install(app: FastAPI) -> None:
     app.add_exception_handler(RequestProblem, on_problem)  # type: ignore[arg-type]
     app.add_exception_handler(InvalidParameter, on_invalid)  # type: ignore[arg-type]
     app.add_exception_handler(RequestValidationError, on_validation)  # type: ignore[arg-type]
+    app.add_exception_handler(BlobStoreError, on_store_error)  # type: ignore[arg-type]
     app.add_exception_handler(Exception, on_error)
     app.add_middleware(JSONBodyGuard)

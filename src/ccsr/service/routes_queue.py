@@ -16,7 +16,7 @@ annotations`` here: the body type of each route is the app's own model, bound
 when the route is made.)
 """
 
-import asyncio
+import contextlib
 import json
 import math
 import uuid
@@ -39,7 +39,7 @@ from ccsr.service.inline import gone_body, take_inline
 from ccsr.service.urls import lifecycle_ttl, public_base_url
 from ccsr.service.submit_checks import check_submitted_input
 from ccsr.settings import Settings
-from ccsr.storage import Storage
+from ccsr.storage import BlobStoreError, Storage, keys
 
 
 def _truthy(value: Optional[str]) -> bool:
@@ -121,7 +121,7 @@ class QueueAPI:
         headers = {"x-fal-request-id": view.request_id}
         if view.status == COMPLETED and view.result is not None:
             # sync_mode: the image inline, once (ccsr.service.inline); then a 410 saying so
-            result = await asyncio.to_thread(take_inline, view.result, self.storage)
+            result = await self.storage.run(take_inline, view.result, self.storage)
             if result is None:
                 return JSONResponse(gone_body(view.result), status_code=410, headers=headers)
             return JSONResponse(absolute_file_urls(result, base), headers=headers)
@@ -163,7 +163,9 @@ class QueueAPI:
         if submitted is not None:
             # A data URI goes to the blob store, the row keeps a reference: the
             # database never holds image bytes (deleted when the request ends).
-            stored["image_url"] = await asyncio.to_thread(self.storage.keep_submitted, request_id, *submitted)
+            # A store that does not answer makes this a 503 with Retry-After
+            # (ccsr.service.guards), at once while it is known to be down.
+            stored["image_url"] = await self.storage.run(self.storage.keep_submitted, request_id, *submitted)
         try:
             return await self.scheduler.submit(
                 self.app.app_id,
@@ -180,7 +182,8 @@ class QueueAPI:
             )
         except BaseException:
             if submitted is not None:
-                await asyncio.to_thread(self.storage.delete_owned, stored["image_url"])
+                with contextlib.suppress(BlobStoreError):  # down meanwhile: the orphan blob is left behind
+                    await self.storage.run(self.storage.discard, [keys.ref_key(stored["image_url"])])
             raise
 
 

@@ -62,7 +62,7 @@ class ServiceEdges:
         from ccsr.service.fetch import load_input_bytes
 
         try:
-            kept = await asyncio.to_thread(self.storage.kept_input, view.input)
+            kept = await self.storage.run(self.storage.kept_input, view.input)
         except (BlobNotFound, FileNotFoundError):
             raise InputError("image_url", "the submitted image is no longer stored (its blob is missing).") from None
         if kept is not None:
@@ -77,7 +77,7 @@ class ServiceEdges:
             file = held_inline(done, self.settings.max_sync_mode_bytes)
             return Published(app.render(done.fields, file), [file.url], app.summary(done.fields))
         ttl = view.ttl if view.ttl is not None else self.settings.result_ttl
-        stored = await asyncio.to_thread(
+        stored = await self.storage.run(
             self.storage.publish_result, done.output_key, size=done.file_size, content_type=done.content_type,
             file_name=random_file_name(done.extension), owner=view.owner, ttl=ttl)
         file = FileInfo(url=stored.url_path, content_type=stored.content_type, file_name=stored.file_name,

@@ -10,6 +10,7 @@ redirect to a presigned URL on the bucket.
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from typing import Iterator, Optional
 from urllib.parse import quote
@@ -17,12 +18,15 @@ from urllib.parse import quote
 from fastapi import APIRouter, HTTPException, Request, Response
 from fastapi.responses import FileResponse, JSONResponse, RedirectResponse, StreamingResponse
 
-from ccsr.storage import BlobNotFound
+from ccsr.storage import BlobNotFound, BlobStoreError
 from ccsr.service.auth import KeyRing, parse_authorization
 from ccsr.storage.files import FileStore, StorageError, StoredFile, TooLarge
+from ccsr.storage.tokens import UploadTokens
 from ccsr.storage.uploads import PendingUpload, PendingUploads
 from ccsr.service.urls import lifecycle_ttl, public_base_url
 from ccsr.settings import Settings
+
+log = logging.getLogger("ccsr.service.storage")
 
 PURGE_INTERVAL = 600.0
 _CHUNK = 1024 * 1024
@@ -77,7 +81,14 @@ def storage_router(files: FileStore, *, settings: Settings, keyring: KeyRing) ->
     - ``GET /files/<key>/<name>`` serves a file without authentication.
     """
     router = APIRouter()
-    tokens = files.upload_tokens()
+    signer: list[UploadTokens] = []  # the token signer, once its secret is read from the store
+
+    async def tokens() -> UploadTokens:
+        """Read on first use, not at start: a server whose store is down still
+        starts (not ready) and serves what needs no store."""
+        if not signer:
+            signer.append(await files.pool.run(files.upload_tokens))
+        return signer[0]
     uploads = PendingUploads(files)
     limit = settings.max_upload_bytes
     default_ttl = settings.result_ttl
@@ -87,6 +98,12 @@ def storage_router(files: FileStore, *, settings: Settings, keyring: KeyRing) ->
         files.purge_expired()
         uploads.purge_stale()
 
+    async def purge_in_pool() -> None:
+        try:
+            await files.pool.run(purge)
+        except BlobStoreError as exc:  # the next upload after PURGE_INTERVAL tries again
+            log.warning("purging expired files failed: %s", exc)
+
     def maybe_purge() -> None:
         """Sweep expired files and stale uploads out of the store now and then
         (uploads drive it; expired files are already never served)."""
@@ -94,17 +111,17 @@ def storage_router(files: FileStore, *, settings: Settings, keyring: KeyRing) ->
         if now - sweep["last"] < PURGE_INTERVAL:
             return
         sweep["last"] = now
-        sweep["task"] = asyncio.get_running_loop().create_task(asyncio.to_thread(purge))
+        sweep["task"] = asyncio.get_running_loop().create_task(purge_in_pool())
 
     def api_owner(request: Request) -> str:
         return keyring.require(request.headers.get("authorization"))
 
-    def upload_owner(request: Request) -> str:
+    async def upload_owner(request: Request) -> str:
         """Upload token (Bearer) or API key; anyone when no keys are configured."""
         header = request.headers.get("authorization")
         if not keyring.enabled:
             return keyring.owner_for(header) or "local"
-        owner = tokens.verify(parse_authorization(header))
+        owner = (await tokens()).verify(parse_authorization(header))
         return owner if owner is not None else keyring.require(header)
 
     def check_storage_type(storage_type: Optional[str]) -> None:
@@ -117,7 +134,7 @@ def storage_router(files: FileStore, *, settings: Settings, keyring: KeyRing) ->
     async def storage_token(request: Request, storage_type: Optional[str] = None) -> dict:
         check_storage_type(storage_type)
         owner = api_owner(request)
-        token, expires = tokens.issue(owner)
+        token, expires = (await tokens()).issue(owner)
         return {
             "token": token,
             "token_type": "Bearer",
@@ -129,7 +146,7 @@ def storage_router(files: FileStore, *, settings: Settings, keyring: KeyRing) ->
 
     @router.post("/cdn/files/upload")
     async def cdn_upload(request: Request) -> Response:
-        owner = upload_owner(request)
+        owner = await upload_owner(request)
         maybe_purge()
         try:
             _check_declared_length(request, limit)
@@ -148,8 +165,9 @@ def storage_router(files: FileStore, *, settings: Settings, keyring: KeyRing) ->
 
     @router.post("/cdn/files/upload/multipart")
     async def cdn_multipart_create(request: Request) -> dict:
-        owner = upload_owner(request)
-        pending = uploads.create(
+        owner = await upload_owner(request)
+        pending = await files.pool.run(
+            uploads.create,
             request.headers.get("content-type"),
             request.headers.get("x-fal-file-name"),
             kind="multipart",
@@ -177,7 +195,8 @@ def storage_router(files: FileStore, *, settings: Settings, keyring: KeyRing) ->
             body = {}
         if not isinstance(body, dict):
             body = {}
-        pending = uploads.create(
+        pending = await files.pool.run(
+            uploads.create,
             body.get("content_type") if isinstance(body.get("content_type"), str) else None,
             body.get("file_name") if isinstance(body.get("file_name"), str) else None,
             kind=kind,
@@ -225,7 +244,7 @@ def storage_router(files: FileStore, *, settings: Settings, keyring: KeyRing) ->
             return JSONResponse({"detail": "'parts' must be a list."}, status_code=400)
         try:
             # Joining the parts copies the whole file: not on the event loop.
-            stored = await asyncio.to_thread(uploads.complete, upload_id, key, parts, max_bytes=limit)
+            stored = await files.pool.run(uploads.complete, upload_id, key, parts, max_bytes=limit)
         except StorageError as exc:
             return _error(exc)
         return JSONResponse(_file_info(stored, public_base_url(request, settings)))
@@ -234,7 +253,7 @@ def storage_router(files: FileStore, *, settings: Settings, keyring: KeyRing) ->
     @router.head("/files/{key}/{name}", include_in_schema=False)
     @router.get("/files/{key}/{name}")
     async def serve_file(key: str, name: str, request: Request) -> Response:
-        stored = await asyncio.to_thread(files.get, key)
+        stored = await files.pool.run(files.get, key)
         if stored is None:
             return _missing()
         return await file_response(files, stored, head=request.method == "HEAD")
@@ -285,7 +304,7 @@ async def file_response(files: FileStore, stored: StoredFile, *, head: bool = Fa
     if head:
         return Response(status_code=200, media_type=media_type, headers=headers)
     try:
-        body = await asyncio.to_thread(files.blobs.open, stored.blob_key)
+        body = await files.pool.run(files.blobs.open, stored.blob_key)
     except BlobNotFound:
         return _missing()
 

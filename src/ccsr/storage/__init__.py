@@ -10,9 +10,10 @@ requests). Executors get the store once when they start and hand workers blob
 same store from :meth:`BlobStore.spec` and reads its input from there.
 """
 
-from ccsr.storage.base import BlobInfo, BlobNotFound, BlobStore
+from ccsr.storage.base import BlobInfo, BlobNotFound, BlobStore, BlobStoreError, StoreRefused, StoreUnavailable
 from ccsr.storage.local import LocalBlobStore
 from ccsr.storage.factory import open_blob_store, store_spec
 from ccsr.storage.api import Storage  # after the above: it builds on them
 
-__all__ = ["BlobInfo", "BlobNotFound", "BlobStore", "LocalBlobStore", "Storage", "open_blob_store", "store_spec"]
+__all__ = ["BlobInfo", "BlobNotFound", "BlobStore", "BlobStoreError", "LocalBlobStore", "Storage", "StoreRefused",
+           "StoreUnavailable", "open_blob_store", "store_spec"]

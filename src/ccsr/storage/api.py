@@ -12,38 +12,76 @@ there, and :meth:`Storage.publish_result` writes the metadata that makes it a
 file. Nothing is copied; an unpublished result (failure, cancel, a lost
 worker) has no metadata, is never served, and is dropped with the run's other
 working blobs (:meth:`Storage.discard`).
+
+Async code runs every blob call through :meth:`Storage.run`: a bounded pool
+of its own (:mod:`ccsr.storage.pool`), never the database's threads, and a
+call fails at once while :attr:`Storage.health` is down.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from pathlib import Path
-from typing import TYPE_CHECKING, Iterable, Optional, Union
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Optional, TypeVar, Union
 
 from ccsr.storage import keys
-from ccsr.storage.base import BlobStore
+from ccsr.storage.base import BlobStore, BlobStoreError
 from ccsr.storage.factory import open_blob_store
 from ccsr.storage.files import FileStore, StoredFile
+from ccsr.storage.health import StoreHealth
+from ccsr.storage.pool import DEFAULT_THREADS, BlobPool
 
 if TYPE_CHECKING:  # pragma: no cover
     from ccsr.settings import Settings
 
 log = logging.getLogger("ccsr.storage")
+T = TypeVar("T")
 
 
 class Storage:
     """One blob store and the views of it the service uses. ``scratch_dir``:
     where request bodies land before they enter a store that is not local
-    (see :class:`FileStore`)."""
+    (see :class:`FileStore`); ``threads``: the size of the pool blob calls
+    run in."""
 
-    def __init__(self, blobs: BlobStore, *, scratch_dir: Union[str, Path, None] = None):
+    def __init__(self, blobs: BlobStore, *, scratch_dir: Union[str, Path, None] = None,
+                 threads: int = DEFAULT_THREADS):
         self.blobs = blobs
-        self.files = FileStore(blobs, scratch_dir=scratch_dir)
+        self.pool = BlobPool(blobs, threads)
+        self.files = FileStore(blobs, scratch_dir=scratch_dir, pool=self.pool)
 
     @classmethod
     def from_settings(cls, settings: "Settings") -> "Storage":
         """The store the settings configure (a directory under ``data_dir`` or an S3 bucket)."""
-        return cls(open_blob_store(settings), scratch_dir=Path(settings.data_dir) / "files")
+        return cls(open_blob_store(settings), scratch_dir=Path(settings.data_dir) / "files",
+                   threads=settings.blob_threads)
+
+    # --- calls and health -----------------------------------------------------------
+    @property
+    def health(self) -> StoreHealth:
+        """Whether the store answers (down after a call failed its whole retry window)."""
+        return self.blobs.health
+
+    async def run(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        """A blocking blob call from async code, in the blob pool (see :class:`BlobPool`)."""
+        return await self.pool.run(fn, *args, **kwargs)
+
+    async def check(self) -> bool:
+        """Look at the store once; True when it answered (and it is marked up)."""
+        return await self.pool.check(keys.PROBE)
+
+    async def watch(self, interval: float, on_back: Callable[[], None]) -> None:
+        """Check the store now and every ``interval`` seconds, forever;
+        ``on_back()`` when a check finds a store that was down answering again."""
+        while True:
+            was = self.health.ok
+            if await self.check() and not was:
+                on_back()
+            await asyncio.sleep(interval)
+
+    def close(self) -> None:
+        self.pool.close()
 
     # --- submitted inputs ---------------------------------------------------------
     def keep_submitted(self, request_id: str, data: bytes, content_type: str) -> str:
@@ -85,6 +123,15 @@ class Storage:
                       ended: bool) -> None:
         """Drop what a run leaves behind (see :func:`ccsr.storage.keys.run_leftovers`)."""
         self.discard(keys.run_leftovers(request_id, output_key, stored_input, ended))
+
+    async def drop_leftovers(self, request_id: str, output_key: Optional[str], stored_input: Optional[dict],
+                             ended: bool) -> None:
+        """:meth:`run_leftovers` from async code; with the store down they stay
+        (a submitted input is then removed by retention, with its request)."""
+        try:
+            await self.run(self.run_leftovers, request_id, output_key, stored_input, ended)
+        except BlobStoreError:
+            pass
 
     def discard(self, blob_keys: Iterable[str]) -> None:
         """Delete working blobs; a failure is logged, not raised (the request's

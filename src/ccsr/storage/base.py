@@ -14,6 +14,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO, Iterable, Iterator, Optional, Union
 
+from ccsr.storage.health import StoreHealth
+
 KEY_RE = re.compile(r"^[A-Za-z0-9_-][A-Za-z0-9_.-]{0,127}(?:/[A-Za-z0-9_-][A-Za-z0-9_.-]{0,127}){0,3}$")
 
 Data = Union[bytes, bytearray, memoryview, BinaryIO, Iterable[bytes]]
@@ -23,6 +25,31 @@ _CHUNK = 1024 * 1024
 
 class BlobNotFound(KeyError):
     """No blob is stored under that key."""
+
+
+class BlobStoreError(Exception):
+    """The store failed a call. Its text is safe to show a client: it never
+    names the endpoint, bucket, prefix or key (those go to the server's log)."""
+
+    def __init__(self, message: Optional[str] = None):
+        super().__init__(message or self.default_message)
+
+    default_message = "The blob store failed."
+
+
+class StoreUnavailable(BlobStoreError):
+    """The store did not answer (down, stalled, unreachable, refusing our
+    credentials) for the whole retry window. Transient by nature: a job goes
+    back to the queue, a submit answers 503 with Retry-After."""
+
+    default_message = "The blob store is unavailable; try again later."
+
+
+class StoreRefused(BlobStoreError):
+    """The store answered and refused this one call (a 4xx other than a
+    missing key or a credentials problem): retrying it would not help."""
+
+    default_message = "The blob store refused the request."
 
 
 @dataclass(frozen=True)
@@ -53,7 +80,24 @@ def check_key(key: str) -> str:
 
 
 class BlobStore(abc.ABC):
-    """Bytes under server-made keys. Implementations are thread-safe."""
+    """Bytes under server-made keys. Implementations are thread-safe.
+
+    A store that can be out of reach (S3) raises :class:`StoreUnavailable`
+    after retrying for a bounded time and keeps :attr:`health` up to date."""
+
+    @property
+    def health(self) -> StoreHealth:
+        """Whether the store answered its last call (always up for a store
+        that never reports otherwise, such as a local directory)."""
+        found = self.__dict__.get("_health")
+        if found is None:
+            found = self.__dict__.setdefault("_health", StoreHealth())
+        return found
+
+    def probe(self, key: str) -> None:
+        """One quick look at the store (the size of ``key``, which need not
+        exist); raises :class:`StoreUnavailable` when it does not answer."""
+        self.stat(key)
 
     @abc.abstractmethod
     def put(self, key: str, data: Data, *, content_type: str = "application/octet-stream",

@@ -39,6 +39,11 @@ def store_spec(settings: "Settings") -> dict:
             "prefix": settings.s3_prefix,
             "presign": settings.s3_presign_urls,
             "presign_expires": settings.s3_presign_expires,
+            "connect_timeout": settings.s3_connect_timeout,
+            "read_timeout": settings.s3_read_timeout,
+            "retry_seconds": settings.s3_retry_seconds,
+            # the blob pool's threads and the in-process executor's own (ThreadExecutor)
+            "max_connections": settings.blob_threads + 8,
         }
     raise ValueError(f"blob_store must be local or s3 (got {kind!r})")
 

@@ -17,7 +17,6 @@ file's bytes blob and :meth:`FileStore.register` makes it a file in place.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import mimetypes
 import os
@@ -33,6 +32,7 @@ from urllib.parse import quote, urlsplit
 from ccsr.storage import keys
 from ccsr.storage.base import BlobNotFound, BlobStore, Data
 from ccsr.storage.local import LocalBlobStore
+from ccsr.storage.pool import BlobPool
 from ccsr.storage.tokens import UploadTokens, load_or_create_secret
 
 # token_urlsafe(24) gives 32 characters; keys.is_file_key accepts a range so
@@ -138,13 +138,17 @@ class FileStore:
     ``root`` is a local scratch directory (``root/tmp``) where request bodies
     and worker results are written before they enter the store: the blob
     store's own directory when it is local (entering is then a rename),
-    else ``scratch_dir`` or a new temporary directory.
+    else ``scratch_dir`` or a new temporary directory. ``pool`` runs the
+    blob calls of async code (the service's :class:`~ccsr.storage.api.Storage`
+    shares its own; default: a small one of this store).
     """
 
-    def __init__(self, blobs: Union[BlobStore, str, Path], *, scratch_dir: Union[str, Path, None] = None):
+    def __init__(self, blobs: Union[BlobStore, str, Path], *, scratch_dir: Union[str, Path, None] = None,
+                 pool: Optional[BlobPool] = None):
         if not isinstance(blobs, BlobStore):
             blobs = LocalBlobStore(blobs)
         self.blobs = blobs
+        self.pool = pool or BlobPool(blobs)
         if isinstance(blobs, LocalBlobStore):
             self.root = blobs.root
         else:
@@ -212,8 +216,12 @@ class FileStore:
             raise FileNotFoundError(f"no stored file {key!r}") from None
 
     def read(self, key: str) -> bytes:
-        with self.open(key) as f:
-            return f.read()
+        if self.get(key) is None:
+            raise FileNotFoundError(f"no stored file {key!r}")
+        try:
+            return self.blobs.read(blob_key(key))  # one call: a read the store cuts short is retried
+        except BlobNotFound:
+            raise FileNotFoundError(f"no stored file {key!r}") from None
 
     def url_for(self, key: str, base_url: str) -> str:
         """Absolute capability URL of ``key`` under ``base_url``."""
@@ -340,7 +348,7 @@ class FileStore:
         fd, tmp = self.scratch_file()
         try:
             await copy_stream(chunks, fd, max_bytes)
-            return await asyncio.to_thread(
+            return await self.pool.run(
                 self.adopt, tmp, content_type=content_type, file_name=file_name, key=key, owner=owner, ttl=ttl
             )
         finally:

@@ -13,6 +13,7 @@ under its own prefix, and no other module spells one (a test checks)::
     files/<key[:2]>/<key>.json    the file's metadata (it is visible while this exists)
     uploads/<upload_id>/meta      an initiated upload; parts at .../<n>, ETags at .../<n>.etag
     secrets/upload-token          the upload-token signing secret
+    secrets/probe                 never stored: the store's health check asks for its size
 
 Keys are made from server-made ids only (request ids, ``secrets.token_urlsafe``
 keys), never user text; the stores check them against
@@ -40,6 +41,9 @@ PREFIXES = (SUBMITTED, RUN_INPUTS, FILES, UPLOADS, SECRETS, SERVERS)
 
 #: The upload-token signing secret (never under files/, so no URL reaches it).
 UPLOAD_TOKEN_SECRET = SECRETS + "upload-token"
+#: The key the periodic health check of the store looks up (never written: a
+#: "not found" is an answer, which is all the check wants).
+PROBE = SECRETS + "probe"
 #: Directory under a local store's root where request bodies and upload parts
 #: are written before they enter the store (a rename from there: same disk).
 #: Not a key: the store never lists it.

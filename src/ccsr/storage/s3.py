@@ -9,21 +9,82 @@ Requests are signed with SigV4 (presigned URLs included: SigV2 URLs that
 override response headers are refused by several S3-compatible servers).
 With an ``endpoint_url`` the bucket is addressed by path
 (``<endpoint>/<bucket>/<key>``), which every S3-compatible server accepts.
+
+Faults are bounded and transient (docs/scale-out.md, "When the blob store
+fails"): every call has a connect and a read timeout sized for a queue
+server (not boto's 60 s), is retried with backoff for ``retry_seconds``, and
+then raises :class:`~ccsr.storage.base.StoreUnavailable` and marks the
+store's :attr:`health` down. Botocore's exceptions never leave this module:
+their text names the endpoint, bucket and key, so it goes to the log and
+callers get a message that is safe to show a client.
 """
 
 from __future__ import annotations
 
+import http.client
+import io
+import logging
 import tempfile
 import threading
-from typing import Any, BinaryIO, Iterator, Optional
+import time
+from typing import Any, BinaryIO, Callable, Iterator, Optional, TypeVar
 from urllib.parse import quote
 
-from ccsr.storage.base import BlobInfo, BlobNotFound, BlobStore, Data, check_key, iter_chunks
+from ccsr.storage.base import (
+    BlobInfo, BlobNotFound, BlobStore, Data, StoreRefused, StoreUnavailable, check_key, iter_chunks,
+)
 
-# Uploads up to this size stay in memory before boto3 sends them; larger ones
-# spill to a temporary file (boto3 then sends them as a multipart upload).
+log = logging.getLogger("ccsr.storage.s3")
+T = TypeVar("T")
+
+# Uploads up to this size stay in memory before they are sent; larger ones
+# spill to a temporary file. Up to _SINGLE_PUT_BYTES they go as one PUT (one
+# request to retry), larger ones as a multipart upload.
 _SPOOL_BYTES = 8 * 1024 * 1024
+_SINGLE_PUT_BYTES = 256 * 1024 * 1024
 _NOT_FOUND = {"404", "NoSuchKey", "NotFound"}
+# Answers that say "not now": retried like a connection failure.
+_BUSY = {"SlowDown", "Throttling", "ThrottlingException", "RequestTimeout", "ServiceUnavailable", "InternalError",
+         "RequestLimitExceeded", "TooManyRequests"}
+# Answers that say this server cannot use the store at all (credentials, bucket):
+# not retried, but the store is unavailable to this server, like an outage.
+_UNUSABLE = {"AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch", "NoSuchBucket", "ExpiredToken",
+             "InvalidToken", "AllAccessDisabled", "AccountProblem", "InvalidBucketName"}
+_BACKOFF_FIRST, _BACKOFF_MAX = 0.1, 2.0
+
+#: Defaults of the timeouts and the retry window (the s3_* settings document them).
+CONNECT_TIMEOUT = 3.0
+READ_TIMEOUT = 15.0
+RETRY_SECONDS = 10.0
+
+MISSING, TRANSIENT, UNUSABLE, REFUSED = "missing", "transient", "unusable", "refused"
+
+
+def classify(exc: BaseException) -> Optional[str]:
+    """What a failed S3 call means: the key is missing, the store is out of
+    reach for now (retry), unusable by this server (credentials, bucket),
+    or it refused this call; None for an exception that is no store fault
+    (a bug: raised as it is)."""
+    response = getattr(exc, "response", None)
+    if isinstance(response, dict) and ("Error" in response or "ResponseMetadata" in response):
+        code = str(response.get("Error", {}).get("Code", ""))
+        status = int(response.get("ResponseMetadata", {}).get("HTTPStatusCode") or 0)
+        if code in _NOT_FOUND:
+            return MISSING
+        if status >= 500 or status in (408, 429) or code in _BUSY:
+            return TRANSIENT
+        if status in (401, 403) or code in _UNUSABLE:
+            return UNUSABLE
+        return REFUSED
+    name = type(exc).__name__
+    if name in ("NoCredentialsError", "PartialCredentialsError", "CredentialRetrievalError"):
+        return UNUSABLE
+    module = type(exc).__module__ or ""
+    if name == "ParamValidationError":
+        return None
+    if module.startswith(("botocore", "urllib3", "s3transfer")) or isinstance(exc, (OSError, http.client.HTTPException)):
+        return TRANSIENT  # connection refused or reset, timeouts, a body cut short
+    return None
 
 
 class S3BlobStore(BlobStore):
@@ -46,6 +107,10 @@ class S3BlobStore(BlobStore):
         prefix: str = "",
         presign: bool = False,
         presign_expires: int = 3600,
+        connect_timeout: float = CONNECT_TIMEOUT,
+        read_timeout: float = READ_TIMEOUT,
+        retry_seconds: float = RETRY_SECONDS,
+        max_connections: int = 32,
     ):
         if not bucket:
             raise ValueError("s3_bucket must be set to use the S3 blob store")
@@ -59,6 +124,10 @@ class S3BlobStore(BlobStore):
         self.prefix = prefix
         self.presign = presign
         self.presign_expires = int(presign_expires)
+        self.connect_timeout = float(connect_timeout)
+        self.read_timeout = float(read_timeout)
+        self.retry_seconds = float(retry_seconds)
+        self.max_connections = int(max_connections)
         self._client: Any = None
         self._lock = threading.Lock()
 
@@ -73,6 +142,10 @@ class S3BlobStore(BlobStore):
             prefix=spec.get("prefix", ""),
             presign=bool(spec.get("presign", False)),
             presign_expires=int(spec.get("presign_expires", 3600)),
+            connect_timeout=float(spec.get("connect_timeout", CONNECT_TIMEOUT)),
+            read_timeout=float(spec.get("read_timeout", READ_TIMEOUT)),
+            retry_seconds=float(spec.get("retry_seconds", RETRY_SECONDS)),
+            max_connections=int(spec.get("max_connections", 32)),
         )
 
     def spec(self) -> dict:
@@ -91,6 +164,10 @@ class S3BlobStore(BlobStore):
             "prefix": self.prefix,
             "presign": self.presign,
             "presign_expires": self.presign_expires,
+            "connect_timeout": self.connect_timeout,
+            "read_timeout": self.read_timeout,
+            "retry_seconds": self.retry_seconds,
+            "max_connections": self.max_connections,
         }
 
     # --- the client ----------------------------------------------------------------
@@ -110,7 +187,11 @@ class S3BlobStore(BlobStore):
                     config = Config(
                         signature_version="s3v4",
                         s3={"addressing_style": "path" if self.endpoint_url else "auto"},
-                        retries={"max_attempts": 3, "mode": "standard"},
+                        # One attempt per call: _call retries, bounded in time, not in count.
+                        retries={"max_attempts": 1, "mode": "standard"},
+                        connect_timeout=self.connect_timeout,
+                        read_timeout=self.read_timeout,
+                        max_pool_connections=self.max_connections,
                     )
                     self._client = boto3.client(
                         "s3",
@@ -125,10 +206,42 @@ class S3BlobStore(BlobStore):
     def _name(self, key: str) -> str:
         return self.prefix + check_key(key)
 
-    @staticmethod
-    def _missing(exc: Exception) -> bool:
-        response = getattr(exc, "response", None) or {}
-        return str(response.get("Error", {}).get("Code")) in _NOT_FOUND
+    def _call(self, what: str, fn: Callable[[], T], key: Optional[str] = None, *, retry: bool = True) -> T:
+        """``fn()``, retried with backoff while the store is out of reach,
+        for at most ``retry_seconds`` (``retry=False``: once). Raises
+        BlobNotFound, StoreUnavailable (and marks :attr:`health` down) or
+        StoreRefused; records the store as up when a call gets an answer."""
+        started = time.monotonic()
+        deadline = started + (self.retry_seconds if retry else 0.0)
+        delay = _BACKOFF_FIRST
+        tries = 0
+        while True:
+            tries += 1
+            try:
+                result = fn()
+            except Exception as exc:  # noqa: BLE001 - classified below; bugs are re-raised
+                kind = classify(exc)
+                if kind is None:
+                    raise
+                if kind == MISSING:
+                    self.health.up()
+                    raise BlobNotFound(key) from None
+                if kind == REFUSED:
+                    self.health.up()
+                    log.warning("S3 %s of %s refused: %s", what, key, exc)
+                    raise StoreRefused() from exc
+                remaining = deadline - time.monotonic()
+                if kind == TRANSIENT and remaining > 0:
+                    time.sleep(min(delay, remaining))  # the last try comes at the end of the window
+                    delay = min(delay * 2, _BACKOFF_MAX)
+                    continue
+                reason = f"{what} failed after {tries} tries: {type(exc).__name__}"
+                log.warning("S3 %s of %s failed (%d tries in %.1f s): %s", what, key, tries,
+                            time.monotonic() - started, exc)
+                self.health.down(reason)
+                raise StoreUnavailable() from exc
+            self.health.up()
+            return result
 
     # --- the interface ---------------------------------------------------------------
     def put(self, key, data: Data, *, content_type="application/octet-stream", max_bytes=None) -> BlobInfo:
@@ -136,48 +249,67 @@ class S3BlobStore(BlobStore):
         size = 0
         # Count (and stop at max_bytes) before anything reaches the bucket: an
         # S3 PUT is atomic, so readers never see a part, and a refused upload
-        # leaves nothing behind.
+        # leaves nothing behind. The spool is also what a retry sends again.
         with tempfile.SpooledTemporaryFile(max_size=_SPOOL_BYTES) as spool:
             for chunk in iter_chunks(data):
                 size += len(chunk)
                 if max_bytes is not None and size > max_bytes:
                     raise OverflowError(f"blob larger than {max_bytes} bytes")
                 spool.write(chunk)
-            spool.seek(0)
-            self.client.upload_fileobj(spool, self.bucket, name, ExtraArgs={"ContentType": content_type})
+
+            def send() -> None:
+                spool.seek(0)
+                if size <= _SINGLE_PUT_BYTES:
+                    self.client.put_object(Bucket=self.bucket, Key=name, Body=spool, ContentType=content_type)
+                else:
+                    from boto3.s3.transfer import TransferConfig
+
+                    self.client.upload_fileobj(spool, self.bucket, name, ExtraArgs={"ContentType": content_type},
+                                               Config=TransferConfig(use_threads=False))
+
+            self._call("put", send, key)
         return BlobInfo(key, size, content_type)
 
     def open(self, key: str) -> BinaryIO:
-        try:
-            response = self.client.get_object(Bucket=self.bucket, Key=self._name(key))
-        except Exception as exc:  # botocore's ClientError, without importing botocore here
-            if self._missing(exc):
-                raise BlobNotFound(key) from None
-            raise
-        return response["Body"]  # a file-like StreamingBody (io.IOBase)
+        response = self._call("get", lambda: self.client.get_object(Bucket=self.bucket, Key=self._name(key)), key)
+        return _Body(response["Body"])  # type: ignore[return-value]
+
+    def read(self, key: str) -> bytes:
+        # The whole GET and its body in one call: a body cut short is retried too.
+        return self._call("get", lambda: self.client.get_object(Bucket=self.bucket, Key=self._name(key))["Body"].read(),
+                          key)
 
     def stat(self, key: str) -> Optional[BlobInfo]:
         try:
-            head = self.client.head_object(Bucket=self.bucket, Key=self._name(key))
-        except Exception as exc:
-            if self._missing(exc):
-                return None
-            raise
+            head = self._call("head", lambda: self.client.head_object(Bucket=self.bucket, Key=self._name(key)), key)
+        except BlobNotFound:
+            return None
         return BlobInfo(key, int(head["ContentLength"]), head.get("ContentType") or "application/octet-stream")
+
+    def probe(self, key: str) -> None:
+        """One HEAD, not retried: the periodic check of an idle or down store."""
+        name = self._name(key)
+        try:
+            self._call("probe", lambda: self.client.head_object(Bucket=self.bucket, Key=name), key, retry=False)
+        except BlobNotFound:
+            pass  # an answer
 
     def delete(self, key: str) -> bool:
         # S3 answers a DELETE of a missing key with success too: ask first so
         # the caller learns whether something was removed.
         if self.stat(key) is None:
             return False
-        self.client.delete_object(Bucket=self.bucket, Key=self._name(key))
+        self._call("delete", lambda: self.client.delete_object(Bucket=self.bucket, Key=self._name(key)), key)
         return True
 
     def keys(self, prefix: str = "") -> Iterator[str]:
-        paginator = self.client.get_paginator("list_objects_v2")
-        for page in paginator.paginate(Bucket=self.bucket, Prefix=self.prefix + prefix):
-            for item in page.get("Contents", []):
-                yield item["Key"][len(self.prefix):]
+        def listing() -> list[str]:
+            paginator = self.client.get_paginator("list_objects_v2")
+            return [item["Key"][len(self.prefix):]
+                    for page in paginator.paginate(Bucket=self.bucket, Prefix=self.prefix + prefix)
+                    for item in page.get("Contents", [])]
+
+        yield from self._call("list", listing, prefix or "/")
 
     def url(self, key: str, *, expires_in: Optional[int] = None, file_name: Optional[str] = None,
             content_type: Optional[str] = None, attachment: bool = False) -> Optional[str]:
@@ -196,8 +328,37 @@ class S3BlobStore(BlobStore):
     def ensure_bucket(self) -> None:
         """Create the bucket when it does not exist (for tests and first runs)."""
         try:
-            self.client.head_bucket(Bucket=self.bucket)
-        except Exception as exc:
-            if not self._missing(exc):
+            self._call("head bucket", lambda: self.client.head_bucket(Bucket=self.bucket))
+        except BlobNotFound:
+            self._call("create bucket", lambda: self.client.create_bucket(Bucket=self.bucket))
+
+
+class _Body(io.RawIOBase):
+    """An object's body being read: a read the store cuts short raises
+    StoreUnavailable (with a safe text), not botocore's or urllib3's error."""
+
+    def __init__(self, body: Any):
+        self._body = body
+
+    def readable(self) -> bool:
+        return True
+
+    def read(self, size: int = -1) -> bytes:
+        try:
+            return self._body.read(None if size is None or size < 0 else size)
+        except Exception as exc:  # noqa: BLE001
+            if classify(exc) is None:
                 raise
-            self.client.create_bucket(Bucket=self.bucket)
+            log.warning("S3 body read failed: %s", exc)
+            raise StoreUnavailable() from exc
+
+    def readinto(self, buffer: Any) -> int:
+        data = self.read(len(buffer))
+        buffer[: len(data)] = data
+        return len(data)
+
+    def close(self) -> None:
+        try:
+            self._body.close()
+        finally:
+            super().close()

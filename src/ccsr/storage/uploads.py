@@ -10,7 +10,6 @@ and the ETag its PUT answered, under the upload's folder
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import json
 import secrets
@@ -105,14 +104,14 @@ class PendingUploads:
         self, upload_id: str, key: str, chunks: AsyncIterator[bytes], max_bytes: Optional[int]
     ) -> StoredFile:
         """Receive the bytes of an initiated single upload and finish it."""
-        pending = self.get(upload_id, key)
+        pending = await self.files.pool.run(self.get, upload_id, key)
         if pending.kind != "single":
             raise NotFound("This upload id expects multipart parts.")
         stored = await self.files.save_stream(
             chunks, pending.content_type, pending.file_name,
             max_bytes=max_bytes, key=pending.key, owner=pending.owner, ttl=pending.ttl,
         )
-        await asyncio.to_thread(self._forget, upload_id)
+        await self.files.pool.run(self._forget, upload_id)
         return stored
 
     def _part_sizes(self, upload_id: str) -> dict[int, int]:
@@ -134,12 +133,12 @@ class PendingUploads:
         max_bytes: Optional[int],
     ) -> str:
         """Store one part; returns its ETag (quoted hex digest of the part)."""
-        pending = self.get(upload_id, key)
+        pending = await self.files.pool.run(self.get, upload_id, key)
         if pending.kind != "multipart":
             raise NotFound("This upload id expects a single PUT.")
         if not 1 <= part_number <= MAX_PARTS:
             raise StorageError(f"Part number must be between 1 and {MAX_PARTS}.")
-        sizes = await asyncio.to_thread(self._part_sizes, upload_id)
+        sizes = await self.files.pool.run(self._part_sizes, upload_id)
         others = sum(size for n, size in sizes.items() if n != part_number)
         budget = None if max_bytes is None else max_bytes - others
         fd, tmp = self.files.scratch_file()
@@ -147,9 +146,9 @@ class PendingUploads:
             digest = hashlib.md5(usedforsecurity=False)
             await copy_stream(chunks, fd, budget, digest=digest, limit_for_message=max_bytes)
             etag = f'"{digest.hexdigest()}"'
-            await asyncio.to_thread(self.blobs.put_file, keys.upload_part(upload_id, part_number), tmp, move=True)
-            await asyncio.to_thread(self.blobs.put, keys.upload_etag(upload_id, part_number), etag.encode(),
-                                    content_type="text/plain")
+            run = self.files.pool.run
+            await run(self.blobs.put_file, keys.upload_part(upload_id, part_number), tmp, move=True)
+            await run(self.blobs.put, keys.upload_etag(upload_id, part_number), etag.encode(), content_type="text/plain")
             return etag
         finally:
             tmp.unlink(missing_ok=True)

@@ -22,7 +22,7 @@ from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "service"))
 from serve_helpers import serve  # noqa: E402
-from svc_helpers import Receiver  # noqa: E402
+from svc_helpers import Receiver, point_fal_client  # noqa: E402
 
 KEY = "v2-key"
 APP = "ccsr/v2"
@@ -54,12 +54,8 @@ def server(tmp_path_factory, v2_weights):
 @pytest.fixture
 def fal(server, monkeypatch):
     import fal_client
-    import fal_client.client as C
 
-    monkeypatch.setattr(C, "RUN_URL_FORMAT", server + "/")
-    monkeypatch.setattr(C, "QUEUE_URL_FORMAT", server + "/queue/")
-    monkeypatch.setattr(C, "REST_URL", server + "/rest")
-    monkeypatch.setattr(C, "CDN_URL", server + "/cdn")
+    point_fal_client(monkeypatch, server)
     return fal_client.SyncClient(key=KEY)
 
 

@@ -13,7 +13,6 @@ from __future__ import annotations
 import logging
 import os
 import secrets
-import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,6 +25,7 @@ from pydantic import ValidationError
 from ccsr.errors import InvalidParameter, OutOfMemory
 from ccsr.models.ccsr_v1.params import NATIVE_SIZE, UpscaleParams, batch_key, check_request, diffusion_size, min_short_side  # noqa: F401 (re-exported)
 from ccsr.engine import allocator, color_fix, tiled_vae, tiling
+from ccsr.engine.timing import stage_timer
 from ccsr.models.ccsr_v1 import memory, preprocess, sampler, schedule
 from ccsr.engine.device import DTYPES, empty_cache, is_out_of_memory, pick_device, pick_dtype
 
@@ -242,14 +242,14 @@ class CCSRUpscaler:
     def _run(self, images: list, p: UpscaleParams, seeds: list[int], timings: dict, progress, should_stop, say,
              opts: _Options):
         model, n = self.model, len(images)
-        with _timer(timings, "preprocess", self.device):
+        with stage_timer(timings, "preprocess", self.device):
             prepared = [preprocess.prepare(im, p.scale, min_short_side(p)) for im in images]
             lr, target = prepared[0]
             x01 = torch.cat([preprocess.to_tensor01(item[0]) for item in prepared]).to(self.device)
         image = images[0]
         say(f"input {image.width}x{image.height} -> diffusion {lr.width}x{lr.height} -> output {target[0]}x{target[1]}"
             + (f", {n} requests batched" if n > 1 else ""))
-        with _timer(timings, "condition_encode", self.device):
+        with stage_timer(timings, "condition_encode", self.device):
             cond = torch.cat([self._encode(x01[b : b + 1], p, say, opts) for b in range(n)])
         sched = schedule.make_schedule(p.steps)
         ts = torch.as_tensor(sched.timesteps, device=self.device)
@@ -290,7 +290,7 @@ class CCSRUpscaler:
                 return torch.cat([one_item(x[b : b + 1], cond[b : b + 1], i) for b in range(n)])
 
         say(f"sampling: {p.steps} steps, {total} network evaluations, seed {', '.join(map(str, seeds))}")
-        with _timer(timings, "sampling", self.device):
+        with stage_timer(timings, "sampling", self.device):
             z = sampler.sample_ccsr(
                 eps_fn, sched, shape, p.t_max, p.t_min, generators[0] if n == 1 else generators,
                 device=self.device, dtype=torch.float32,
@@ -301,18 +301,18 @@ class CCSRUpscaler:
         for b in range(n):
             zb, ref = z[b : b + 1], x01[b : b + 1]
             if p.tile_diffusion == "mix":
-                with _timer(timings, "decode", self.device):
+                with stage_timer(timings, "decode", self.device):
                     fixed = tiling.mix_decode(
                         zb, ref, tile, stride, lambda zt: self._decode01(zt, p, say, opts),
                         lambda pix, r: color_fix.color_fix(pix, r, p.color_fix_type),
                     )
                 timings["color_fix"] = 0.0  # done per tile inside the decode, as the reference does
             else:
-                with _timer(timings, "decode", self.device):
+                with stage_timer(timings, "decode", self.device):
                     img01 = self._decode01(zb, p, say, opts)
-                with _timer(timings, "color_fix", self.device):
+                with stage_timer(timings, "color_fix", self.device):
                     fixed = color_fix.color_fix(img01.float(), ref.float(), p.color_fix_type)
-            with _timer(timings, "postprocess", self.device):
+            with stage_timer(timings, "postprocess", self.device):
                 outs.append(preprocess.finalize(fixed, target))
         return outs, total
 
@@ -348,22 +348,6 @@ class CCSRUpscaler:
         zz = (z / self.model.scale_factor).to(self.device, self.dtype)
         out = tiled_vae.tiled_decode(self.model.vae, zz, tile_size=p.tile_vae_decoder_size, pad=DECODER_PAD, offload=opts.offload)
         return (out.float() + 1) / 2
-
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    elif device.type == "mps":
-        torch.mps.synchronize()
-
-
-@contextmanager
-def _timer(timings: dict[str, float], name: str, device: torch.device) -> Iterator[None]:
-    _sync(device)
-    start = time.perf_counter()
-    yield
-    _sync(device)
-    timings[name] = timings.get(name, 0.0) + time.perf_counter() - start  # summed over the items of a batch
 
 
 @contextmanager

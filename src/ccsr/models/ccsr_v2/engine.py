@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import logging
 import secrets
-import time
 from collections import OrderedDict
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -29,6 +28,7 @@ from PIL import Image
 from pydantic import ValidationError
 
 from ccsr.engine import allocator, color_fix, tiled_vae, tiling
+from ccsr.engine.timing import stage_timer
 from ccsr.engine.device import empty_cache, is_out_of_memory, pick_device, pick_dtype
 from ccsr.engine.memory import free_memory
 from ccsr.errors import InvalidParameter, OutOfMemory
@@ -206,7 +206,7 @@ class V2Upscaler:
     def _sample(self, images, p: V2Params, seeds, timings, progress, should_stop, say, tile_batch) -> list:
         nets, dev, n = self.nets, self.device, len(images)
         guided = p.guidance_scale > 1.0
-        with _timer(timings, "preprocess", dev):
+        with stage_timer(timings, "preprocess", dev):
             prepared = [preprocess(im, p) for im in images]
             x01 = torch.cat([to_tensor01(img) for img, _ in prepared])
         lr, out_size = prepared[0]
@@ -214,10 +214,10 @@ class V2Upscaler:
             f"{out_size[0]}x{out_size[1]}" + (f", {n} requests batched" if n > 1 else ""))
         gens = [torch.Generator().manual_seed(s) for s in seeds]
         globs = [torch.Generator().manual_seed(s) for s in seeds]
-        with _timer(timings, "text", dev):
+        with stage_timer(timings, "text", dev):
             pos = self.context(p.prompt)
             neg = self.context(p.negative_prompt) if guided else None
-        with _timer(timings, "encode", dev):
+        with stage_timer(timings, "encode", dev):
             samples = [self._posterior_sample(x01[b : b + 1], globs[b], guided) for b in range(n)]
         first_cond = samples[0][0:1] if n == 1 else torch.cat([s[0:1] for s in samples])
         if guided:
@@ -229,16 +229,16 @@ class V2Upscaler:
         total = passes(p)
         say(f"sampling: {total} network pass{'es' if total > 1 else ''} (steps {p.steps}, t_max {p.t_max}, "
             f"t_min {p.t_min}, guidance {p.guidance_scale}), seed {', '.join(map(str, seeds))}")
-        with _timer(timings, "sampling", dev):
+        with stage_timer(timings, "sampling", dev):
             z = sampler.sample_v2(model, nets.schedule, first_cond, steps=p.steps, t_max=p.t_max, t_min=p.t_min,
                                   guidance_scale=p.guidance_scale, start_point=p.start_point, gens=gens, globs=globs,
                                   progress=progress, cancel=should_stop)
         timings["per_pass"] = timings["sampling"] / max(total, 1)
         outs = []
         for b in range(n):
-            with _timer(timings, "decode", dev):
+            with stage_timer(timings, "decode", dev):
                 img01 = self._decode(z[b : b + 1], p, say) / 2 + 0.5
-            with _timer(timings, "postprocess", dev):
+            with stage_timer(timings, "postprocess", dev):
                 outs.append(finish(img01, prepared[b][0], p.color_fix_type, out_size))
         return outs
 
@@ -291,22 +291,6 @@ class V2Upscaler:
                 say("out of memory in the VAE decoder: retrying with tiled VAE")
         zz = (z / self.nets.scale_factor).to(self.device, self.dtype)
         return tiled_vae.tiled_decode(self.nets.vae, zz, tile_size=p.tile_vae_decoder_size, pad=DECODER_PAD).float()
-
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    elif device.type == "mps":
-        torch.mps.synchronize()
-
-
-@contextmanager
-def _timer(timings: dict[str, float], name: str, device: torch.device) -> Iterator[None]:
-    _sync(device)
-    start = time.perf_counter()
-    yield
-    _sync(device)
-    timings[name] = timings.get(name, 0.0) + time.perf_counter() - start
 
 
 @contextmanager
