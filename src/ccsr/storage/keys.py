@@ -35,8 +35,8 @@ RUN_INPUTS = "inputs/"
 FILES = "files/"
 UPLOADS = "uploads/"
 SECRETS = "secrets/"
-#: Every prefix above: nothing else is ever stored.
 SERVERS = "servers/"
+#: Every prefix above: nothing else is ever stored.
 PREFIXES = (SUBMITTED, RUN_INPUTS, FILES, UPLOADS, SECRETS, SERVERS)
 
 #: The upload-token signing secret (never under files/, so no URL reaches it).
