@@ -28,6 +28,8 @@ from pydantic_core import InitErrorDetails
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 from typing_extensions import Annotated, Literal
 
+from ccsr.jobs.config import MAX_LEASE_SECONDS
+
 #: Prefix of every environment variable (a section's own prefix starts with it).
 ENV_PREFIX = "CCSR_"
 #: The shared settings a model's worker process gets besides its section.
@@ -160,6 +162,7 @@ class Settings(BaseSettings):
     max_expiration_seconds: float = Field(30 * 24 * 3600, gt=0, allow_inf_nan=False, description="Longest lifetime a request may ask for with x-fal-object-lifecycle-preference (longer, infinite or negative: 422).")
     finished_cache_bytes: int = Field(64 * 2**20, ge=2**20, description="Memory the in-process cache of finished requests may use (about; besides its 20,000-request cap), so status and result polls of recent requests are answered without the database. A finished request's log lines are never kept in it (a status poll with logs after the end reads them from the database).")
     idempotency_ttl: float = Field(24 * 3600, gt=0, description="Seconds an Idempotency-Key on submit is remembered (same key and body: the first request is returned).")
+    idempotency_pending_timeout: float = Field(30.0, ge=1, le=3600, description="Seconds an Idempotency-Key whose submit has not finished stays reserved without a sign of life from its server (renewed while the submit runs); a key left by a submit whose server was killed is reusable after this.")
     max_attempts: int = Field(2, description="Runs a request gets when its worker crashes (1 retry). A run cut short by a server kill or restart is not counted here (see max_interruptions).")
     max_interruptions: int = Field(3, ge=1, description="Runs of one request a server kill or restart may cut short before the request is failed (so a request that keeps killing its server ends); not counted as failed attempts.")
     log_flush_interval: float = Field(0.5, ge=0.05, le=0.5, description="Seconds between writes of buffered log lines and progress to the database (a kill -9 loses at most this much; other servers see logs at this cadence).")
@@ -172,7 +175,7 @@ class Settings(BaseSettings):
 
     # --- scale-out (docs/scale-out.md) ----------------------------------------
     node_id: Optional[str] = Field(None, description="Name of this server among several on one database (the claimed_by of the jobs it runs); default: host-pid-random, unique per process.")
-    lease_seconds: float = Field(10.0, gt=0, description="How long a server's claim on a running job holds without a heartbeat; a job whose lease passed (its server died) is queued again by another server. At least 3 x heartbeat_interval.")
+    lease_seconds: float = Field(10.0, gt=0, le=MAX_LEASE_SECONDS, description="How long a server's claim on a running job holds without a heartbeat, on the database's clock; a job whose lease passed (its server died) is queued again by another server. At least 3 x heartbeat_interval, at most 60 (a dead server's jobs never wait longer).")
     heartbeat_interval: float = Field(2.0, gt=0, description="Seconds between a server's lease renewals of the jobs it runs (also when it sees cancels sent to other servers, and re-queues jobs of dead servers).")
     poll_interval: float = Field(0.5, gt=0, description="Seconds between looks at the shared database for jobs submitted to other servers and for changes of requests running elsewhere (jobs submitted here start at once).")
     apps: Optional[str] = Field(None, description="Comma-separated app ids this server serves (e.g. fal-ai/ccsr); default: every built-in app (fal-ai/ccsr, fal-ai/esrgan). A GPU box that only upscales with CCSR starts no ESRGAN workers.")

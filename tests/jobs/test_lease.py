@@ -162,3 +162,39 @@ def test_late_lists_queued_jobs_past_their_start_deadline(store):
     store.claim("running", now=2.0, node="n")
     assert store.late(now=100.0) == ["late"]
     assert sorted(store.late(now=600.0)) == ["late", "later"]
+
+
+def test_leases_are_written_and_compared_on_the_databases_clock(store):
+    """No ``now``: every lease time is the database's (issue 24, point 3), so a
+    server's own clock, however wrong, never decides one."""
+    from ccsr.jobs.config import MAX_LEASE_SECONDS
+    from ccsr.jobs.dbclock import db_now
+
+    _add(store, "a")
+    _add(store, "b")
+    before = db_now(store.engine)
+    store.claim_next(node="n1", lease=10.0)
+    assert before + 10 <= store.get("a").lease_until <= db_now(store.engine) + 10
+    assert store.recover() == []  # still held
+    store.heartbeat("n1", ["a"], lease=5.0)
+    assert store.get("a").lease_until <= db_now(store.engine) + 5
+    # a lease longer than the cap (a server asking for ten minutes) is cut to it
+    store.claim_next(node="n2", lease=600.0)
+    assert store.get("b").lease_until <= db_now(store.engine) + MAX_LEASE_SECONDS
+    store.heartbeat("n2", ["b"], lease=600.0)
+    assert store.get("b").lease_until <= db_now(store.engine) + MAX_LEASE_SECONDS
+
+
+def test_a_lease_beyond_the_cap_strands_its_job_no_longer_than_the_cap(store):
+    """A lease ending an hour ahead (an older release's long lease, or its
+    clock far ahead): recovery cuts it to the cap, so the job of a dead
+    holder comes back within that."""
+    from ccsr.jobs.config import MAX_LEASE_SECONDS
+
+    _add(store, "a")
+    store.claim_next(now=1000.0, node="old", lease=10.0)
+    with store.session() as s, s.begin():
+        s.execute(Job.__table__.update().values(lease_until=1000.0 + 3600))
+    assert store.recover(now=1001.0) == []
+    assert store.get("a").lease_until == 1001.0 + MAX_LEASE_SECONDS
+    assert store.recover(now=1002.0 + MAX_LEASE_SECONDS) == ["a"]

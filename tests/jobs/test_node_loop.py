@@ -16,6 +16,7 @@ import pytest
 
 from ccsr.jobs.cluster import NodeHost, NodeLoop
 from ccsr.jobs.config import SchedulerConfig
+from ccsr.jobs.dbclock import DbClock
 from ccsr.jobs.live import LiveJobs
 from ccsr.jobs.queue_index import QueueIndex
 from ccsr.jobs.store import JobStore
@@ -29,10 +30,11 @@ JOBS = Path(__file__).resolve().parents[2] / "src" / "ccsr" / "jobs"
 class MinimalHost:
     """Exactly the members of NodeHost, recording what the loop asks for."""
 
-    __slots__ = ("node", "store", "live", "queues", "cancelled", "expired", "wakes")
+    __slots__ = ("node", "store", "db_clock", "live", "queues", "cancelled", "expired", "wakes")
 
     def __init__(self, store: JobStore, node: str):
         self.node, self.store, self.live = node, store, LiveJobs()
+        self.db_clock = DbClock(store.engine)
         self.queues = {APP: QueueIndex()}
         self.cancelled: list[str] = []
         self.expired: list[str] = []
@@ -60,7 +62,7 @@ RECORDERS = {"cancelled", "expired", "wakes"}
 
 def test_the_minimal_host_has_the_protocol_and_nothing_more():
     protocol = {n for n in vars(NodeHost) if not n.startswith("_")} | set(NodeHost.__annotations__)
-    assert protocol == {"node", "store", "live", "queues", "get", "expire", "cancel_local_run", "wake"}
+    assert protocol == {"node", "store", "db_clock", "live", "queues", "get", "expire", "cancel_local_run", "wake"}
     host = {n for n in dir(MinimalHost) if not n.startswith("_")} | set(MinimalHost.__slots__)
     assert host - RECORDERS == protocol
 
@@ -87,6 +89,7 @@ def test_the_node_loop_runs_on_the_protocol_alone(store):
     store.request_cancel("mine")  # sent to another node
 
     async def steps() -> list[str]:
+        assert abs(await loop.check_clock()) < 1  # one machine: the clocks agree
         await loop.heartbeat()
         recovered = await loop.recover()
         await loop.expire_late()
@@ -129,3 +132,25 @@ def test_scheduler_config_from_settings():
     assert SchedulerConfig().lease_seconds == Settings().lease_seconds  # the same defaults
     with pytest.raises(ValueError, match="lease_seconds"):
         SchedulerConfig(lease_seconds=5, heartbeat_interval=2)
+
+
+def test_a_clock_off_from_the_databases_is_warned_about_once(store, caplog):
+    host = MinimalHost(store, "node-a")
+    host.db_clock = DbClock(store.engine, clock=lambda: time.time() + 12)  # this server's clock: 12 s ahead
+    loop = NodeLoop(host, lease=10.0, heartbeat_interval=1.0, poll_interval=0.1)
+    with caplog.at_level("WARNING", logger="ccsr.jobs.cluster"):
+        offset = asyncio.run(loop.check_clock())
+        asyncio.run(loop.check_clock())
+    assert -13 < offset < -11 and abs(host.db_clock.now() - time.time()) < 1  # estimates the database's time
+    warnings = [r.getMessage() for r in caplog.records if "clock" in r.getMessage()]
+    assert len(warnings) == 1 and "12.0 s ahead of the database's" in warnings[0], warnings
+
+
+def test_lease_seconds_is_capped():
+    from ccsr.jobs.config import MAX_LEASE_SECONDS
+
+    with pytest.raises(ValueError, match="lease_seconds"):
+        Settings(lease_seconds=600)
+    with pytest.raises(ValueError, match="lease_seconds"):
+        SchedulerConfig(lease_seconds=MAX_LEASE_SECONDS + 1)
+    assert Settings(lease_seconds=MAX_LEASE_SECONDS).lease_seconds == MAX_LEASE_SECONDS

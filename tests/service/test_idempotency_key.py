@@ -3,7 +3,9 @@ and PostgreSQL: a retried submit returns the first request."""
 
 from __future__ import annotations
 
+import asyncio
 import concurrent.futures
+import time
 
 import httpx
 import pytest
@@ -97,8 +99,58 @@ def test_a_key_left_by_a_killed_submit_is_reusable_after_a_short_bound(server):
     assert keys.claim(owner, "crashed", "a different body, as if half-written").outcome == NEW  # then kill -9
     with keys.engine.begin() as conn:
         conn.execute(update(IdempotencyRecord).where(IdempotencyRecord.key == "crashed")
-                     .values(created_at=IdempotencyRecord.created_at - STALE_PENDING - 1))
+                     .values(created_at=IdempotencyRecord.created_at - STALE_PENDING - 1,
+                             touched_at=IdempotencyRecord.touched_at - STALE_PENDING - 1))
     first = _post(client, "crashed")
     assert first.status_code == 200, first.text
     again = _post(client, "crashed")
     assert again.json()["request_id"] == first.json()["request_id"]
+
+
+@pytest.fixture
+def quick_expiry_server(tmp_path, any_db_url):
+    """A server whose pending keys expire after 1 s without a sign of life."""
+    settings = Settings(data_dir=tmp_path, database_url=any_db_url, api_keys=KEYS, idempotency_pending_timeout=1)
+    app = create_app(settings, executor=ThreadExecutor(FakeEngine(0.01)))
+    with serve_app(app) as base:
+        with httpx.Client(base_url=base, timeout=30, headers={"Authorization": "Key alice-key"}) as client:
+            yield client, app
+
+
+def test_a_key_left_pending_by_a_killed_submit_is_reusable(quick_expiry_server, monkeypatch):
+    # kill -9 between the key's claim and its completion: the row keeps no
+    # request id. Before issue 24 every retry waited 10 s, then got 409 for 24 h.
+    client, app = quick_expiry_server
+    keys = app.state.idempotency
+    monkeypatch.setattr(keys, "complete", lambda *a, **k: True)  # the server "dies" before writing it
+    assert _post(client, "crashed").status_code == 200
+    monkeypatch.undo()
+    t0 = time.monotonic()
+    retry = _post(client, "crashed")
+    assert retry.status_code == 200, retry.text
+    assert time.monotonic() - t0 < 5  # about idempotency_pending_timeout, not the 10 s wait and a 409
+    assert _post(client, "crashed").json()["request_id"] == retry.json()["request_id"]  # the key holds again
+
+
+def test_a_slow_submit_keeps_its_key(quick_expiry_server, monkeypatch):
+    # Renewed while it runs: a submit slower than idempotency_pending_timeout
+    # is not taken for dead, and a concurrent retry gets its request.
+    client, _ = quick_expiry_server
+    from ccsr.service.routes_queue import QueueAPI
+
+    original = QueueAPI.submit
+    slow = {"first": True}
+
+    async def slow_submit(self, *a, **k):
+        if slow.pop("first", False):
+            await asyncio.sleep(3)
+        return await original(self, *a, **k)
+
+    monkeypatch.setattr(QueueAPI, "submit", slow_submit)
+    with concurrent.futures.ThreadPoolExecutor(2) as pool:
+        first = pool.submit(_post, client, "slow")
+        time.sleep(1.8)
+        retry = pool.submit(_post, client, "slow")
+        answers = [first.result(), retry.result()]
+    assert [r.status_code for r in answers] == [200, 200]
+    assert answers[0].json()["request_id"] == answers[1].json()["request_id"]

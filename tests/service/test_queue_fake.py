@@ -291,3 +291,19 @@ def test_a_recovered_request_keeps_its_earlier_log_lines(fake_server):
     view.logs = None  # as after a restart: not loaded from the database yet
     scheduler.logs.add(view, "INFO", "request started (attempt 2)")
     assert [r.message for r in view.logs] == earlier + ["request started (attempt 2)"]
+
+
+def test_start_deadlines_are_in_the_databases_time(fake_server):
+    """Issue 24, point 3: a start deadline is written on the database's clock
+    (every server compares it so), not on this server's, here 30 s ahead."""
+    from ccsr.jobs.dbclock import db_now
+
+    _, client, app = fake_server
+    clock = app.state.scheduler.db_clock
+    real = time.time
+    clock.clock = lambda: real() + 30
+    clock.measure()
+    sub = _submit(client, headers={"X-Fal-Request-Timeout": "5"})
+    rec = app.state.store.get(sub["request_id"])
+    assert abs(rec.start_deadline - (db_now(app.state.store.engine) + 5)) < 2
+    assert "error_type" not in wait_status(client, sub["status_url"], "COMPLETED")

@@ -630,3 +630,31 @@ async def test_webhook_timeout_is_a_setting(tmp_path):
         assert row.status == DELIVERED and row.attempts == 1
     finally:
         slow.close()
+
+
+@pytest.mark.asyncio
+async def test_the_apps_outbox_and_leases_run_on_the_databases_clock(tmp_path, monkeypatch):
+    """Issue 24, point 3: a server whose clock is 1000 s ahead neither delays
+    its webhooks by that much nor takes other senders' leases for passed."""
+    import time
+
+    from ccsr.jobs.dbclock import db_now
+
+    store = JobStore(f"sqlite:///{tmp_path / 'jobs.db'}")
+    store.create_all()
+    real = time.time
+    monkeypatch.setattr(time, "time", lambda: real() + 1000)
+    app = types.SimpleNamespace(state=types.SimpleNamespace(settings=Settings(data_dir=tmp_path), store=store))
+    sender = await start_for_app(app)
+    try:
+        await sender.stop()  # only its clock is looked at here
+        with store.session() as s:
+            enqueue_webhook(s, "r1", "u", "http://hooks.example/x", webhook_body("r1", ok=True, payload={}))
+            s.commit()
+        (row,) = rows(store.session)
+        assert abs(row.next_attempt_at - real()) < 2 and abs(sender.clock() - db_now(store.engine)) < 1
+        assert [c["request_id"] for c in sender._claim(sender.clock())] == ["r1"]
+        assert abs(rows(store.session)[0].next_attempt_at - (real() + sender.lease)) < 2
+    finally:
+        await stop_for_app(app)
+        store.close()

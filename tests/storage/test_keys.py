@@ -52,6 +52,7 @@ def test_upload_keys():
     lambda: keys.file_meta(FileStore.new_key()),
     lambda: keys.upload_etag(FileStore.new_key(), 10_000),
     lambda: keys.UPLOAD_TOKEN_SECRET,
+    lambda: keys.server_marker("0f1e2d3c4b5a69788796a5b4c3d2e1f0"),
 ])
 def test_every_key_passes_the_stores_check(make):
     key = make()

@@ -2,7 +2,10 @@
 
 Each ``ccsr serve`` is a node with an id of its own. A job it claims carries
 that id (``claimed_by``) and a lease (``lease_until``) which this loop renews
-every ``heartbeat_interval`` while the job runs here. The same loop:
+every ``heartbeat_interval`` while the job runs here. Leases are written and
+compared on the database's clock (:mod:`ccsr.jobs.dbclock`), never a
+server's own: servers whose clocks disagree agree on which have passed. The
+same loop:
 
 * re-queues jobs whose lease has passed (their node died), at start-up and
   then at every heartbeat, whichever node notices first, and ends queued jobs
@@ -33,6 +36,7 @@ import time
 import uuid
 from typing import Any, Mapping, Optional, Protocol
 
+from ccsr.jobs.dbclock import DbClock
 from ccsr.jobs.live import LiveJobs
 from ccsr.jobs.models import COMPLETED, QUEUED
 from ccsr.jobs.outcome import Outcome
@@ -56,8 +60,10 @@ def start_message(attempts: int, interruptions: int) -> str:
     return "request started" + (f" ({', '.join(notes)})" if notes else "")
 
 
-def not_to_run(rec: Any, max_interruptions: int, max_attempts: int, late_message: str) -> Optional[Outcome]:
-    """How a just-claimed job ends instead of running, or None to run it."""
+def not_to_run(rec: Any, max_interruptions: int, max_attempts: int, late_message: str,
+               now: Optional[float] = None) -> Optional[Outcome]:
+    """How a just-claimed job ends instead of running, or None to run it.
+    ``now``: the database's time (start deadlines are written in it)."""
     if rec.interruptions >= max_interruptions:
         # A request whose runs keep ending with their server (killed or
         # restarted): fail it rather than take servers down forever.
@@ -67,7 +73,7 @@ def not_to_run(rec: Any, max_interruptions: int, max_attempts: int, late_message
     if rec.attempts > max_attempts:  # e.g. max_attempts lowered while it waited
         return Outcome.failed(
             f"The request's worker crashed on all {rec.attempts - 1} attempts it had and it is not retried again.")
-    if rec.start_deadline and rec.start_deadline <= time.time():
+    if rec.start_deadline and rec.start_deadline <= (time.time() if now is None else now):
         return Outcome.timed_out(late_message)
     return None
 
@@ -79,6 +85,8 @@ class NodeHost(Protocol):
     node: str
     #: The shared job store.
     store: JobStore
+    #: The database's clock as this node estimates it (start deadlines).
+    db_clock: DbClock
     #: The requests this node answers for: its own runs (``local_run``) and
     #: those it watches while another node runs them.
     live: LiveJobs
@@ -114,7 +122,7 @@ class NodeLoop:
             steps = [self.refresh]
             if time.monotonic() >= next_beat:
                 next_beat = time.monotonic() + self.heartbeat_interval
-                steps = [self.heartbeat, self.recover, self.expire_late, self.refresh]
+                steps = [self.heartbeat, self.recover, self.expire_late, self.refresh, self.check_clock]
             for step in steps:
                 try:
                     await step()
@@ -123,6 +131,16 @@ class NodeLoop:
                 except Exception:  # noqa: BLE001 - a database hiccup must not end the loop
                     log.exception("node loop: %s failed", step.__name__)
             self.host.wake()  # look for jobs submitted to other nodes
+
+    async def check_clock(self) -> float:
+        """Measure how far the database's clock is from this server's (leases
+        do not depend on it, in-memory deadline checks use it) and warn when
+        they differ by more than a second."""
+        offset = await asyncio.to_thread(self.host.db_clock.measure)
+        warning = self.host.db_clock.skew_warning()
+        if warning:
+            log.warning(warning)
+        return offset
 
     async def recover(self) -> list[str]:
         """Queue again the jobs of nodes whose lease has passed."""

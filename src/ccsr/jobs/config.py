@@ -17,6 +17,11 @@ if TYPE_CHECKING:  # pragma: no cover
 #: Seconds a result stays downloadable after delivery when X-Fal-Store-IO is 0.
 STORE_IO_GRACE = 60.0
 
+#: The longest lease a claim gets (the setting lease_seconds may not exceed
+#: it, and the job store cuts longer ones): a dead server's running jobs wait
+#: at most this long before another server runs them again.
+MAX_LEASE_SECONDS = 60.0
+
 
 @dataclasses.dataclass
 class SchedulerConfig:
@@ -38,6 +43,8 @@ class SchedulerConfig:
     store_check_interval: float = 2.0  # seconds between checks of the blob store (ccsr.storage.health)
 
     def __post_init__(self) -> None:
+        if self.lease_seconds > MAX_LEASE_SECONDS:
+            raise ValueError(f"lease_seconds ({self.lease_seconds}) must be at most {MAX_LEASE_SECONDS:g}")
         if self.lease_seconds < 3 * self.heartbeat_interval:
             raise ValueError(f"lease_seconds ({self.lease_seconds}) must be at least 3 x heartbeat_interval "
                              f"({self.heartbeat_interval})")

@@ -33,6 +33,7 @@ from ccsr.errors import InvalidParameter
 from ccsr.executors.base import Done, Event, Executor, Failed, Log, Progress, Task, WorkerLost, WorkerState
 from ccsr.jobs.cluster import NodeLoop, make_node_id, not_to_run, start_message
 from ccsr.jobs.config import SchedulerConfig
+from ccsr.jobs.dbclock import DbClock
 from ccsr.jobs.edges import Edges, Hooks, Prepared, Published
 from ccsr.jobs.live import LiveJobs
 from ccsr.jobs.logbuffer import LogBuffer
@@ -64,6 +65,8 @@ class Scheduler:
         self.node_loop = NodeLoop(self, lease=config.lease_seconds, heartbeat_interval=config.heartbeat_interval,
                                   poll_interval=config.poll_interval)
         self.store = store
+        # Start deadlines are in the database's time, like leases: decided alike by every server.
+        self.db_clock = DbClock(store.engine)
         self.executors = dict(executors)
         self.edges = edges
         self.storage = storage
@@ -93,7 +96,9 @@ class Scheduler:
         Only jobs whose lease has passed are re-queued: another server sharing
         the database may be running the rest. Queued jobs stay in the database
         (dispatch claims them from there); their order is read into the queue
-        index for positions."""
+        index for positions. Says so when this server's clock and the
+        database's disagree by more than a second."""
+        await self.node_loop.check_clock()
         await self.node_loop.recover()
         await self.node_loop.refresh()
         served = set(self.queues)
@@ -220,7 +225,7 @@ class Scheduler:
         rid = request_id or str(uuid.uuid4())
         rec = await asyncio.to_thread(
             self.store.add, rid, input, owner=owner, app_id=app_id, priority=priority, base_url=base_url,
-            webhook_url=webhook_url, start_deadline=(now + start_timeout) if start_timeout else None,
+            webhook_url=webhook_url, start_deadline=(self.db_clock.now() + start_timeout) if start_timeout else None,
             ttl=ttl, store_io=store_io, now=now,
         )
         view = JobView(rec, params)
@@ -288,7 +293,7 @@ class Scheduler:
                 await asyncio.sleep(0.5)
 
     async def _expire_start_deadlines(self) -> None:
-        now = time.time()
+        now = self.db_clock.now()
         late = [v for v in list(self.live.active.values())
                 if v.status == QUEUED and not v.local_run and v.start_deadline and v.start_deadline <= now]
         for view in late:
@@ -314,7 +319,8 @@ class Scheduler:
         view.local_run = True
         if view.logs is None:  # earlier attempts' lines, loaded off the event loop
             view.logs = await asyncio.to_thread(self.store.logs, view.request_id)
-        refusal = not_to_run(rec, self.config.max_interruptions, self.config.max_attempts, _START_TIMEOUT)
+        refusal = not_to_run(rec, self.config.max_interruptions, self.config.max_attempts, _START_TIMEOUT,
+                             self.db_clock.now())
         if refusal is not None:
             await self._finish(view, refusal)
             return

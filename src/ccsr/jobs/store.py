@@ -18,7 +18,10 @@ from sqlalchemy import delete, func, select, text, update
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
+from ccsr.jobs.config import MAX_LEASE_SECONDS
 from ccsr.jobs.db import Base, make_engine, upgrade_table
+from ccsr.jobs.dbclock import now_sql
+from ccsr.jobs.idempotency import upgrade_keys_table
 from ccsr.jobs.outcome import Outcome
 from ccsr.jobs.models import (
     ADDED_JOB_COLUMNS,
@@ -171,6 +174,7 @@ class JobStore:
                 conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _SCHEMA_LOCK})
             Base.metadata.create_all(conn)
             upgrade_table(conn, Job.__tablename__, ADDED_JOB_COLUMNS)
+            upgrade_keys_table(conn)
 
     def close(self) -> None:
         self.engine.dispose()
@@ -234,6 +238,12 @@ class JobStore:
             return {st: n for st, n in s.execute(select(Job.status, func.count()).group_by(Job.status))}
 
     # --- state changes -------------------------------------------------------
+    def _clock(self, now: Optional[float]) -> Any:
+        """``now`` when given (tests), else the database's clock as SQL: every
+        lease is written and compared in the database's time, so servers whose
+        clocks disagree still agree on which leases have passed."""
+        return now_sql(self.engine.dialect.name) if now is None else now
+
     def recover(self, now: Optional[float] = None) -> list[str]:
         """Jobs left RUNNING by a dead node go back to the queue: those whose
         lease has passed (or that have none: rows of an older release).
@@ -242,10 +252,15 @@ class JobStore:
         server runs keeps its lease and is left alone. The cut-short run is an
         interruption, not an attempt: ``attempts`` is given back and
         ``interruptions`` counts it (the scheduler fails a request only after
-        ``max_interruptions`` of them)."""
-        now = time.time() if now is None else now
-        expired = (Job.status == RUNNING) & (Job.lease_until.is_(None) | (Job.lease_until < now))
+        ``max_interruptions`` of them). A lease ending further ahead than
+        :data:`MAX_LEASE_SECONDS` (written by an older release, with a longer
+        lease or by its own clock) is first cut to that: a live holder renews
+        it, a dead one's jobs come back that much later at most."""
+        t = self._clock(now)
+        expired = (Job.status == RUNNING) & (Job.lease_until.is_(None) | (Job.lease_until < t))
         with self.session() as s, s.begin():
+            s.execute(update(Job).where(Job.status == RUNNING, Job.lease_until > t + MAX_LEASE_SECONDS)
+                      .values(lease_until=t + MAX_LEASE_SECONDS))
             q = select(Job.seq, Job.request_id).where(expired)
             if self.is_postgres:
                 q = q.with_for_update(skip_locked=True)
@@ -261,15 +276,15 @@ class JobStore:
             )
             return [r.request_id for r in rows]
 
-    def _claim_values(self, now: float, node: Optional[str], lease: float) -> dict[str, Any]:
-        return dict(status=RUNNING, started_at=now, attempts=Job.attempts + 1, claimed_by=node,
-                    lease_until=now + lease)
+    def _claim_values(self, now: Optional[float], node: Optional[str], lease: float) -> dict[str, Any]:
+        # started_at is for people (the claimant's clock); the lease is the database's.
+        return dict(status=RUNNING, started_at=time.time() if now is None else now, attempts=Job.attempts + 1,
+                    claimed_by=node, lease_until=self._clock(now) + min(lease, MAX_LEASE_SECONDS))
 
     def claim(self, request_id: str, now: Optional[float] = None, *, node: Optional[str] = None,
               lease: float = 30.0) -> bool:
         """Move one queued job to RUNNING; False when someone else got it or it
         was cancelled meanwhile (the conditional UPDATE is the atomic check)."""
-        now = time.time() if now is None else now
         with self.session() as s, s.begin():
             res = s.execute(
                 update(Job)
@@ -283,8 +298,8 @@ class JobStore:
         """Claim the head of the queue (priority, then FIFO), of one app when
         ``app_id`` is given, for ``node`` with a lease of ``lease`` seconds. On
         PostgreSQL the row lock with SKIP LOCKED lets several servers claim at
-        once without waiting on each other or taking the same row."""
-        now = time.time() if now is None else now
+        once without waiting on each other or taking the same row. The lease
+        (at most :data:`MAX_LEASE_SECONDS`) runs on the database's clock."""
         with self.session() as s, s.begin():
             q = select(Job).where(Job.status == QUEUED, Job.cancel_requested.is_(False))
             if app_id is not None:
@@ -310,10 +325,10 @@ class JobStore:
         node no longer holds (ended or re-queued elsewhere: stop running them)."""
         if not request_ids:
             return [], []
-        now = time.time() if now is None else now
         mine = (Job.claimed_by == node) & (Job.status == RUNNING)
+        until = self._clock(now) + min(lease, MAX_LEASE_SECONDS)
         with self.session() as s, s.begin():
-            s.execute(update(Job).where(Job.request_id.in_(request_ids), mine).values(lease_until=now + lease))
+            s.execute(update(Job).where(Job.request_id.in_(request_ids), mine).values(lease_until=until))
             rows = s.execute(
                 select(Job.request_id, Job.status, Job.claimed_by, Job.cancel_requested)
                 .where(Job.request_id.in_(request_ids))
@@ -334,12 +349,13 @@ class JobStore:
 
     def late(self, now: Optional[float] = None, limit: int = 200) -> list[str]:
         """Queued jobs whose start deadline has passed (whichever server they
-        were submitted to, also before a restart)."""
-        now = time.time() if now is None else now
+        were submitted to, also before a restart). Deadlines are in the
+        database's time (the scheduler writes them so)."""
+        t = self._clock(now)
         with self.session() as s:
             return list(s.scalars(
                 select(Job.request_id)
-                .where(Job.status == QUEUED, Job.start_deadline.is_not(None), Job.start_deadline <= now)
+                .where(Job.status == QUEUED, Job.start_deadline.is_not(None), Job.start_deadline <= t)
                 .limit(limit)
             ))
 

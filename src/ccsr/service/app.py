@@ -23,7 +23,7 @@ from ccsr.apps.registry import Registry, default_registry
 from ccsr.executors.base import Executor
 from ccsr.jobs.scheduler import Scheduler, SchedulerConfig
 from ccsr.jobs.store import JobStore
-from ccsr.service import hardening
+from ccsr.service import hardening, store_check
 from ccsr.service import docs_page
 from ccsr.service.auth import KeyRing
 from ccsr.service import proxy, webhooks
@@ -132,6 +132,16 @@ def create_app(
         asyncio.get_running_loop().set_default_executor(
             ThreadPoolExecutor(settings.db_threads, thread_name_prefix="ccsr-db"))
         await asyncio.to_thread(store.create_all)
+        try:  # servers sharing this database must share the blob store: refuse to start otherwise
+            presence = await asyncio.to_thread(store_check.join, store.engine, storage.blobs, scheduler.node,
+                                               settings.lease_seconds)
+        except store_check.StoreMismatch as exc:
+            app.state.startup_error = str(exc)
+            log.error("%s", exc)
+            store.close()
+            raise
+        app.state.store_presence = presence
+        presence_task = asyncio.create_task(presence.run(settings.heartbeat_interval), name="ccsr-store-presence")
         weights_status.announce(app.state.weights_status)
         sender = await webhooks.start_for_app(app)
         scheduler.outbox = lambda session, view: webhooks.add_to_outbox(session, WebhookView(view))
@@ -142,6 +152,8 @@ def create_app(
         finally:
             await scheduler.stop()
             await webhooks.stop_for_app(app)
+            presence_task.cancel()
+            await asyncio.to_thread(presence.leave)
             store.close()
             storage.close()
 

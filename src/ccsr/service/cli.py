@@ -90,7 +90,14 @@ def serve(
         f"(database {_redact(settings.resolved_database_url())}, data {settings.data_dir})",
         err=True,
     )
-    build_server(app, settings, log_level=log_level, timeout_graceful_shutdown=10).run()
+    try:
+        build_server(app, settings, log_level=log_level, timeout_graceful_shutdown=10).run()
+    except SystemExit:  # uvicorn's exit when the app's start failed
+        problem = getattr(app.state, "startup_error", None)
+        if problem:  # refused at start (ccsr.service.store_check): said last, after uvicorn's traceback
+            typer.echo(f"error: {problem}", err=True)
+            raise typer.Exit(1) from None
+        raise
 
 
 def _redact(url: str) -> str:

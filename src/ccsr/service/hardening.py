@@ -20,7 +20,8 @@ from ccsr.settings import Settings
 def install(app: FastAPI, settings: Settings) -> None:
     """Register the guards on ``app`` (call once, after the routers)."""
     # Idempotency keys share the job database; the table is created with the others at start.
-    app.state.idempotency = IdempotencyStore(app.state.store.engine, ttl=settings.idempotency_ttl)
+    app.state.idempotency = IdempotencyStore(app.state.store.engine, ttl=settings.idempotency_ttl,
+                                           pending_timeout=settings.idempotency_pending_timeout)
     guards.install(app)
     app.add_middleware(OpsRoutesGuard)
     app.add_middleware(

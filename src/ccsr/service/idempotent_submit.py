@@ -6,6 +6,11 @@ within ``idempotency_ttl`` return the first request (same ``request_id``,
 same URLs); the same key with a different body is a 422 naming the header;
 a submit arriving while the first with its key is still being created waits
 for it briefly, then answers 409. Keys are per API key (owner).
+
+While its submit runs, the server holding a key renews the key's sign of
+life every quarter of ``idempotency_pending_timeout``: a slow submit keeps its
+key, and the key of a submit whose server was killed (kill -9) is free again
+that many seconds later instead of answering 409 for ``idempotency_ttl``.
 """
 
 from __future__ import annotations
@@ -13,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+import logging
 from typing import Any, Awaitable, Callable, Optional
 
 from starlette.requests import Request
@@ -20,6 +26,8 @@ from starlette.requests import Request
 from ccsr.jobs.idempotency import CONFLICT, NEW, PENDING, REPLAY, IdempotencyStore
 from ccsr.jobs.scheduler import JobView
 from ccsr.service.guards import RequestProblem
+
+log = logging.getLogger("ccsr.service.idempotent_submit")
 
 HEADER = "Idempotency-Key"
 MAX_KEY_LENGTH = 255
@@ -66,15 +74,33 @@ async def submit_once(request: Request, owner: str, inp: Any, webhook: Optional[
             await asyncio.to_thread(store.release, owner, key)  # the request is gone: start afresh
             continue
         if claim.outcome == NEW:
+            keeper = asyncio.create_task(_keep_claim(store, owner, key, claim.token))
             try:
                 view = await submit()
             except BaseException:
-                await asyncio.to_thread(store.release, owner, key)
+                keeper.cancel()
+                await asyncio.to_thread(store.release, owner, key, claim.token)
                 raise
-            await asyncio.to_thread(store.complete, owner, key, view.request_id)
+            keeper.cancel()
+            if not await asyncio.to_thread(store.complete, owner, key, view.request_id, claim.token):
+                log.warning("Idempotency-Key of request %s was taken over while it was submitted "
+                            "(no sign of life for idempotency_pending_timeout)", view.request_id)
             return view
         assert claim.outcome == PENDING
         if loop.time() > deadline:
-            raise RequestProblem(("header", HEADER), "a request with this key is still being submitted; retry",
+            raise RequestProblem(("header", HEADER), "a request with this key is still being submitted; retry "
+                                 "(a submit that died frees its key after the setting idempotency_pending_timeout)",
                                  status=409, kind="conflict")
         await asyncio.sleep(0.05)
+
+
+async def _keep_claim(store: IdempotencyStore, owner: str, key: str, token: Optional[str]) -> None:
+    """Renew the claim's sign of life until cancelled (the submit ended)."""
+    interval = store.pending_timeout / 4
+    while True:
+        await asyncio.sleep(interval)
+        try:
+            if not await asyncio.to_thread(store.renew, owner, key, token):
+                return
+        except Exception:  # noqa: BLE001 - a database hiccup: the next renewal may work
+            log.warning("renewing an Idempotency-Key claim failed", exc_info=True)

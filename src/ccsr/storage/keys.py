@@ -4,6 +4,8 @@ A blob store holds several kinds of bytes side by side; each kind lives
 under its own prefix, and no other module spells one (a test checks)::
 
     submitted/<request_id>        a data: URI's bytes, taken out of the job row at submit
+    servers/<token>               a running server's marker: servers sharing a database
+                                  check that they share the store (service.store_check)
     inputs/<request_id>           a run's prepared input (PNG), read by the worker
     files/<key[:2]>/<key>         a stored file's bytes (uploads, and results: the
                                   worker writes a result here, and publishing it
@@ -33,8 +35,9 @@ RUN_INPUTS = "inputs/"
 FILES = "files/"
 UPLOADS = "uploads/"
 SECRETS = "secrets/"
+SERVERS = "servers/"
 #: Every prefix above: nothing else is ever stored.
-PREFIXES = (SUBMITTED, RUN_INPUTS, FILES, UPLOADS, SECRETS)
+PREFIXES = (SUBMITTED, RUN_INPUTS, FILES, UPLOADS, SECRETS, SERVERS)
 
 #: The upload-token signing secret (never under files/, so no URL reaches it).
 UPLOAD_TOKEN_SECRET = SECRETS + "upload-token"
@@ -144,3 +147,9 @@ def upload_part_number(blob_key: str) -> Optional[int]:
 def upload_id_of(blob_key: str) -> str:
     """The upload id of a blob under :data:`UPLOADS`."""
     return blob_key[len(UPLOADS):].split("/", 1)[0]
+
+
+# --- servers -------------------------------------------------------------------
+def server_marker(token: str) -> str:
+    """The marker a running server keeps in its store (``token``: hex, server-made)."""
+    return f"{SERVERS}{token}"

@@ -7,7 +7,6 @@ them from there and survives restarts because all state is in the table.
 from __future__ import annotations
 
 import json
-import time
 import uuid
 from typing import Any, Optional
 from urllib.parse import urlsplit
@@ -16,6 +15,7 @@ from sqlalchemy import Float, Index, Integer, String, Text, inspect, text
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
 from ccsr.jobs.db import Base
+from ccsr.jobs.dbclock import db_now
 from ccsr.jobs.models import COMPLETED
 from ccsr.service.inline import without_images
 from ccsr.service.schemas import absolute_file_urls
@@ -92,9 +92,10 @@ def enqueue_webhook(
 ) -> WebhookDelivery:
     """Add a delivery to the outbox in the caller's transaction (commit is theirs).
 
-    ``payload`` is the whole webhook body (see :func:`webhook_body`).
+    ``payload`` is the whole webhook body (see :func:`webhook_body`). Its
+    times are the database's (``now`` aside): the sender's leases are.
     """
-    now = time.time() if now is None else now
+    now = db_now(session) if now is None else now
     row = WebhookDelivery(
         request_id=request_id,
         user_id=user_id or "local",

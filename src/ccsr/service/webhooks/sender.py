@@ -2,7 +2,9 @@
 the outcome.
 
 A claim is a lease (compare-and-set on ``next_attempt_at``), so two senders
-never double-send and a crash mid-send only delays. Retries back off
+never double-send and a crash mid-send only delays. In the app its times are
+the database's clock (:mod:`ccsr.jobs.dbclock`), so senders on servers whose
+clocks disagree agree on which leases have passed. Retries back off
 exponentially (15 s doubling: 10 attempts span about 2 hours). Every delivery
 re-checks the URL with the same SSRF rules as image downloads and connects to
 the checked address.
@@ -20,6 +22,7 @@ from typing import Any, Callable, Optional
 from sqlalchemy import delete, or_, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
+from ccsr.jobs.dbclock import db_now
 from ccsr.service.fetch import (
     BlockedAddress,
     InputError,
@@ -245,12 +248,12 @@ class WebhookSender:
     async def run(self) -> None:
         """Loop forever: deliver due rows, then sleep until woken or the next poll."""
         self._wake = asyncio.Event()
-        last_prune = 0.0
+        last_prune: Optional[float] = None
         while not self._stopping:  # the flag as well as the cancel: shutdown never hangs on one lost cancel
             try:
                 await self.dispatch()
-                if self.clock() - last_prune > 3600:
-                    last_prune = self.clock()
+                if last_prune is None or time.monotonic() - last_prune > 3600:
+                    last_prune = time.monotonic()
                     await asyncio.to_thread(self.prune)
             except asyncio.CancelledError:
                 raise
@@ -302,7 +305,7 @@ async def start_for_app(app: Any) -> WebhookSender:
     store = app.state.store
     await asyncio.to_thread(upgrade_outbox, store.engine)
     keys = getattr(app.state, "webhook_keys", None) or WebhookKeys.load_or_create(Path(settings.data_dir))
-    sender = WebhookSender(store.session, keys, settings)
+    sender = WebhookSender(store.session, keys, settings, clock=lambda: db_now(store.engine))
     app.state.webhook_keys = keys
     app.state.webhook_sender = sender
     sender.start()
