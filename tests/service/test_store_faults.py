@@ -174,8 +174,9 @@ def test_a_stalled_store_holds_up_only_the_routes_that_need_its_bytes(own_seawee
     nothing answered) while requests that need blobs wait on it; routes that
     need only the database answer as fast as usual, and the blob ones end in
     bounded time with a 503."""
-    settings = _settings(tmp_path, own_seaweedfs, fresh_prefix(), blob_threads=4, s3_read_timeout=2.0,
-                         s3_retry_seconds=2.0)
+    # Each try of a stalled call takes 3 s: a route that waited on one would take that long.
+    settings = _settings(tmp_path, own_seaweedfs, fresh_prefix(), blob_threads=4, s3_read_timeout=3.0,
+                         s3_retry_seconds=3.0)
     app = create_app(settings, executor=ThreadExecutor(FakeEngine(0.02)))
     with serve_app(app) as base, httpx.Client(base_url=base, timeout=60) as client:
         done = client.post(Q, json={"image_url": png_data_uri(), **QUICK}).json()
@@ -198,7 +199,7 @@ def test_a_stalled_store_holds_up_only_the_routes_that_need_its_bytes(own_seawee
                 w.start()
             time.sleep(0.5)  # they all wait on the store now: the blob pool (4 threads) is full
             took: list[float] = []
-            while time.monotonic() - stalled_at < 3.5:  # the stall's worst part: calls still retrying
+            while time.monotonic() - stalled_at < 4.0:  # the stall's worst part: calls still retrying
                 for method, path, body, want in (
                     ("GET", f"{Q}/requests/{uuid.uuid4()}/status", None, 404),  # a database lookup
                     ("POST", Q, {"image_url": "http://127.0.0.1:9/in.png", **QUICK}, 200),  # no blob at submit
@@ -209,16 +210,19 @@ def test_a_stalled_store_holds_up_only_the_routes_that_need_its_bytes(own_seawee
                     r = client.request(method, path, json=body)
                     took.append(time.monotonic() - t0)
                     assert r.status_code == want, (path, r.status_code, r.text)
-            # as fast as usual (milliseconds; before, such a lookup waited 8 s and more on S3's threads)
+            # As fast as usual: milliseconds, never a stalled try's 3 s (before, such a lookup
+            # waited 8 s and more behind S3 calls). The bound on the slowest leaves room for a
+            # loaded test machine.
             took.sort()
-            assert took[len(took) // 2] < 0.1 and took[-1] < 1.0, (took[len(took) // 2], took[-5:])
+            assert took[len(took) // 2] < 0.1 and took[len(took) * 9 // 10] < 0.5 and took[-1] < 2.0, (
+                took[len(took) // 2], took[-5:])
             assert client.get("/readyz").status_code == 503  # it has noticed by now
             for w in workers:
                 w.join(30)
             # every blob request ended, refused with 503 within a retry window and a read timeout or two
             assert len(blob_answers) == 12
             assert all(status == 503 for status, _ in blob_answers), blob_answers
-            assert max(took for _, took in blob_answers) < 2.0 + 2 * 2.0 + 2.0, blob_answers
+            assert max(took for _, took in blob_answers) < 3.0 + 2 * 3.0 + 2.0, blob_answers
         _wait(lambda: client.get("/readyz").status_code == 200, 10, "ready once the store answers")
         again = client.post(Q, json={"image_url": png_data_uri(), **QUICK})
         assert again.status_code == 200, again.text

@@ -81,6 +81,7 @@ class Storage:
             await asyncio.sleep(interval)
 
     def close(self) -> None:
+        """Let the blob pool's threads go (the service stops)."""
         self.pool.close()
 
     # --- submitted inputs ---------------------------------------------------------

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import asyncio
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, Callable, TypeVar
+from typing import Any, Callable, Optional, TypeVar
 
 from ccsr.storage.base import BlobStore, StoreUnavailable
 
@@ -33,9 +33,15 @@ class BlobPool:
     def __init__(self, blobs: BlobStore, threads: int = DEFAULT_THREADS):
         self.blobs = blobs
         self.threads = threads
-        self._calls = ThreadPoolExecutor(threads, thread_name_prefix="ccsr-blob")
-        self._checks = ThreadPoolExecutor(1, thread_name_prefix="ccsr-blob-check")
+        self._calls: Optional[ThreadPoolExecutor] = None  # made on first use, again after close()
+        self._checks: Optional[ThreadPoolExecutor] = None
         self._checking = False
+
+    def _pools(self) -> tuple[ThreadPoolExecutor, ThreadPoolExecutor]:
+        if self._calls is None or self._checks is None:
+            self._calls = ThreadPoolExecutor(self.threads, thread_name_prefix="ccsr-blob")
+            self._checks = ThreadPoolExecutor(1, thread_name_prefix="ccsr-blob-check")
+        return self._calls, self._checks
 
     async def run(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         """``fn(*args, **kwargs)`` in a pool thread; StoreUnavailable at once
@@ -50,7 +56,7 @@ class BlobPool:
                 raise StoreUnavailable()
             return fn(*args, **kwargs)
 
-        return await asyncio.get_running_loop().run_in_executor(self._calls, call)
+        return await asyncio.get_running_loop().run_in_executor(self._pools()[0], call)
 
     async def check(self, key: str) -> bool:
         """Look at the store once (:meth:`BlobStore.probe`); True when it
@@ -59,7 +65,7 @@ class BlobPool:
             return self.blobs.health.ok
         self._checking = True
         try:
-            await asyncio.get_running_loop().run_in_executor(self._checks, self.blobs.probe, key)
+            await asyncio.get_running_loop().run_in_executor(self._pools()[1], self.blobs.probe, key)
             self.blobs.health.up()  # a store that reports nothing itself (local) is up when it answers
             return True
         except Exception as exc:  # noqa: BLE001 - StoreUnavailable, or anything a broken store raises
@@ -69,6 +75,10 @@ class BlobPool:
             self._checking = False
 
     def close(self) -> None:
-        """Stop taking calls; threads still waiting on the store end with their timeouts."""
-        self._calls.shutdown(wait=False, cancel_futures=True)
-        self._checks.shutdown(wait=False, cancel_futures=True)
+        """Let the threads go (the service stops): calls still queued are
+        cancelled, those waiting on the store end with their timeouts; a
+        later call starts new threads."""
+        calls, checks, self._calls, self._checks = self._calls, self._checks, None, None
+        for pool in (calls, checks):
+            if pool is not None:
+                pool.shutdown(wait=False, cancel_futures=True)
