@@ -29,21 +29,21 @@ import time
 import uuid
 from typing import Any, Awaitable, Callable, Mapping, Optional
 
-from ccsr.errors import InvalidParameter
-from ccsr.executors.base import Done, Event, Executor, Failed, Log, Progress, Task, WorkerLost, WorkerState
+from ccsr.executors.base import Event, Executor, Log, Progress, Task, WorkerState
 from ccsr.jobs.cluster import NodeLoop, make_node_id, not_to_run, start_message
 from ccsr.jobs.config import SchedulerConfig
 from ccsr.jobs.dbclock import DbClock
 from ccsr.jobs.edges import Edges, Hooks, Prepared, Published
+from ccsr.jobs.endings import Endings
 from ccsr.jobs.live import LiveJobs
 from ccsr.jobs.logbuffer import LogBuffer
 from ccsr.jobs.models import CANCELLED, COMPLETED, FINAL_STATES, PRIORITY_NORMAL, QUEUED
-from ccsr.jobs.outcome import CANCELLED_RUNNING, Outcome
+from ccsr.jobs.outcome import Outcome
 from ccsr.jobs.queue_index import QueueIndex
 from ccsr.jobs.retention import Retention
 from ccsr.jobs.store import JobStore, LogRecord
 from ccsr.jobs.view import JobView
-from ccsr.storage import BlobStoreError, Storage, StoreUnavailable
+from ccsr.storage import Storage, StoreUnavailable
 
 log = logging.getLogger("ccsr.jobs.scheduler")
 
@@ -51,7 +51,7 @@ _CANCELLED_QUEUED = "Request was cancelled before it started."
 _START_TIMEOUT = "Request was not started within its start timeout (X-Fal-Request-Timeout)."
 
 
-class Scheduler:
+class Scheduler(Endings):
     """Also the :class:`ccsr.jobs.cluster.NodeHost` of its node loop: ``node``,
     ``store``, ``live``, ``queues``, :meth:`get`, :meth:`expire`,
     :meth:`cancel_local_run` and :meth:`wake` are what the loop may use."""
@@ -411,121 +411,6 @@ class Scheduler:
         else:
             self._spawn(self._on_ending(view, ev))
             self._wake.set()
-
-    async def _on_ending(self, view: JobView, ev: Event) -> None:
-        try:
-            await self._end(view, ev)
-        finally:
-            if view.status != QUEUED:  # queued again: its leftovers went before (a new run may be storing its own)
-                self._spawn(self.storage.drop_leftovers(view.request_id, view.output_key, view.input, False))
-
-    async def _end(self, view: JobView, ev: Event) -> None:
-        if isinstance(ev, Done):
-            try:
-                published = await self.edges.publish(view, ev)
-            except InvalidParameter as exc:  # the result breaks a limit of the request (sync_mode's size)
-                await self._finish(view, Outcome.invalid(exc.field, exc.message))
-                return
-            except StoreUnavailable:  # the result's metadata could not be written: run it again
-                await self._back_to_queue(view, "the blob store is unavailable; the result could not be stored")
-                return
-            except Exception as exc:  # noqa: BLE001
-                log.exception("storing the result of %s failed", view.request_id)
-                safe = str(exc) if isinstance(exc, BlobStoreError) else "see the server log"  # no bucket, no key
-                await self._finish(view, Outcome.failed(f"Could not store the result: {safe}"))
-                return
-            view.output_key = None  # the result blob is a stored file now: not a leftover
-            summary = f", {published.summary}" if published.summary else ""
-            self.logs.add(view, "INFO", f"done in {ev.inference_time:.2f}s{summary}")
-            await self._finish(view, Outcome.completed(published.result, ev.inference_time, published.files))
-        elif isinstance(ev, Failed) and ev.kind == Failed.UNAVAILABLE:
-            # The worker could not read the input or write the result. Its store
-            # (another process, maybe another machine) is likely ours: claim
-            # nothing until the next check of the store passes.
-            self.storage.health.down("a worker could not reach the blob store")
-            await self._back_to_queue(view, "the worker could not reach the blob store")
-        elif isinstance(ev, Failed):
-            await self._finish(view, Outcome.of_failure(ev.kind, ev.message, ev.field))
-        elif isinstance(ev, WorkerLost):
-            self.logs.add(view, "ERROR", ev.message)
-            if view.cancel_requested:
-                await self._finish(view, Outcome.cancelled(CANCELLED_RUNNING))
-            elif view.attempts < self.config.max_attempts:
-                self.logs.add(view, "WARN", f"retrying (attempt {view.attempts + 1} of {self.config.max_attempts})")
-                await self._drop_blobs(view)
-                view.local_run, view.output_key = False, None
-                if await asyncio.to_thread(self.store.requeue, view.request_id, self.node):
-                    view.status = QUEUED
-                    view.started_at = None
-                    view.progress = 0.0
-                    self._enqueue(view)
-                    view.touch()
-            else:
-                await self._finish(view, Outcome.failed(
-                    f"{ev.message}; the request was tried {view.attempts} times and failed every time, "
-                    f"so it is not retried again."))
-
-    # --- endings ---------------------------------------------------------------------------
-    async def _finish(self, view: JobView, outcome: Outcome) -> None:
-        if view.finished:
-            return
-        now = time.time()
-        ttl = view.ttl if view.ttl is not None else self.config.result_ttl
-        final = view.record.ended(outcome, now, now + ttl)
-        if outcome.error is not None:
-            self.logs.add(view, "ERROR", outcome.error)
-        in_tx = None
-        if view.webhook_url and self.outbox is not None:
-            outbox, final_view = self.outbox, JobView(final)
-            in_tx = lambda session: outbox(session, final_view)  # noqa: E731
-
-        def persist() -> bool:
-            self.store.add_logs(view.request_id, lines)
-            ok = self.store.finish(view.request_id, outcome, expires_at=final.expires_at, now=now,
-                                   in_transaction=in_tx, node=self.node)
-            if ok and not view.store_io:
-                self.store.scrub_input(view.request_id)
-            return ok
-
-        async with self.logs.lock:
-            lines = self.logs.take(view.request_id)
-            ok = await asyncio.to_thread(persist)
-        # Also what an attempt interrupted by a restart left behind.
-        # The submitted input (a data URI in the blob store) goes only when this
-        # server ended the request: if another server holds it, that one still
-        # reads it, and deletes it when it ends the request. In the background:
-        # a stalled store must not hold up the ending (and the slot).
-        self._spawn(self.storage.drop_leftovers(view.request_id, view.output_key, view.input, ok))
-        was_local = view.local_run
-        view.local_run = False
-        if not ok:
-            # Ended by another server, or running there (claimed before our
-            # cancel or deadline landed): take the database's word.
-            rec = await asyncio.to_thread(self.store.get, view.request_id)
-            if rec is None:
-                self.live.drop(view.request_id)
-                view.touch()
-                return
-            if not rec.finished:
-                view.record = rec  # the node loop watches it from here
-                view.touch()
-                return
-            final = rec
-        if not view.store_io:
-            final.input = {}
-        view.record = final
-        if final.status == COMPLETED:
-            view.progress = 1.0
-        self.live.retire(view)
-        view.touch()
-        if in_tx is not None and ok and self.on_outbox is not None:
-            self.on_outbox()
-        if not was_local and not ok:
-            return  # counted by the server that ended it
-        try:
-            self.hooks.job_finished(view)
-        except Exception:  # noqa: BLE001 - a hook must not break the queue
-            log.exception("job_finished hook failed for %s", view.request_id)
 
 
 __all__ = ["CANCELLED", "Edges", "Hooks", "JobView", "Outcome", "Prepared", "Published", "Scheduler", "SchedulerConfig"]
