@@ -84,3 +84,15 @@ def _imports_ray(tmp_path, executor: str) -> bool:
 def test_ray_is_imported_only_for_the_ray_executor(tmp_path):
     assert _imports_ray(tmp_path / "local", "local") is False
     assert _imports_ray(tmp_path / "ray", "ray") is True  # building the app does not start Ray
+
+
+@pytest.mark.parametrize("bad, words", [
+    ({"esrgan_ray_resources": {"GPU": 1}}, ["esrgan_ray_resources", "ray_num_gpus"]),
+    ({"esrgan_ray_resources": {"x": 0}}, ["esrgan_ray_resources", "> 0"]),
+    ({"ray_num_gpus": -0.5}, ["ray_num_gpus"]),
+    ({"esrgan_ray_actors": 0}, ["esrgan_ray_actors"]),
+])
+def test_bad_per_app_ray_settings_name_the_setting(bad, words):
+    with pytest.raises(ValidationError) as err:
+        Settings(**bad)
+    assert all(w in str(err.value) for w in words), str(err.value)

@@ -151,3 +151,9 @@ class Executor(abc.ABC):
     def describe(self) -> list[dict]:
         """Per-worker information for /readyz."""
         return []
+
+    def unavailable(self) -> Optional[str]:
+        """Why no worker can take a task, when none holds a loaded model (a
+        sentence for the error of a request whose start timeout passed), or
+        None (a worker is ready, or the executor cannot tell)."""
+        return None

@@ -1,10 +1,12 @@
-"""RayExecutor: the :class:`Executor` seam over Ray actors, one per GPU.
+"""RayExecutor: the :class:`Executor` seam over one app's Ray actors.
 
 The job store stays the only queue: the scheduler hands a task to this
 executor only when :meth:`idle_slots` says an actor is free, and each actor
 runs one task at a time, so priority, FIFO and queue positions stay exact and
 nothing ever waits inside Ray. Ray only places the actors (``num_gpus=1`` by
-default, or whatever ``ray_actor_options`` asks for) and carries bytes.
+default, or whatever ``ray_actor_options`` and the app's section ask for) and
+carries bytes. How many actors: a fixed count, or the app's share of the
+cluster beside the other served apps (:mod:`ccsr.executors.ray_plan`).
 
 Failures: actors are created with ``max_restarts=0, max_task_retries=0``, so
 Ray never re-runs anything behind the scheduler's back. A dead actor (killed
@@ -26,13 +28,14 @@ import asyncio
 import logging
 import os
 import threading
-from typing import Any, Optional
+from typing import Any, Optional, Sequence
 
 import ray
 from ray.exceptions import RayActorError, RayError, RayTaskError
 
 from ccsr.executors.base import Done, Emit, Event, Executor, Failed, Task, WorkerLost, WorkerState
 from ccsr.executors.ray_actor import actor_class
+from ccsr.executors.ray_plan import ActorDemand, need_of, plan_counts, shortfall
 from ccsr.settings import check_actor_options
 from ccsr.storage import BlobStore
 
@@ -77,12 +80,19 @@ class RayExecutor(Executor):
         restart_delay: float = 1.0,
         rescan_interval: float = 2.0,
         watch_interval: float = 5.0,
+        peers: Sequence[ActorDemand] = (),
+        app_id: Optional[str] = None,
     ):
+        """``peers``: the :class:`ActorDemand` of every app served beside this
+        one on the cluster (this one's included): without a fixed ``workers``,
+        the actors are this app's share of the cluster (ccsr.executors.ray_plan)."""
         self.settings = settings
         self.address = address
         self.workers = workers
         self.actor_options = check_actor_options(dict(actor_options or {}))
         self.app_ref = app_ref  # the app whose engine the actors build (one executor per app)
+        self.app_id = app_id or app_ref  # for messages
+        self.peers = list(peers)
         self.factory = factory  # "module:function" replacing the app's engine (tests, benchmarks)
         self.restart_delay = restart_delay
         self.rescan_interval = rescan_interval
@@ -117,6 +127,7 @@ class RayExecutor(Executor):
                 raise RuntimeError(f"ray_address: could not start or join {where}: {exc}") from exc
             self._owns_ray = True
         self._cls = actor_class()
+        await asyncio.to_thread(self._check_fit)
         self._grow(await asyncio.to_thread(self._target_count))
         if self.workers is None:  # follow the cluster: a node that joins gets an actor
             self._rescan = asyncio.create_task(self._rescan_loop())
@@ -168,6 +179,16 @@ class RayExecutor(Executor):
             out.append(d)
         return out
 
+    def unavailable(self) -> Optional[str]:
+        if any(s.ready for s in self.slots):
+            return None
+        failed = next((s for s in self.slots if s.error), None)
+        if failed is not None:
+            return f"No model actor of {self.app_id} is ready: {failed.name} could not load the model ({failed.error})."
+        n = len(self.slots)
+        return (f"No model actor of {self.app_id} is ready: {n} actor{'s' if n != 1 else ''} waiting for a Ray node "
+                f"with {self._wanted()} free, then the model load (see /readyz and docs/scale-out.md).")
+
     def running(self) -> dict[str, int]:
         """request id -> pid of the actor process running it (tests kill it)."""
         return {s.task: s.info["pid"] for s in self.slots if s.task and s.info.get("pid")}
@@ -195,17 +216,29 @@ class RayExecutor(Executor):
         parts += [f"{k}:{v}" for k, v in (o.get("resources") or {}).items()]
         return ", ".join(parts) or "a CPU"
 
+    def _demands(self) -> list[ActorDemand]:
+        """Every served app's demand, this one's from its own options."""
+        own = ActorDemand(self.app_ref, need_of(self.actor_options), self.workers)
+        return [own if d.key == own.key else d for d in self.peers] if any(
+            d.key == own.key for d in self.peers) else [*self.peers, own]
+
     def _target_count(self) -> int:
-        """``workers`` if set, else how many actors the cluster's resources hold."""
+        """``workers`` if set, else this app's share of the cluster's resources."""
         if self.workers is not None:
             return self.workers
-        need = dict(self.actor_options.get("resources") or {})
-        if self.actor_options.get("num_gpus"):
-            need["GPU"] = self.actor_options["num_gpus"]
-        if not need:
-            return 1
-        total = ray.cluster_resources()
-        return max(1, int(min(total.get(k, 0.0) / v for k, v in need.items())))
+        return plan_counts(ray.cluster_resources(), self._demands())[self.app_ref]
+
+    def _check_fit(self) -> None:
+        """Say at start when the cluster cannot hold one actor of every app:
+        the actors that do not fit wait in Ray (and /readyz stays 503)."""
+        demands = self._demands()
+        if demands[0].key != self.app_ref:
+            return  # the first app's executor says it for all
+        short = shortfall(ray.cluster_resources(), demands)
+        if short:
+            log.warning("%s: the Ray cluster cannot hold the actors of every served app (%s); actors that do not "
+                        "fit wait for a node. Set the apps' ray_num_gpus / ray_resources / ray_actors, or serve "
+                        "fewer apps (apps).", self.app_id, short)
 
     def _grow(self, n: int) -> None:
         while len(self.slots) < n and not self._closing:
