@@ -1,15 +1,18 @@
 """Several apps on one Ray cluster: each app's actors are its share of the
 cluster, set per app (count, GPUs, custom resources), and a request for an
-app whose actors cannot be placed fails its start timeout saying why.
+app whose actors cannot be placed fails its start timeout saying why. Last,
+the Ray head is lost and comes back while the server runs.
 
 A real local Ray cluster (a head and two worker nodes on loopback, each with
-one ``ccsr_worker`` standing in for a GPU: the conftest's ``ray_cluster``)
+one ``ccsr_worker`` standing in for a GPU, as the conftest's ``ray_cluster``)
 and the real service over HTTP with ``executor="ray"``; the actors of both
 apps run the fake engine. Tests run in file order on one module-wide cluster.
 """
 
 from __future__ import annotations
 
+import os
+import signal
 import time
 from collections import Counter
 
@@ -23,6 +26,7 @@ from svc_helpers import png_data_uri, serve_app, wait_status  # noqa: E402
 
 FAKE = "ccsr.testing:fake_engine_factory"
 BOTH = {"fal-ai/ccsr": FAKE, "fal-ai/esrgan": FAKE}
+STEP = 0.05  # tests/conftest.py RAY_FAKE_STEP_SECONDS
 
 
 def wait_for(pred, timeout: float, what: str):
@@ -112,3 +116,58 @@ def test_an_app_with_no_placeable_actor_fails_its_start_timeout_saying_why(ray_c
         err = st["error"]
         assert "start timeout" in err and "fal-ai/esrgan" in err and "esrgan_gpu:1" in err, err
         assert run_one(client, "fal-ai/ccsr", steps=6, scale=2)["image"]["width"] == 24
+
+
+def logs_of(client: httpx.Client, app_id: str, rid: str) -> list[str]:
+    body = client.get(f"/queue/{app_id}/requests/{rid}/status", params={"logs": 1}).json()
+    return [line["message"] for line in body.get("logs") or []]
+
+
+def test_losing_the_ray_head_requeues_running_work_and_the_server_reconnects(ray_cluster, tmp_path):
+    """What is real: the head's processes (its GCS and raylet) are killed
+    with SIGKILL while a CCSR request runs on a worker node; then a new head
+    starts on the same GCS port with two new worker nodes (the old nodes'
+    raylets do not outlive their head), as a restarted ``ray start --head
+    --port`` would. The server is the real app over HTTP; its Ray driver is a
+    real child process, killed on the loss and started again when the head
+    answers. Last, that driver process is killed with SIGKILL (as Ray does to
+    a driver whose head stays away): the server starts another. Nothing is
+    simulated; the nodes are processes on one machine."""
+    app = create_app(settings_for(ray_cluster, tmp_path), worker_factory=BOTH)
+    q = "fal-ai/ccsr"
+    with serve_app(app) as base, httpx.Client(base_url=base, timeout=30) as client:
+        wait_for(lambda: all_ready(client), 60, "/readyz 200 with both apps")
+        r = client.post(f"/queue/{q}", json={"image_url": png_data_uri(12, 10), "steps": int(3 * 3.0 / STEP)})
+        rid = r.json()["request_id"]
+        wait_for(lambda: any(m.startswith("step 1/") for m in logs_of(client, q, rid)), 30, "the run to start")
+
+        ray_cluster.kill_head()
+        lost_at = time.time()
+        wait_for(lambda: client.get("/readyz").status_code == 503, 5, "/readyz 503")
+        assert time.time() - lost_at < 3  # "at once": two missed probes of the GCS port
+        body = client.get("/readyz").json()
+        assert {w["state"] for w in body["workers"]} == {"disconnected"}, body
+        assert all("reconnecting" in w["error"] for w in body["workers"])
+        # The running request goes back to the queue; the lost run is not counted.
+        st = wait_status(client, f"/queue/{q}/requests/{rid}/status", "IN_QUEUE", timeout=5)
+        assert "error" not in st
+        assert app.state.store.get(rid).attempts == 0
+
+        ray_cluster.restart_head()
+        wait_for(lambda: all_ready(client), 60, "/readyz 200 after the head came back")
+        assert {w["node_id"] for ws in actors_by_app(app).values() for w in ws} == {
+            n.node_id for n in ray_cluster.workers}  # new actors, on the new nodes
+        st = wait_status(client, f"/queue/{q}/requests/{rid}/status", "COMPLETED", timeout=30, logs=1)
+        assert "error" not in st, st
+        assert app.state.store.get(rid).attempts == 1
+        messages = [line["message"] for line in st["logs"]]
+        assert any("Ray cluster was lost" in m and "back to the queue" in m for m in messages), messages
+        assert not any("attempt 2" in m for m in messages)
+
+        link = app.state.executor._link
+        driver = link.driver_pid
+        os.kill(driver, signal.SIGKILL)
+        wait_for(lambda: client.get("/readyz").status_code == 503, 5, "/readyz 503 without a driver")
+        wait_for(lambda: all_ready(client), 60, "/readyz 200 with a new driver")
+        assert link.driver_pid not in (None, driver)
+        assert run_one(client, "fal-ai/esrgan", scale=2)["image"]["width"] == 24

@@ -24,7 +24,7 @@ import uuid
 from typing import Any, Awaitable, Callable, Mapping, Optional
 
 from ccsr.errors import InvalidParameter
-from ccsr.executors.base import Done, Event, Executor, Failed, Log, Progress, Task, WorkerLost, WorkerState
+from ccsr.executors.base import Done, Event, Executor, Failed, Interrupted, Log, Progress, Task, WorkerLost, WorkerState
 from ccsr.jobs.cluster import NodeLoop, make_node_id, not_to_run, start_message
 from ccsr.jobs.config import SchedulerConfig
 from ccsr.jobs.edges import Edges, Hooks, Prepared, Published
@@ -423,6 +423,18 @@ class Scheduler:
                 await self._finish(view, Outcome.failed(
                     f"{ev.message}; the request was tried {view.attempts} times and failed every time, "
                     f"so it is not retried again."))
+        elif isinstance(ev, Interrupted):
+            # Not the request's fault (the Ray head was lost): queued again, uncounted.
+            self.logs.add(view, "WARN", ev.message)
+            if view.cancel_requested:
+                await self._finish(view, Outcome.cancelled(CANCELLED_RUNNING))
+                return
+            view.local_run = False
+            if await asyncio.to_thread(self.store.release, view.request_id, self.node):
+                view.status, view.started_at, view.progress = QUEUED, None, 0.0
+                view.attempts = max(0, view.attempts - 1)
+                self._enqueue(view)
+                view.touch()
 
     # --- endings ---------------------------------------------------------------------------
     async def _finish(self, view: JobView, outcome: Outcome) -> None:

@@ -65,7 +65,7 @@ def worker_pool(app: App, settings: Settings, factory: Optional[str] = None, pee
     device, or with executor=ray its Ray actors (one RayExecutor per app;
     ``peers``: :func:`ray_demands` of every app served on the cluster)."""
     wsettings = app.worker_settings(settings)  # the shared engine options and the model's own section
-    if settings.executor == "ray":  # ray is imported only here
+    if settings.executor == "ray":  # Ray itself runs in the executor's driver process, never here
         from ccsr.executors.ray import RayExecutor
         from ccsr.executors.ray_plan import actor_options_for
 
