@@ -210,8 +210,8 @@ class ActorPool(Executor):
         short = shortfall(ray.cluster_resources(), demands)
         if short:
             log.warning("%s: the Ray cluster cannot hold the actors of every served app (%s); actors that do not "
-                        "fit wait for a node. Set the apps' ray_num_gpus / ray_resources / ray_actors, or serve "
-                        "fewer apps (apps).", self.app_id, short)
+                        "fit wait for a node to join. Otherwise set the apps' ray_num_gpus / ray_resources / "
+                        "ray_actors, or serve fewer apps (apps).", self.app_id, short)
 
     def _grow(self, n: int) -> None:
         while len(self.slots) < n and not self._closing:
