@@ -150,9 +150,7 @@ def main() -> None:
     with ray_testing.local_cluster(3, env={"CCSR_FAKE_STEP_SECONDS": args.step_seconds}) as cluster, \
             tempfile.TemporaryDirectory() as tmp:
         print(f"cluster up in {time.time() - t0:.1f} s ({cluster.address})", flush=True)
-        import ray
-
-        ray.init(address=cluster.address, log_to_driver=False)
+        # Each RayExecutor joins the cluster through its own driver process.
         from ccsr.storage.local import LocalBlobStore
 
         store = LocalBlobStore(f"{tmp}/blobs")

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, ClassVar, Optional
 
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic.fields import FieldInfo
@@ -81,6 +81,24 @@ class ModelSettings(BaseSettings):
     arguments such as ``exists=True``)."""
 
     model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="forbid")
+
+    # --- this model's Ray actors (executor=ray; docs/scale-out.md) -----------
+    # Every model has them: several apps share one cluster, each sized apart
+    # (ccsr.executors.ray_plan).
+    ray_actors: Optional[int] = Field(None, ge=1, description="Ray actors of this model with executor=ray; default: ray_workers if set, else this model's share of the cluster (the served models split its GPUs, or the custom resources their actors ask for, evenly, at least one actor each; growing when nodes join).")
+    ray_num_gpus: Optional[float] = Field(None, ge=0, description="GPUs each Ray actor of this model holds, over num_gpus of ray_actor_options (default 1); a fraction lets actors of several models share a GPU, e.g. 0.1 for Real-ESRGAN beside CCSR at 0.9.")
+    ray_resources: dict[str, float] = Field(default_factory=dict, description='Custom Ray resources each actor of this model holds, as JSON, added to those of ray_actor_options, e.g. {"esrgan_gpu": 1} to keep this model on the nodes started with that resource.')
+
+    #: Fields the server reads to place this model's actors; a worker never gets them.
+    PLACEMENT_FIELDS: ClassVar[tuple[str, ...]] = ("ray_actors", "ray_num_gpus", "ray_resources")
+
+    @field_validator("ray_resources")
+    @classmethod
+    def _check_ray_resources(cls, v: dict) -> dict:
+        bad = [k for k, amount in v.items() if k in ("CPU", "GPU", "memory") or amount <= 0]
+        if bad:
+            raise ValueError(f"{bad[0]}: custom resource amounts must be > 0 (GPUs: ray_num_gpus; CPUs: ray_actor_options)")
+        return v
 
     @classmethod
     def flat_name(cls, field: str) -> str:
@@ -181,8 +199,8 @@ class Settings(BaseSettings):
     apps: Optional[str] = Field(None, description="Comma-separated app ids this server serves (e.g. fal-ai/ccsr); default: every built-in app (fal-ai/ccsr, fal-ai/esrgan). A GPU box that only upscales with CCSR starts no ESRGAN workers.")
     executor: Literal["local", "ray"] = Field("local", description="Where the model runs: local (worker processes on this machine) or ray (one Ray actor per GPU of a Ray cluster; needs ccsr[ray]).")
     ray_address: Optional[str] = Field(None, description="Ray cluster to join with executor=ray: auto (the cluster this machine belongs to) or host:6379 (the head's GCS address); default: start a private single-machine Ray. See docs/scale-out.md.")
-    ray_workers: Optional[int] = Field(None, ge=1, description="Model actors with executor=ray; default: as many as the cluster's resources hold (its GPU count), growing when nodes join.")
-    ray_actor_options: dict = Field(default_factory=dict, description='Ray actor options as JSON, merged over {"num_gpus": 1}; e.g. {"num_gpus":0,"num_cpus":1,"resources":{"ccsr_worker":1}} for CPU nodes.')
+    ray_workers: Optional[int] = Field(None, ge=1, description="Ray actors of each served model that sets no ray_actors of its own (executor=ray); default: the served models split the cluster (its GPUs, or the custom resources their actors ask for) evenly, at least one actor each, growing when nodes join.")
+    ray_actor_options: dict = Field(default_factory=dict, description='Ray actor options of every model as JSON, merged over {"num_gpus": 1}; e.g. {"num_gpus":0,"num_cpus":1,"resources":{"ccsr_worker":1}} for CPU nodes. A model\'s ray_num_gpus and ray_resources go over it.')
 
     @model_validator(mode="after")
     def _check_lease(self) -> "Settings":

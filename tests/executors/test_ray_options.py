@@ -81,6 +81,21 @@ def _imports_ray(tmp_path, executor: str) -> bool:
     return out.stdout.strip().splitlines()[-1] == "True"
 
 
-def test_ray_is_imported_only_for_the_ray_executor(tmp_path):
+def test_the_server_process_never_imports_ray(tmp_path):
+    """Not even with executor=ray: Ray lives in the driver process the Ray
+    executor starts (a process joined to Ray is Ray's to end when the head is
+    lost; see ccsr.executors.ray_driver)."""
     assert _imports_ray(tmp_path / "local", "local") is False
-    assert _imports_ray(tmp_path / "ray", "ray") is True  # building the app does not start Ray
+    assert _imports_ray(tmp_path / "ray", "ray") is False
+
+
+@pytest.mark.parametrize("bad, words", [
+    ({"esrgan_ray_resources": {"GPU": 1}}, ["esrgan_ray_resources", "ray_num_gpus"]),
+    ({"esrgan_ray_resources": {"x": 0}}, ["esrgan_ray_resources", "> 0"]),
+    ({"ray_num_gpus": -0.5}, ["ray_num_gpus"]),
+    ({"esrgan_ray_actors": 0}, ["esrgan_ray_actors"]),
+])
+def test_bad_per_app_ray_settings_name_the_setting(bad, words):
+    with pytest.raises(ValidationError) as err:
+        Settings(**bad)
+    assert all(w in str(err.value) for w in words), str(err.value)

@@ -219,7 +219,8 @@ class App:
         """What a worker process gets to build the engine: the shared engine
         options (:data:`ccsr.settings.ENGINE_FIELDS`) and this model's section
         under ``"section"``, as plain values (they cross a process or machine)."""
-        return {**settings.engine_settings(), "section": settings.section(self).model_dump(mode="json")}
+        section = settings.section(self).model_dump(mode="json", exclude=set(ModelSettings.PLACEMENT_FIELDS))
+        return {**settings.engine_settings(), "section": section}
 
     def section(self, worker_settings: dict) -> ModelSettings:
         """This model's section as a worker received it (:meth:`worker_settings`);

@@ -3,7 +3,8 @@
 The scheduler starts an :class:`Executor` once with the blob store its runs
 use, then hands it :class:`Task` objects (blob keys of the prepared input and
 of the output, the typed parameters) and receives :data:`Event` objects back: progress, log lines, and exactly one ending per task (``Done``,
-``Failed`` or ``WorkerLost``). Cancellation is a request; the ending says what
+``Failed`` or ``WorkerLost``; or ``Interrupted``, which queues the request
+again). Cancellation is a request; the ending says what
 happened. Nothing here imports torch, so the HTTP process stays light, and a
 different executor (a Ray cluster, say) can replace the local worker pool
 without touching the routes or the scheduler.
@@ -104,6 +105,16 @@ class WorkerLost:
 
 
 @dataclasses.dataclass
+class Interrupted:
+    """The run of ``request_id`` was cut short by something outside the
+    request and its worker (the Ray head was lost): the request goes back to
+    the queue and the run is not counted as an attempt."""
+
+    request_id: str
+    message: str
+
+
+@dataclasses.dataclass
 class WorkerState:
     """A worker came up (ready=True) or failed to load the model."""
 
@@ -112,7 +123,7 @@ class WorkerState:
     message: str = ""
 
 
-Event = Union[Progress, Log, Done, Failed, WorkerLost, WorkerState]
+Event = Union[Progress, Log, Done, Failed, WorkerLost, Interrupted, WorkerState]
 Emit = Callable[[Event], None]
 
 
@@ -156,3 +167,9 @@ class Executor(abc.ABC):
     def describe(self) -> list[dict]:
         """Per-worker information for /readyz."""
         return []
+
+    def unavailable(self) -> Optional[str]:
+        """Why no worker can take a task, when none holds a loaded model (a
+        sentence for the error of a request whose start timeout passed), or
+        None (a worker is ready, or the executor cannot tell)."""
+        return None

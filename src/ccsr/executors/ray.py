@@ -1,69 +1,46 @@
-"""RayExecutor: the :class:`Executor` seam over Ray actors, one per GPU.
+"""RayExecutor: the :class:`Executor` seam over one app's Ray actors.
 
-The job store stays the only queue: the scheduler hands a task to this
-executor only when :meth:`idle_slots` says an actor is free, and each actor
-runs one task at a time, so priority, FIFO and queue positions stay exact and
-nothing ever waits inside Ray. Ray only places the actors (``num_gpus=1`` by
-default, or whatever ``ray_actor_options`` asks for) and carries bytes.
+The actors themselves are managed by an :class:`~ccsr.executors.ray_pool.ActorPool`
+in the Ray driver process (:mod:`ccsr.executors.ray_driver`), which the
+server starts and watches through :mod:`ccsr.executors.ray_link`; this
+process never imports Ray, so losing the Ray head cannot take the server
+down. This class is the server's side: it keeps the driver's view of each
+actor (ready, failed, waiting, where), decides which free actor runs a task,
+and turns the driver's messages into events on the event loop.
 
-Failures: actors are created with ``max_restarts=0, max_task_retries=0``, so
-Ray never re-runs anything behind the scheduler's back. A dead actor (killed
-process, lost node: ``RayActorError`` and its subclasses ``ActorDiedError``
-and ``ActorUnavailableError``) is reported as :class:`WorkerLost` for the task
-it was running (the scheduler's retry-once rule applies), made sure of with
-``ray.kill``, and replaced after a back-off. A model that fails to load is
-reported as a :class:`WorkerState` and kept in :meth:`describe` (``/readyz``).
+The job store stays the only queue: a task is handed over only when an actor
+is free and each actor runs one task at a time, so priority, FIFO and queue
+positions stay exact and nothing waits inside Ray. How many actors: a fixed
+count, or the app's share of the cluster beside the other served apps
+(:mod:`ccsr.executors.ray_plan`).
 
-Threads: the Ray calls that block (waiting for an actor to load, following a
-run's stream, watching an actor for death) run in small daemon threads that
-only post to the event loop; all bookkeeping happens on the loop thread, and
-``emit`` is only ever called there.
+Endings: each submitted task ends with exactly one ``Done``, ``Failed`` or
+``WorkerLost`` from the driver (a dead actor: the scheduler's retry-once rule
+applies), or :class:`Interrupted` (back to the queue, uncounted) when the
+actor was no longer free on arrival or when the Ray head was lost.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import os
-import threading
-from typing import Any, Optional
+from typing import Optional, Sequence
 
-import ray
-from ray.exceptions import RayActorError, RayError, RayTaskError
-
-from ccsr.executors.base import Done, Emit, Event, Executor, Failed, Task, WorkerLost, WorkerState
-from ccsr.executors.ray_actor import actor_class
+from ccsr.executors import ray_link
+from ccsr.executors.base import Done, Emit, Executor, Failed, Interrupted, Task, WorkerLost, WorkerState
+from ccsr.executors.ray_plan import ActorDemand
 from ccsr.settings import check_actor_options
 from ccsr.storage import BlobStore
 
 log = logging.getLogger("ccsr.executors.ray")
 
 
-def shares_blobs(spec: dict) -> bool:
-    """Whether actors on other nodes can reach the store ``spec`` describes.
-
-    A local store is a directory on the driver's machine that other nodes do
-    not share; an S3-compatible store is reachable from every node.
-    """
-    return spec.get("kind") != "local"
-
-
-class _Slot:
-    """One actor and what it is doing; replaced actors bump ``generation``."""
-
-    def __init__(self, name: str):
-        self.name = name
-        self.generation = 0
-        self.handle: Any = None
-        self.ready = False
-        self.task: Optional[str] = None
-        self.info: dict = {}
-        self.error = ""
-        self.failures = 0
-
-
 class RayExecutor(Executor):
-    """Model actors on a Ray cluster (see the module docstring)."""
+    """One app's Ray actors, seen from the server (see the module docstring).
+
+    ``peers``: the :class:`ActorDemand` of every app served beside this one
+    on the cluster (this one's included): without a fixed ``workers`` the
+    actors are this app's share of the cluster."""
 
     def __init__(
         self,
@@ -77,286 +54,146 @@ class RayExecutor(Executor):
         restart_delay: float = 1.0,
         rescan_interval: float = 2.0,
         watch_interval: float = 5.0,
+        peers: Sequence[ActorDemand] = (),
+        app_id: Optional[str] = None,
     ):
         self.settings = settings
         self.address = address
         self.workers = workers
         self.actor_options = check_actor_options(dict(actor_options or {}))
         self.app_ref = app_ref  # the app whose engine the actors build (one executor per app)
+        self.app_id = app_id or app_ref  # for messages
+        self.key = app_ref
+        self.peers = list(peers)
         self.factory = factory  # "module:function" replacing the app's engine (tests, benchmarks)
-        self.restart_delay = restart_delay
-        self.rescan_interval = rescan_interval
-        self.watch_interval = watch_interval
-        self.slots: list[_Slot] = []
+        self.intervals = {"restart_delay": restart_delay, "rescan_interval": rescan_interval,
+                          "watch_interval": watch_interval}
         self._emit: Optional[Emit] = None
-        self._loop: Optional[asyncio.AbstractEventLoop] = None
-        self._blobs: Optional[BlobStore] = None
-        self._actor_store: Optional[dict] = None  # the spec actors open, when they can reach the store
-        self._cls: Any = None
-        self._closing = False
-        self._owns_ray = False
-        self._rescan: Optional[asyncio.Task] = None
+        self._store_spec: dict = {}
+        self._link: Optional[ray_link.RayLink] = None
+        #: The driver's describe() of each actor, in slot order.
+        self._slots: list[dict] = []
+        #: Slot name -> the request this server gave it (the driver ends each one).
+        self._tasks: dict[str, str] = {}
+        self._lost = ""  # why the cluster is unreachable ("" while connected)
+        self._reported = asyncio.Event()  # the driver has made this app's pool (its slots are known)
+        #: How long start waits for that (the actors' model loads are not waited for).
+        self.start_timeout = 120.0
 
     # --- Executor ---------------------------------------------------------------
     async def start(self, emit: Emit, blobs: BlobStore) -> None:
         self._emit = emit
-        self._loop = asyncio.get_running_loop()
-        self._blobs = blobs
-        spec = blobs.spec()
-        # A shared store's spec goes to each actor once, when it is made; with a
-        # local one the bytes travel through Ray instead (see _payload).
-        self._actor_store = spec if shares_blobs(spec) else None
-        if not ray.is_initialized():
-            kwargs: dict = {"namespace": "ccsr", "log_to_driver": False}
-            if self.address is None:
-                kwargs["include_dashboard"] = False  # a private single-machine Ray
+        self._store_spec = blobs.spec()  # the driver opens the store from it (and gives a shared one to actors)
+        self._link = await ray_link.join(self.address, self)
+        self._lost = self._link.lost_reason
+        if not self._lost:  # as with local workers: /readyz lists the actors once start returns
             try:
-                ray.init(address=self.address, **kwargs)
-            except Exception as exc:  # noqa: BLE001 - say which setting to look at
-                where = f"the Ray cluster at {self.address}" if self.address else "a local Ray"
-                raise RuntimeError(f"ray_address: could not start or join {where}: {exc}") from exc
-            self._owns_ray = True
-        self._cls = actor_class()
-        self._grow(await asyncio.to_thread(self._target_count))
-        if self.workers is None:  # follow the cluster: a node that joins gets an actor
-            self._rescan = asyncio.create_task(self._rescan_loop())
+                async with asyncio.timeout(self.start_timeout):
+                    await self._reported.wait()
+            except TimeoutError:
+                log.warning("%s: the Ray driver did not report its actors within %.0f s", self.app_id,
+                            self.start_timeout)
 
     def idle_slots(self) -> int:
-        return sum(1 for s in self.slots if s.ready and s.task is None)
+        return len(self._free())
 
     def submit(self, task: Task) -> None:
-        for s in self.slots:
-            if s.ready and s.task is None:
-                s.task = task.request_id
-                threading.Thread(
-                    target=self._drive, args=(s, s.generation, s.handle, task), daemon=True, name=f"ccsr-{s.name}-run"
-                ).start()
-                return
-        raise RuntimeError("no idle actor")
+        free = self._free()
+        if not free or self._link is None:
+            raise RuntimeError("no idle actor")
+        self._tasks[free[0]] = task.request_id
+        self._link.send(("submit", self.key, free[0], task))
 
     def cancel(self, request_id: str) -> None:
-        for s in self.slots:
-            if s.task == request_id and s.handle is not None:
-                try:
-                    s.handle.cancel.remote(request_id)  # answered by the control group during the run
-                except RayError:  # the actor is gone; its WorkerLost is on the way
-                    pass
+        if request_id in self._tasks.values() and self._link is not None:
+            self._link.send(("cancel", self.key, request_id))
 
     @property
     def ready(self) -> bool:
-        return any(s.ready for s in self.slots)
+        return not self._lost and any(s.get("ready") for s in self._slots)
 
     def describe(self) -> list[dict]:
         out = []
-        for s in self.slots:
-            state = "ready" if s.ready else ("failed" if s.error else "starting")
-            d = {
-                "name": s.name,
-                "executor": "ray",
-                "state": state,
-                "ready": s.ready,
-                "busy": s.task is not None,
-                "device": s.info.get("device"),
-                "pid": s.info.get("pid"),
-                "node_id": s.info.get("node_id"),
-                "node_ip": s.info.get("node_ip"),
-            }
-            if s.error and not s.ready:
-                d["error"] = s.error
-            if state == "starting":
-                d["waiting_for"] = f"a node with {self._wanted()} free, then the model load"
+        for s in self._slots:
+            d = {**s, "busy": s["name"] in self._tasks}
+            if self._lost:
+                d.update(state="disconnected", ready=False, error=f"{self._lost}; reconnecting")
+                d.pop("waiting_for", None)
             out.append(d)
         return out
 
+    def unavailable(self) -> Optional[str]:
+        if self._lost:
+            return f"The Ray cluster is unreachable ({self._lost}); the server reconnects when the head is back."
+        if any(s.get("ready") for s in self._slots):
+            return None
+        failed = next((s for s in self._slots if s.get("error")), None)
+        if failed is not None:
+            return f"No model actor of {self.app_id} is ready: {failed['name']} could not load the model ({failed['error']})."
+        n = len(self._slots)
+        waiting = next((s.get("waiting_for") for s in self._slots if s.get("waiting_for")), "a Ray node")
+        return (f"No model actor of {self.app_id} is ready: {n} actor{'s' if n != 1 else ''} waiting for {waiting} "
+                "(see /readyz and docs/scale-out.md).")
+
     def running(self) -> dict[str, int]:
         """request id -> pid of the actor process running it (tests kill it)."""
-        return {s.task: s.info["pid"] for s in self.slots if s.task and s.info.get("pid")}
+        pids = {s["name"]: s.get("pid") for s in self._slots}
+        return {rid: pids[name] for name, rid in self._tasks.items() if pids.get(name)}
 
     def node_running(self, request_id: str) -> Optional[str]:
         """The Ray node id of the actor running ``request_id``."""
-        for s in self.slots:
-            if s.task == request_id:
-                return s.info.get("node_id")
-        return None
+        nodes = {s["name"]: s.get("node_id") for s in self._slots}
+        return next((nodes.get(name) for name, rid in self._tasks.items() if rid == request_id), None)
 
     async def close(self) -> None:
-        self._closing = True
-        if self._rescan is not None:
-            self._rescan.cancel()
-        for s in self.slots:
-            self._kill(s)
-        if self._owns_ray:
-            await asyncio.to_thread(ray.shutdown)
+        if self._link is not None:
+            await self._link.leave(self)
 
-    # --- actors -------------------------------------------------------------------
-    def _wanted(self) -> str:
-        o = self.actor_options
-        parts = [f"GPU:{o['num_gpus']}"] if o.get("num_gpus") else []
-        parts += [f"{k}:{v}" for k, v in (o.get("resources") or {}).items()]
-        return ", ".join(parts) or "a CPU"
+    # --- the link (on the event loop thread) ------------------------------------------
+    def driver_config(self) -> dict:
+        """This app's :class:`~ccsr.executors.ray_pool.ActorPool` arguments, and the store."""
+        return {"settings": self.settings, "workers": self.workers, "actor_options": self.actor_options,
+                "app_ref": self.app_ref, "app_id": self.app_id, "factory": self.factory, "peers": self.peers,
+                "store": self._store_spec, **self.intervals}
 
-    def _target_count(self) -> int:
-        """``workers`` if set, else how many actors the cluster's resources hold."""
-        if self.workers is not None:
-            return self.workers
-        need = dict(self.actor_options.get("resources") or {})
-        if self.actor_options.get("num_gpus"):
-            need["GPU"] = self.actor_options["num_gpus"]
-        if not need:
-            return 1
-        total = ray.cluster_resources()
-        return max(1, int(min(total.get(k, 0.0) / v for k, v in need.items())))
+    def on_driver_message(self, msg: tuple) -> None:
+        kind = msg[0]
+        if kind == "slots":
+            self._slots = list(msg[2])
+            self._reported.set()
+        elif kind == "event":
+            ev = msg[2]
+            if isinstance(ev, (Done, Failed, WorkerLost)):
+                self._end(ev.request_id)
+            self._emit(ev)
+        elif kind == "rejected":
+            self._end(msg[2])
+            self._emit(Interrupted(msg[2], "the model actor was no longer free when the request reached it; "
+                                           "it goes back to the queue"))
 
-    def _grow(self, n: int) -> None:
-        while len(self.slots) < n and not self._closing:
-            s = _Slot(f"actor-{len(self.slots)}")
-            self.slots.append(s)
-            self._spawn(s)
+    def on_lost(self, reason: str) -> None:
+        """No actor is ready any more; the running requests go back to the queue."""
+        self._lost = reason
+        for rid in list(self._tasks.values()):
+            self._emit(Interrupted(rid, f"the Ray cluster was lost while this request ran ({reason}); "
+                                        "it goes back to the queue"))
+        self._tasks.clear()
+        for s in self._slots:
+            self._emit(WorkerState(s["name"], False, reason))
 
-    async def _rescan_loop(self) -> None:
-        while not self._closing:
-            await asyncio.sleep(self.rescan_interval)
-            try:
-                self._grow(await asyncio.to_thread(self._target_count))
-            except Exception:  # noqa: BLE001 - the GCS may be briefly unreachable
-                log.warning("could not read the cluster's resources", exc_info=True)
+    def on_connected(self) -> None:
+        """A new driver is making this app's actors again (the slots it reports replace these)."""
+        self._lost = ""
+        self._slots = [{"name": s["name"], "executor": "ray", "state": "starting", "ready": False, "busy": False}
+                       for s in self._slots]
 
-    def _spawn(self, s: _Slot) -> None:
-        if self._closing:
-            return
-        s.generation += 1
-        s.ready, s.task, s.info = False, None, {}
-        options = {**self.actor_options, "max_restarts": 0, "max_task_retries": 0}
-        s.handle = self._cls.options(**options).remote(self.app_ref, self.factory, self.settings,
-                                                       str(self.settings.get("device") or "auto"), self._actor_store)
-        threading.Thread(
-            target=self._watch, args=(s, s.generation, s.handle), daemon=True, name=f"ccsr-{s.name}-watch"
-        ).start()
+    # --- helpers ---------------------------------------------------------------------
+    def _free(self) -> list[str]:
+        if self._lost:
+            return []
+        return [s["name"] for s in self._slots if s.get("ready") and s["name"] not in self._tasks]
 
-    def _kill(self, s: _Slot) -> None:
-        if s.handle is not None:
-            try:
-                ray.kill(s.handle, no_restart=True)
-            except Exception:  # noqa: BLE001 - already dead or Ray shut down
-                pass
-
-    def _watch(self, s: _Slot, gen: int, handle: Any) -> None:
-        """Wait for the model load, then block on ``watch`` calls until the actor dies."""
-        try:
-            info = ray.get(handle.info.remote())
-        except Exception as exc:  # noqa: BLE001 - creation failed or the actor died while loading
-            self._post(self._on_dead, s, gen, _describe_death(exc))
-            return
-        self._post(self._on_info, s, gen, info)
-        if not info.get("ready"):
-            return
-        while not self._closing and s.generation == gen:
-            try:
-                ray.get(handle.watch.remote(self.watch_interval))
-            except Exception as exc:  # noqa: BLE001
-                if not self._closing:
-                    self._post(self._on_dead, s, gen, _describe_death(exc))
-                return
-
-    def _drive(self, s: _Slot, gen: int, handle: Any, task: Task) -> None:
-        """Send ``task`` to the actor and forward its stream to the loop."""
-        rid = task.request_id
-        ended = False
-        broken: Optional[str] = None  # set when the result could not be stored here
-        try:
-            stream = handle.run.remote(self._payload(task))
-            for ref in stream:
-                kind, value = ray.get(ref)
-                if kind == "result":
-                    try:
-                        data, content_type = value  # the result of a store the actor cannot reach
-                        self._blobs.put(task.output_key, data, content_type=content_type)
-                    except Exception as exc:  # noqa: BLE001 - disk or S3 error
-                        broken = f"Could not write the result: {exc}"
-                    continue
-                for ev in value:
-                    if isinstance(ev, (Done, Failed)):
-                        ended = True
-                        if broken is not None and isinstance(ev, Done):
-                            ev = Failed(rid, "error", broken)
-                    self._post(self._on_event, s, gen, ev)
-            if not ended:
-                self._post(self._on_event, s, gen, Failed(rid, "error", "the model actor ended the run without a result"))
-        except RayActorError as exc:  # ActorDiedError, ActorUnavailableError: the actor or its node is gone
-            self._post(self._on_dead, s, gen, _describe_death(exc))
-        except RayTaskError as exc:  # the run itself raised (not the engine: run_task catches those)
-            self._post(self._on_event, s, gen, Failed(rid, "error", f"the model actor failed: {exc.cause or exc}"))
-        except RayError as exc:  # the stream's objects were lost with their node
-            self._post(self._on_dead, s, gen, _describe_death(exc))
-        except (OSError, KeyError) as exc:  # the prepared input could not be read
-            self._post(self._on_event, s, gen, Failed(rid, "error", f"Could not read the prepared input: {exc}"))
-
-    def _payload(self, task: Task) -> dict:
-        """What crosses to the actor for ``task``: the task (blob keys) alone when
-        the actor reaches the store, plus the input's bytes when it does not."""
-        if self._actor_store is not None:
-            return {"task": task, "input": None}
-        return {"task": task, "input": self._blobs.read(task.input_key)}
-
-    def _post(self, fn, *args) -> None:  # noqa: ANN001
-        loop = self._loop
-        if loop is not None and not loop.is_closed():
-            try:
-                loop.call_soon_threadsafe(fn, *args)
-            except RuntimeError:  # the loop closed during shutdown
-                pass
-
-    # --- on the loop thread ---------------------------------------------------------
-    def _on_info(self, s: _Slot, gen: int, info: dict) -> None:
-        if gen != s.generation or self._closing:
-            return
-        s.info = info
-        if info.get("ready"):
-            s.ready, s.failures, s.error = True, 0, ""
-            log.info("%s ready on node %s (%s)", s.name, info.get("node_ip"), info.get("device"))
-            self._emit(WorkerState(s.name, True, f"model loaded on {info.get('device')} at {info.get('node_ip')}"))
-            return
-        s.error = info.get("error") or "the model did not load"
-        s.failures += 1
-        log.error("%s could not load the model: %s", s.name, s.error)
-        self._emit(WorkerState(s.name, False, s.error))
-        self._kill(s)
-        s.generation += 1  # what the old actor's threads still post is stale
-        self._respawn_later(s)
-
-    def _on_event(self, s: _Slot, gen: int, ev: Event) -> None:
-        if gen != s.generation:  # from an actor already reported lost
-            return
-        if isinstance(ev, (Done, Failed)) and ev.request_id == s.task:
-            s.task = None
-        self._emit(ev)
-
-    def _on_dead(self, s: _Slot, gen: int, message: str) -> None:
-        if gen != s.generation or self._closing:
-            return
-        lost, was_ready = s.task, s.ready
-        s.task, s.ready = None, False
-        s.generation += 1  # the run and watch threads may both report this death: once is enough
-        self._kill(s)  # "unavailable" may still be running: make sure it can't finish twice
-        if lost is not None:
-            log.error("%s lost while running %s: %s", s.name, lost, message)
-            self._emit(WorkerLost(lost, f"the model actor on {s.info.get('node_ip', 'its node')} was lost ({message})"))
-        if not was_ready:
-            s.failures += 1
-            s.error = message
-            self._emit(WorkerState(s.name, False, message))
-        else:
-            s.failures = 0  # it had loaded: replace it at once
-        self._respawn_later(s)
-
-    def _respawn_later(self, s: _Slot) -> None:
-        # Back off while actors keep dying or failing to load (bad weights, a flapping node).
-        delay = min(30.0, self.restart_delay * 2 ** min(s.failures, 5))
-        gen = s.generation
-        self._loop.call_later(delay, lambda: gen == s.generation and self._spawn(s))
-
-
-def _describe_death(exc: BaseException) -> str:
-    """A one-line reason from a Ray error (their messages run to many lines)."""
-    first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-    return f"{type(exc).__name__}: {first}"[:500]
+    def _end(self, request_id: str) -> None:
+        for name, rid in list(self._tasks.items()):
+            if rid == request_id:
+                del self._tasks[name]

@@ -16,7 +16,7 @@ import logging
 import time
 
 from ccsr.errors import InvalidParameter
-from ccsr.executors.base import Done, Event, Failed, WorkerLost
+from ccsr.executors.base import Done, Event, Failed, Interrupted, WorkerLost
 from ccsr.jobs.models import COMPLETED, QUEUED
 from ccsr.jobs.outcome import CANCELLED_RUNNING, Outcome
 from ccsr.jobs.view import JobView
@@ -80,6 +80,18 @@ class Endings:
                 await self._finish(view, Outcome.failed(
                     f"{ev.message}; the request was tried {view.attempts} times and failed every time, "
                     f"so it is not retried again."))
+        elif isinstance(ev, Interrupted):
+            # Not the request's fault (the Ray head was lost): queued again, uncounted.
+            self.logs.add(view, "WARN", ev.message)
+            if view.cancel_requested:
+                await self._finish(view, Outcome.cancelled(CANCELLED_RUNNING))
+                return
+            view.local_run = False
+            if await asyncio.to_thread(self.store.release, view.request_id, self.node):
+                view.status, view.started_at, view.progress = QUEUED, None, 0.0
+                view.attempts = max(0, view.attempts - 1)
+                self._enqueue(view)
+                view.touch()
 
     # --- endings ---------------------------------------------------------------------------
     async def _finish(self, view: JobView, outcome: Outcome) -> None:

@@ -303,7 +303,9 @@ class Scheduler(Endings):
         """End a queued request whose start deadline has passed (guarded: one
         claimed meanwhile by another server keeps running)."""
         self.queue_of(view).remove(view)
-        await self._finish(view, Outcome.timed_out(_START_TIMEOUT))
+        executor = self.executors.get(view.app_id)
+        why = executor.unavailable() if executor is not None else None  # e.g. no actor placeable on the cluster
+        await self._finish(view, Outcome.timed_out(f"{_START_TIMEOUT} {why}" if why else _START_TIMEOUT))
 
     async def _start(self, rec: Any) -> None:
         """Run a job this server has just claimed (``rec``: its claimed row)."""

@@ -11,7 +11,7 @@ from __future__ import annotations
 import contextlib
 import logging
 from pathlib import Path
-from typing import Optional
+from typing import Optional, Sequence, Union
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
@@ -47,15 +47,33 @@ def worker_devices(settings: Settings) -> list[str]:
     return [settings.device]
 
 
-def worker_pool(app: App, settings: Settings, factory: Optional[str] = None) -> Executor:
-    """The default executor of an app: its model worker processes, one per
-    device, or with executor=ray its Ray actors (one RayExecutor per app)."""
-    wsettings = app.worker_settings(settings)  # the shared engine options and the model's own section
-    if settings.executor == "ray":  # ray is imported only here
-        from ccsr.executors.ray import RayExecutor
+def ray_demands(apps: Sequence[App], settings: Settings) -> list:
+    """The Ray actors each of ``apps`` asks for (one cluster, shared: see
+    ccsr.executors.ray_plan); pure arithmetic, ``ray`` is not imported."""
+    from ccsr.executors.ray_plan import actor_options_for, demand_for
 
-        return RayExecutor(wsettings, address=settings.ray_address, workers=settings.ray_workers,
-                           actor_options=settings.ray_actor_options, app_ref=app.ref, factory=factory)
+    out = []
+    for a in apps:
+        section = settings.section(a)
+        out.append(demand_for(a.ref, actor_options_for(settings.ray_actor_options, section), section,
+                              settings.ray_workers))
+    return out
+
+
+def worker_pool(app: App, settings: Settings, factory: Optional[str] = None, peers: Sequence = ()) -> Executor:
+    """The default executor of an app: its model worker processes, one per
+    device, or with executor=ray its Ray actors (one RayExecutor per app;
+    ``peers``: :func:`ray_demands` of every app served on the cluster)."""
+    wsettings = app.worker_settings(settings)  # the shared engine options and the model's own section
+    if settings.executor == "ray":  # Ray itself runs in the executor's driver process, never here
+        from ccsr.executors.ray import RayExecutor
+        from ccsr.executors.ray_plan import actor_options_for
+
+        section = settings.section(app)
+        count = section.ray_actors if section.ray_actors is not None else settings.ray_workers
+        return RayExecutor(wsettings, address=settings.ray_address, workers=count,
+                           actor_options=actor_options_for(settings.ray_actor_options, section), app_ref=app.ref,
+                           factory=factory, peers=list(peers) or ray_demands([app], settings), app_id=app.app_id)
     from ccsr.executors.pool import WorkerPool
 
     return WorkerPool(wsettings, worker_devices(settings), app_ref=app.ref, factory=factory,
@@ -80,14 +98,14 @@ def create_app(
     registry: Optional[Registry] = None,
     executors: Optional[dict[str, Executor]] = None,
     executor: Optional[Executor] = None,
-    worker_factory: Optional[str] = None,
+    worker_factory: Union[str, dict[str, str], None] = None,
     sweep_interval: float = 30.0,
 ) -> FastAPI:
     """Build the app serving every app of ``registry`` (default: the built-in
     apps). ``executors`` maps app ids to executors replacing their worker pools
     (tests pass ThreadExecutors); ``executor`` is a shorthand for the first
     app's; ``worker_factory`` ("module:function") replaces the engine the first
-    app's worker processes build. With ``executor`` and no ``registry`` the
+    app's worker processes build (a dict: by app id, for any app). With ``executor`` and no ``registry`` the
     server serves only the first built-in app: an embedding that supplies one
     executor gets one app, not extra worker processes it did not ask for."""
     settings = settings or Settings()
@@ -115,9 +133,13 @@ def create_app(
     executors = dict(executors or {})
     if executor is not None:
         executors.setdefault(apps[0].app_id, executor)
-    for i, app_ in enumerate(apps):
-        if app_.app_id not in executors:
-            executors[app_.app_id] = worker_pool(app_, settings, worker_factory if i == 0 else None)
+    factories = (dict(worker_factory) if isinstance(worker_factory, dict)
+                 else {apps[0].app_id: worker_factory} if worker_factory else {})
+    own = [a for a in apps if a.app_id not in executors]
+    # With Ray, the apps built here share one cluster: each sizes its actors knowing the others'.
+    peers = ray_demands(own, settings) if settings.executor == "ray" else []
+    for app_ in own:
+        executors[app_.app_id] = worker_pool(app_, settings, factories.get(app_.app_id), peers)
     scheduler = Scheduler(store, executors, ServiceEdges(settings, storage, registry), storage,
                           SchedulerConfig.from_settings(settings, sweep_interval=sweep_interval), hooks=metrics)
     metrics.bind(scheduler)

@@ -29,7 +29,7 @@ def serve(
     api_keys_file: Optional[Path] = typer.Option(None, "--api-keys-file", help="File with one API key per line (CCSR_API_KEYS_FILE; CCSR_API_KEYS for a comma-separated list)."),
     executor: Optional[str] = typer.Option(None, "--executor", help="local (worker processes here) or ray (actors on a Ray cluster; CCSR_EXECUTOR). See docs/scale-out.md."),
     ray_address: Optional[str] = typer.Option(None, "--ray-address", help="Ray cluster for --executor ray: auto or the head's host:6379 (CCSR_RAY_ADDRESS; default: a private local Ray)."),
-    ray_workers: Optional[int] = typer.Option(None, "--ray-workers", help="Model actors for --executor ray (default: the cluster's GPU count; CCSR_RAY_WORKERS)."),
+    ray_workers: Optional[int] = typer.Option(None, "--ray-workers", help="Actors of each app for --executor ray (default: the served apps split the cluster's GPUs, at least one each; a model's own count: CCSR_RAY_ACTORS, CCSR_ESRGAN_RAY_ACTORS; CCSR_RAY_WORKERS)."),
     ray_actor_options: Optional[str] = typer.Option(None, "--ray-actor-options", help='Ray actor options as JSON, e.g. \'{"num_gpus":0,"num_cpus":1}\' (CCSR_RAY_ACTOR_OPTIONS).'),
     log_level: str = typer.Option("info", "--log-level", help="debug, info, warning or error."),
     engine_factory: Optional[str] = typer.Option(None, "--engine-factory", hidden=True, help="module:function building the engine in each worker (tests, benchmarks)."),

@@ -45,21 +45,20 @@ class LocalCluster:
         # Actor processes inherit their raylet's environment, not the driver's:
         # ``env`` (e.g. CCSR_FAKE_STEP_SECONDS) is set while the nodes start.
         self.env = {k: str(v) for k, v in (env or {}).items()}
+        system = {
+            # Node loss becomes visible within a few seconds, not 30+.
+            "health_check_period_ms": health_check_period_ms,
+            "health_check_failure_threshold": 3,
+        }
+        self._head_args = {
+            "num_cpus": 1,
+            "node_ip_address": "127.0.0.1",
+            "object_store_memory": self._store,
+            "include_dashboard": False,
+            "_system_config": system,
+        }
         with self._environment():
-            self.cluster = Cluster(
-                initialize_head=True,
-                head_node_args={
-                    "num_cpus": 1,
-                    "node_ip_address": "127.0.0.1",
-                    "object_store_memory": self._store,
-                    "include_dashboard": False,
-                    # Node loss becomes visible within a few seconds, not 30+.
-                    "_system_config": {
-                        "health_check_period_ms": health_check_period_ms,
-                        "health_check_failure_threshold": 3,
-                    },
-                },
-            )
+            self.cluster = Cluster(initialize_head=True, head_node_args=self._head_args)
         self.workers: list = []
         for _ in range(nodes):
             self.add_node()
@@ -102,6 +101,27 @@ class LocalCluster:
         self.cluster.remove_node(node, allow_graceful=allow_graceful)
         if node in self.workers:
             self.workers.remove(node)
+
+    def kill_head(self) -> None:
+        """Kill the head's processes (GCS, raylet) with SIGKILL, as a crash would."""
+        self._port = int(self.address.rsplit(":", 1)[1])
+        self.cluster.remove_node(self.cluster.head_node, allow_graceful=False)
+
+    def restart_head(self, nodes: int = 2) -> None:
+        """A new head on the killed one's GCS port (as ``ray start --head
+        --port`` after a crash), and ``nodes`` fresh worker nodes: the old
+        ones' raylets do not outlive their head (no GCS fault tolerance) and
+        are removed."""
+        for node in list(self.workers):
+            try:
+                self.remove_node(node, allow_graceful=False)
+            except Exception:  # noqa: BLE001 - already gone with its head
+                if node in self.workers:
+                    self.workers.remove(node)
+        with self._environment():
+            self.cluster.add_node(gcs_server_port=self._port, **self._head_args)
+        for _ in range(nodes):
+            self.add_node()
 
     def shutdown(self) -> None:
         import ray
