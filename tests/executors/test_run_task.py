@@ -114,3 +114,16 @@ def test_a_store_that_does_not_answer_fails_the_run_not_the_request(tmp_path):
         ending = events[-1]
         assert isinstance(ending, Failed) and ending.kind == kind, ending
         assert task.output_key not in ending.message and "inputs/" not in ending.message
+
+
+def test_an_input_gone_from_the_store_is_said_without_its_key(tmp_path):
+    """Another server ended the request (a cancel) and removed its input while
+    this run started: the ending says so and names no blob key (found by
+    benchmarks/soak_cluster.py, which saw "BlobNotFound: 'inputs/<id>'")."""
+    store, task = _task(tmp_path)
+    store.delete(task.input_key)
+    events = []
+    run_task(APP, FakeEngine(0.0), store, task, threading.Event(), events.append)
+    ending = events[-1]
+    assert isinstance(ending, Failed) and "no longer in the blob store" in ending.message
+    assert task.input_key not in ending.message and "BlobNotFound" not in ending.message

@@ -32,7 +32,7 @@ from ccsr.apps.base import App, load_app, resolve
 from ccsr.apps.finish import Source, finish, source_of
 from ccsr.apps.output import OutputSpec
 from ccsr.executors.base import Done, Emit, Failed, Log, Progress, Task
-from ccsr.storage import BlobStore, BlobStoreError, StoreUnavailable, open_blob_store
+from ccsr.storage import BlobNotFound, BlobStore, BlobStoreError, StoreUnavailable, open_blob_store
 
 
 def resolve_factory(spec: str) -> Callable[[dict, str], Any]:
@@ -67,6 +67,9 @@ def _ending(app: App, task: Task, exc: BaseException) -> Failed:
         return Failed(rid, Failed.UNAVAILABLE, str(exc))
     if isinstance(exc, BlobStoreError):  # a safe text (never the bucket or the key)
         return Failed(rid, "error", str(exc))
+    if isinstance(exc, BlobNotFound):  # its text is the key: say what it means instead
+        return Failed(rid, "error", "the request's input or result is no longer in the blob store "
+                                    "(the request was cancelled or ended elsewhere)")
     if isinstance(exc, InvalidParameter):
         return Failed(rid, "invalid", exc.message, field=exc.field)
     if isinstance(exc, OutOfMemory):

@@ -54,6 +54,10 @@ class Endings:
             summary = f", {published.summary}" if published.summary else ""
             self.logs.add(view, "INFO", f"done in {ev.inference_time:.2f}s{summary}")
             await self._finish(view, Outcome.completed(published.result, ev.inference_time, published.files))
+        elif isinstance(ev, Failed) and view.cancel_requested:
+            # A run that failed after its cancel was asked for (another server may
+            # have ended it and removed its input meanwhile): the cancel is what ends it.
+            await self._finish(view, Outcome.cancelled(CANCELLED_RUNNING))
         elif isinstance(ev, Failed) and ev.kind == Failed.UNAVAILABLE:
             # The worker could not read the input or write the result. Its store
             # (another process, maybe another machine) is likely ours: claim
