@@ -16,6 +16,12 @@ import torch
 
 #: Fraction of the free memory a plan may use (the rest absorbs allocator fragmentation).
 HEADROOM = 0.85
+#: Peak activation bytes per unit of the SD-2 blocks both CCSR models use, measured
+#: on a CPU in fp32 (tiny and full-size architecture) by benchmarks/bench_memory.py
+#: and rounded up (results in benchmarks/results/memory-calibration-cpu.json).
+K_NET = 40.0  # UNet + ControlNet: per latent pixel x first width x element size
+K_DEC = 14.0  # VAE decoder, untiled: per output pixel x first width x element size
+K_ENC = 10.0  # VAE encoder, untiled: per input pixel x first width x element size
 
 
 def element_size(dtype: torch.dtype) -> int:

@@ -39,6 +39,9 @@ from typing import Generator, Optional
 import torch
 import torch.nn.functional as F
 
+#: Context around each tile: pixels for the encoder, latent pixels for the decoder.
+ENCODER_PAD, DECODER_PAD = 32, 11
+
 Stats = tuple[torch.Tensor, torch.Tensor, int]  # mean [B,G], variance [B,G], count per group (float32)
 
 
@@ -225,7 +228,7 @@ def _factor(vae) -> int:
 
 
 @torch.no_grad()
-def tiled_encode(vae, x: torch.Tensor, tile_size: int = 1024, pad: int = 32, offload=None) -> torch.Tensor:
+def tiled_encode(vae, x: torch.Tensor, tile_size: int = 1024, pad: int = ENCODER_PAD, offload=None) -> torch.Tensor:
     """``vae.encode(x).latent_dist.mode()`` (the unscaled mean), tiled when x is large.
 
     x is [B, 3, H, W] in [-1, 1]; tile_size and pad are in pixels. Inputs no
@@ -242,7 +245,7 @@ def tiled_encode(vae, x: torch.Tensor, tile_size: int = 1024, pad: int = 32, off
 
 
 @torch.no_grad()
-def tiled_decode(vae, z: torch.Tensor, tile_size: int = 226, pad: int = 11, offload=None) -> torch.Tensor:
+def tiled_decode(vae, z: torch.Tensor, tile_size: int = 226, pad: int = DECODER_PAD, offload=None) -> torch.Tensor:
     """``vae.decode(z).sample`` (z unscaled, i.e. already divided by the scale factor),
     tiled when z is large; tile_size and pad are in latent units."""
     if max(z.shape[-2:]) <= tile_size + 2 * pad:

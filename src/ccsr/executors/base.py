@@ -173,3 +173,14 @@ class Executor(abc.ABC):
         sentence for the error of a request whose start timeout passed), or
         None (a worker is ready, or the executor cannot tell)."""
         return None
+
+
+def post_to_loop(loop: Any, fn: Callable[..., Any], *args: Any) -> None:
+    """Run ``fn(*args)`` on ``loop`` from another thread (a reader of a worker's
+    pipe or of Ray's replies); nothing when the loop is gone or closing, as at
+    shutdown."""
+    if loop is not None and not loop.is_closed():
+        try:
+            loop.call_soon_threadsafe(fn, *args)
+        except RuntimeError:  # the loop closed during shutdown
+            pass

@@ -22,7 +22,7 @@ import threading
 import time
 from typing import Any, Optional
 
-from ccsr.executors.base import Done, Emit, Executor, Failed, Task, WorkerLost, WorkerState
+from ccsr.executors.base import Done, Emit, Executor, Failed, Task, WorkerLost, WorkerState, post_to_loop
 from ccsr.executors.worker import worker_main
 from ccsr.storage import BlobStore
 
@@ -223,12 +223,7 @@ class WorkerPool(Executor):
         self._post(self._on_exit, w, gen, proc.exitcode)
 
     def _post(self, fn, *args) -> None:  # noqa: ANN001
-        loop = self._loop
-        if loop is not None and not loop.is_closed():
-            try:
-                loop.call_soon_threadsafe(fn, *args)
-            except RuntimeError:  # loop closed during shutdown
-                pass
+        post_to_loop(self._loop, fn, *args)
 
     def _on_message(self, w: _Worker, gen: int, msg: tuple) -> None:
         if gen != w.generation:

@@ -32,6 +32,8 @@ import threading
 import weakref
 from typing import Any, Optional, Protocol
 
+from ccsr.executors.base import post_to_loop
+
 log = logging.getLogger("ccsr.executors.ray")
 
 
@@ -166,12 +168,7 @@ class RayLink:
             self._post(self._on_message, gen, msg)
 
     def _post(self, fn, *args) -> None:  # noqa: ANN001
-        loop = self._loop
-        if loop is not None and not loop.is_closed():
-            try:
-                loop.call_soon_threadsafe(fn, *args)
-            except RuntimeError:  # the loop closed during shutdown
-                pass
+        post_to_loop(self._loop, fn, *args)
 
     def _on_message(self, gen: int, msg: tuple) -> None:
         if gen != self._generation or not self.connected:

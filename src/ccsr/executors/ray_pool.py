@@ -34,7 +34,7 @@ from typing import Any, Optional, Sequence
 import ray
 from ray.exceptions import RayActorError, RayError, RayTaskError
 
-from ccsr.executors.base import Done, Emit, Event, Executor, Failed, Task, WorkerLost, WorkerState
+from ccsr.executors.base import Done, Emit, Event, Executor, Failed, Task, WorkerLost, WorkerState, post_to_loop
 from ccsr.executors.ray_actor import actor_class
 from ccsr.executors.ray_plan import ActorDemand, need_of, plan_counts, shortfall
 from ccsr.settings import check_actor_options
@@ -311,12 +311,7 @@ class ActorPool(Executor):
         return {"task": task, "input": self._blobs.read(task.input_key)}
 
     def _post(self, fn, *args) -> None:  # noqa: ANN001
-        loop = self._loop
-        if loop is not None and not loop.is_closed():
-            try:
-                loop.call_soon_threadsafe(fn, *args)
-            except RuntimeError:  # the loop closed during shutdown
-                pass
+        post_to_loop(self._loop, fn, *args)
 
     # --- on the loop thread ---------------------------------------------------------
     def _on_info(self, s: _Slot, gen: int, info: dict) -> None:

@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING, Any, Callable, Optional
 
 import torch
 
-from ccsr.engine.memory import HEADROOM, element_size, free_memory, measure_peak, weight_bytes  # noqa: F401 (re-exported)
+from ccsr.engine.memory import HEADROOM, K_DEC, K_ENC, K_NET, element_size, free_memory, measure_peak, weight_bytes  # noqa: F401 (re-exported)
 
 from ccsr.models.ccsr_v1.params import UpscaleParams, diffusion_size, min_short_side, target_size
 
@@ -41,9 +41,6 @@ if TYPE_CHECKING:
     from ccsr.models.ccsr_v1.networks.config import CCSRConfig
 
 #: Peak activation bytes per unit, measured (fp32, CPU) and rounded up; see the module doc.
-K_NET = 40.0  # UNet + ControlNet: per latent pixel x model_channels x element size
-K_DEC = 14.0  # VAE decoder, untiled: per output pixel x vae.ch x element size
-K_ENC = 10.0  # VAE encoder, untiled: per input pixel x vae.ch x element size
 K_HELD = 3.0  # tiled VAE: full-image activations held between GroupNorms (per pixel x vae.ch x size)
 K_IMG = 12.0  # float32 RGB copies of the output image (decode, colour fix, finalize): per pixel x 3 x 4 bytes
 #: Smallest VAE tiles the planner goes down to (encoder: pixels; decoder: latent pixels).

@@ -37,9 +37,6 @@ from ccsr.models.ccsr_v2.params import V2Params, batch_key, check_request, passe
 
 log = logging.getLogger(__name__)
 
-#: Latent pixels of context around each tiled-VAE decoder tile.
-DECODER_PAD = 11
-
 ProgressFn = Callable[[int, int], None]
 LogFn = Callable[[str], None]
 
@@ -290,7 +287,7 @@ class V2Upscaler:
                 empty_cache(self.device)
                 say("out of memory in the VAE decoder: retrying with tiled VAE")
         zz = (z / self.nets.scale_factor).to(self.device, self.dtype)
-        return tiled_vae.tiled_decode(self.nets.vae, zz, tile_size=p.tile_vae_decoder_size, pad=DECODER_PAD).float()
+        return tiled_vae.tiled_decode(self.nets.vae, zz, tile_size=p.tile_vae_decoder_size).float()
 
 
 @contextmanager

@@ -9,7 +9,7 @@ When the peak would not fit the device's free memory (or ``memory_budget``),
 the plan turns on the tiled decoder, shrinks its tiles, then lowers the
 diffusion tile batch, in that order. Tiled diffusion is never switched on
 here: it changes the picture, so it stays the user's choice. The
-coefficients are v1's measured ones (the networks are the same SD-2 blocks),
+coefficients are the shared engine's (the networks are the same SD-2 blocks as v1's),
 which over-estimate v2's peaks on the CPU (benchmarks/bench_v2.py prints
 both).
 """
@@ -21,12 +21,11 @@ from typing import Any, Optional
 
 import torch
 
-from ccsr.engine.memory import element_size
+from ccsr.engine.memory import K_DEC, K_ENC, K_NET, element_size
+from ccsr.engine.tiled_vae import DECODER_PAD
 from ccsr.models.ccsr_v2.params import V2Params
 
-K_NET, K_DEC, K_ENC = 40.0, 14.0, 10.0
 MIN_DECODER_TILE = 32
-DECODER_PAD = 11
 
 
 @dataclass(frozen=True)

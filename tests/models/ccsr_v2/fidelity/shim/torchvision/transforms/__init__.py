@@ -1,5 +1,3 @@
-import numpy as np
-import torch
 from PIL import Image
 from . import functional  # noqa: F401
 
