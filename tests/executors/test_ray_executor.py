@@ -275,14 +275,14 @@ def test_actors_open_a_shared_store_once_and_use_it_themselves(server, s3_server
     _, _, cluster = server
     app = CCSRApp()
     store = s3_server.store()
-    store.put(keys.run_input("s3"), base64.b64decode(png_data_uri(12, 10).split(",", 1)[1]), content_type="image/png")
+    store.put(keys.run_input("s3", "t1"), base64.b64decode(png_data_uri(12, 10).split(",", 1)[1]), content_type="image/png")
     out = Storage.new_result_key()
     driver: list[str] = []
     read, put = store.read, store.put
     store.read = lambda key: driver.append(f"read {key}") or read(key)
     store.put = lambda key, *a, **kw: driver.append(f"put {key}") or put(key, *a, **kw)
 
-    task = Task("s3", app.app_id, app.Params(steps=6, scale=2, seed=5), keys.run_input("s3"), out)
+    task = Task("s3", app.app_id, app.Params(steps=6, scale=2, seed=5), keys.run_input("s3", "t1"), out)
     events = run_on_one_actor(cluster, store, task, {}, app.ref, factory=FAKE)
     done = [e for e in events if isinstance(e, (Done, Failed))]
     assert len(done) == 1 and isinstance(done[0], Done), done

@@ -22,13 +22,13 @@ import pytest
 
 from ccsr.testing import temporary_postgres_database
 
-from svc_helpers import free_port, png_data_uri, wait_ready
+from svc_helpers import free_port, png_data_uri, wait_ready, wait_status
 
 Q = "/queue/fal-ai/ccsr"
 QUICK = {"steps": 3, "scale": 2}  # the fake engine: 1 step
 
 
-def _start(port: int, data_dir, db_url: str, run_log, log_name: str, step: float = 0.01):
+def _start(port: int, data_dir, db_url: str, run_log, log_name: str, step: float = 0.01, **timings: str):
     env = {
         **os.environ,
         "CCSR_ENGINE_FACTORY": "ccsr.testing:fake_engine_factory",
@@ -41,6 +41,7 @@ def _start(port: int, data_dir, db_url: str, run_log, log_name: str, step: float
         "CCSR_LEASE_SECONDS": "2",
         "CCSR_HEARTBEAT_INTERVAL": "0.5",
         "CCSR_POLL_INTERVAL": "0.2",
+        **{f"CCSR_{k.upper()}": v for k, v in timings.items()},
     }
     cmd = [sys.executable, "-m", "ccsr.cli", "serve", "--host", "127.0.0.1", "--port", str(port),
            "--data-dir", str(data_dir), "--device", "cpu", "--log-level", "warning"]
@@ -83,6 +84,11 @@ def _wait_done(client: httpx.Client, rid: str, timeout: float) -> dict:
         assert time.time() < deadline, st
         time.sleep(0.05)
     return st
+
+
+def _wait_final(client: httpx.Client, rid: str, timeout: float) -> dict:
+    """The status once the request ended (COMPLETED, with error_type when it failed or was cancelled)."""
+    return _wait_done(client, rid, timeout)
 
 
 def test_a_job_submitted_to_a_busy_server_runs_on_the_other(two_servers):
@@ -148,6 +154,58 @@ def test_a_job_submitted_to_a_busy_server_runs_on_the_other(two_servers):
         assert st.get("error_type") == "request_cancelled", st
         assert cf.get(long["status_url"]).json().get("error_type") == "request_cancelled"
         assert [seed for seed, _ in _runs(run_log)] == [2]  # the cancelled ones never finished a run
+
+
+def test_a_cancel_sent_to_a_server_that_has_not_seen_the_claim_leaves_the_run_its_input(tmp_path):
+    """The soak's one lost request (benchmarks/soak_cluster.py): a cancel sent to
+    server A for a request A still saw queued, while B had claimed it, removed
+    the prepared input B's worker was about to read (the key was the same for
+    every run), and B's run ended with an error instead of cancelled. A's view
+    is kept stale here on purpose (it looks at the database every 60 s)."""
+    with temporary_postgres_database() as url:
+        run_log = tmp_path / "runs.txt"
+        ports = [free_port(), free_port()]
+        bases = [f"http://127.0.0.1:{p}" for p in ports]
+        procs = [_start(ports[0], tmp_path, url, run_log, "a.log", 0.04, lease_seconds="60", poll_interval="60",
+                        heartbeat_interval="20")]
+        try:
+            wait_ready(bases[0], procs[0], timeout=120)
+            with httpx.Client(base_url=bases[0], timeout=30) as ca:
+                # A's only worker is busy with a long request (40 s); the next one waits on A
+                busy = ca.post(Q, json={"image_url": png_data_uri(), "seed": 1, "steps": 1000, "t_max": 1.0,
+                                        "t_min": 0.0, "scale": 2}).json()
+                wait_status(ca, busy["status_url"], "IN_PROGRESS")
+                job = ca.post(Q, json={"image_url": png_data_uri(), "seed": 2, "steps": 1000, "t_max": 1.0,
+                                       "t_min": 0.0, "scale": 2}).json()
+                assert ca.get(job["status_url"]).json()["status"] == "IN_QUEUE"
+                # B starts and claims it; A has not looked at the database since
+                procs.append(_start(ports[1], tmp_path, url, run_log, "b.log", 0.04, lease_seconds="10", heartbeat_interval="1"))
+                wait_ready(bases[1], procs[1], timeout=120)
+                with httpx.Client(base_url=bases[1], timeout=30) as cb:
+                    wait_status(cb, job["status_url"].replace(bases[0], bases[1]), "IN_PROGRESS")
+                    deadline = time.time() + 10
+                    while not (run_inputs := [p for p in (tmp_path / "blobs" / "inputs").glob(job["request_id"] + ".*")
+                                              if p.suffix != ".ctype"]):
+                        assert time.time() < deadline
+                        time.sleep(0.05)
+                    assert len(run_inputs) == 1, run_inputs
+                    assert ca.get(job["status_url"]).json()["status"] == "IN_QUEUE"  # A's view: stale
+                    assert ca.put(job["cancel_url"]).status_code == 202
+                    # A did not end it (B holds it) and left B's run its input
+                    assert run_inputs[0].exists()
+                    st = _wait_final(cb, job["request_id"], 30)
+                    assert st.get("error_type") == "request_cancelled", st
+                    assert not run_inputs[0].exists()  # B ended it: B removed it
+                assert ca.put(busy["cancel_url"]).status_code == 202
+        finally:
+            for p in procs:
+                p.send_signal(signal.SIGTERM)
+            for p in procs:
+                try:
+                    p.wait(20)
+                except subprocess.TimeoutExpired:
+                    p.kill()
+                    p.wait(10)
 
 
 def test_200_jobs_on_two_servers_one_killed(two_servers):

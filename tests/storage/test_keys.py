@@ -17,7 +17,7 @@ SRC = Path(__file__).resolve().parents[2] / "src" / "ccsr"
 
 def test_request_keys():
     assert keys.submitted_input("r1") == "submitted/r1"
-    assert keys.run_input("r1") == "inputs/r1"
+    assert keys.run_input("r1", "t1") == "inputs/r1.t1" and keys.run_input("r1", "t1").startswith(keys.run_inputs("r1"))
     ref = keys.input_ref(keys.submitted_input("r1"))
     assert ref == "blob:submitted/r1"
     assert keys.input_ref_key({"image_url": ref}) == "submitted/r1"
@@ -48,7 +48,7 @@ def test_upload_keys():
 
 @pytest.mark.parametrize("make", [
     lambda: keys.submitted_input("3f2a0c4e-8d1b-4b7a-9c55-0f1e2d3c4b5a"),
-    lambda: keys.run_input("3f2a0c4e-8d1b-4b7a-9c55-0f1e2d3c4b5a"),
+    lambda: keys.run_input("3f2a0c4e-8d1b-4b7a-9c55-0f1e2d3c4b5a", "Zk3_x-9QwErT"),
     lambda: keys.file_meta(FileStore.new_key()),
     lambda: keys.upload_etag(FileStore.new_key(), 10_000),
     lambda: keys.UPLOAD_TOKEN_SECRET,

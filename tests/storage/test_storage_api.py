@@ -58,26 +58,34 @@ def test_a_result_is_registered_in_place_without_a_copy(storage):
 
 
 def test_only_a_result_key_can_be_published(storage):
-    storage.blobs.put(keys.run_input("r1"), b"x")
+    storage.blobs.put(keys.run_input("r1", "t1"), b"x")
     with pytest.raises(ValueError, match="not a result key"):
-        storage.publish_result(keys.run_input("r1"), size=1, content_type="image/png", file_name="a.png",
+        storage.publish_result(keys.run_input("r1", "t1"), size=1, content_type="image/png", file_name="a.png",
                                owner=None, ttl=None)
 
 
 def test_a_run_leaves_nothing_behind_but_its_published_result(storage):
     blobs = storage.blobs
     ref = storage.keep_submitted("r1", b"in", "image/png")
-    assert storage.put_run_input("r1", b"png") == keys.run_input("r1")
+    mine = storage.put_run_input("r1", b"png")
+    assert mine.startswith(keys.run_inputs("r1"))
+    theirs = storage.put_run_input("r1", b"png")  # another server's run of the same request
+    killed = storage.put_run_input("r1", b"png")  # a run whose server was killed
+    assert len({mine, theirs, killed}) == 3  # one key per run
     lost = storage.new_result_key()
     blobs.put(lost, b"half")  # an attempt whose worker died: never published
-    storage.run_leftovers("r1", lost, {"image_url": ref}, ended=False)
-    assert blobs.stat(lost) is None and blobs.stat(keys.run_input("r1")) is None
+    storage.run_leftovers("r1", mine, lost, {"image_url": ref}, ended=False)
+    assert blobs.stat(lost) is None and blobs.stat(mine) is None
+    assert blobs.stat(theirs) is not None  # not this server's to remove
     assert blobs.stat(keys.submitted_input("r1")) is not None  # the request goes on: a retry reads it
+    storage.run_leftovers("r1", None, None, {"image_url": ref}, ended=False)  # a cancel that did not end it here
+    assert blobs.stat(theirs) is not None and blobs.stat(killed) is not None
     done = storage.new_result_key()
     blobs.put(done, b"\x89PNG")
     stored = storage.publish_result(done, size=4, content_type="image/png", file_name="a.png", owner=None, ttl=None)
-    storage.run_leftovers("r1", None, {"image_url": ref}, ended=True)  # published: no output key left to drop
+    storage.run_leftovers("r1", theirs, None, {"image_url": ref}, ended=True)  # published: no output key to drop
     assert blobs.stat(keys.submitted_input("r1")) is None
+    assert list(blobs.keys(keys.run_inputs("r1"))) == []  # the killed run's input went with the ending
     assert storage.files.read(stored.key) == b"\x89PNG"
 
 

@@ -33,7 +33,8 @@ class Endings:
             await self._end(view, ev)
         finally:
             if view.status != QUEUED:  # queued again: its leftovers went before (a new run may be storing its own)
-                self._spawn(self.storage.drop_leftovers(view.request_id, view.output_key, view.input, False))
+                self._spawn(self.storage.drop_leftovers(view.request_id, view.input_key, view.output_key,
+                                                        view.input, False))
 
     async def _end(self, view: JobView, ev: Event) -> None:
         if isinstance(ev, Done):
@@ -54,9 +55,9 @@ class Endings:
             summary = f", {published.summary}" if published.summary else ""
             self.logs.add(view, "INFO", f"done in {ev.inference_time:.2f}s{summary}")
             await self._finish(view, Outcome.completed(published.result, ev.inference_time, published.files))
-        elif isinstance(ev, Failed) and view.cancel_requested:
-            # A run that failed after its cancel was asked for (another server may
-            # have ended it and removed its input meanwhile): the cancel is what ends it.
+        elif isinstance(ev, Failed) and await self._cancel_asked(view):
+            # A run that failed after its cancel was asked for (here, or on another
+            # server whose word has not reached this one yet): the cancel is what ends it.
             await self._finish(view, Outcome.cancelled(CANCELLED_RUNNING))
         elif isinstance(ev, Failed) and ev.kind == Failed.UNAVAILABLE:
             # The worker could not read the input or write the result. Its store
@@ -73,7 +74,7 @@ class Endings:
             elif view.attempts < self.config.max_attempts:
                 self.logs.add(view, "WARN", f"retrying (attempt {view.attempts + 1} of {self.config.max_attempts})")
                 await self._drop_blobs(view)
-                view.local_run, view.output_key = False, None
+                view.local_run, view.input_key, view.output_key = False, None, None
                 if await asyncio.to_thread(self.store.requeue, view.request_id, self.node):
                     view.status = QUEUED
                     view.started_at = None
@@ -96,6 +97,20 @@ class Endings:
                 view.attempts = max(0, view.attempts - 1)
                 self._enqueue(view)
                 view.touch()
+
+    async def _cancel_asked(self, view: JobView) -> bool:
+        """Whether the request's cancel was asked for, on any server: the flag
+        reaches this one with its next heartbeat, so a failing run asks the
+        database rather than wait for it."""
+        if not view.cancel_requested:
+            try:
+                rec = await asyncio.to_thread(self.store.get, view.request_id)
+            except Exception:  # noqa: BLE001 - the database's trouble: the run's own ending stands
+                log.exception("reading the cancel flag of %s failed", view.request_id)
+                return False
+            if rec is not None and rec.cancel_requested:
+                view.cancel_requested = True
+        return view.cancel_requested
 
     # --- endings ---------------------------------------------------------------------------
     async def _finish(self, view: JobView, outcome: Outcome) -> None:
@@ -122,12 +137,14 @@ class Endings:
         async with self.logs.lock:
             lines = self.logs.take(view.request_id)
             ok = await asyncio.to_thread(persist)
-        # Also what an attempt interrupted by a restart left behind.
-        # The submitted input (a data URI in the blob store) goes only when this
-        # server ended the request: if another server holds it, that one still
-        # reads it, and deletes it when it ends the request. In the background:
-        # a stalled store must not hold up the ending (and the slot).
-        self._spawn(self.storage.drop_leftovers(view.request_id, view.output_key, view.input, ok))
+        # This server's run's blobs; when this server ended the request, also
+        # the submitted input (a data URI in the blob store) and every run's
+        # input (what an attempt interrupted by a restart left behind). When
+        # another server holds the request (a cancel sent here while it claimed
+        # it), nothing of its run is touched: it still reads its input, and
+        # removes it when it ends the request. In the background: a stalled
+        # store must not hold up the ending (and the slot).
+        self._spawn(self.storage.drop_leftovers(view.request_id, view.input_key, view.output_key, view.input, ok))
         was_local = view.local_run
         view.local_run = False
         if not ok:

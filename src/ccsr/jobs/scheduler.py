@@ -345,7 +345,7 @@ class Scheduler(Endings):
         try:
             try:
                 prepared = await self.edges.prepare(view)
-                input_key = await self.storage.run(self.storage.put_run_input, view.request_id, prepared.data)
+                view.input_key = await self.storage.run(self.storage.put_run_input, view.request_id, prepared.data)
             except StoreUnavailable:  # reading a kept input or an uploaded file, storing the run's input
                 await self._back_to_queue(view, "the blob store is unavailable")
                 return
@@ -361,7 +361,7 @@ class Scheduler(Endings):
                     await self._finish(view, Outcome.cancelled("Request was cancelled."))
                 return
             view.output_key = self.storage.new_result_key()  # a new file per attempt, registered if it succeeds
-            task = Task(view.request_id, view.app_id, prepared.params, input_key, view.output_key, view.attempts,
+            task = Task(view.request_id, view.app_id, prepared.params, view.input_key, view.output_key, view.attempts,
                         prepared.output)
             try:
                 self.executors[view.app_id].submit(task)
@@ -379,7 +379,7 @@ class Scheduler(Endings):
         if why:
             self.logs.add(view, "WARN", f"{why}; the request goes back to the queue")
         await self._drop_blobs(view)
-        view.output_key = None
+        view.input_key = view.output_key = None
         view.local_run = False
         if await asyncio.to_thread(self.store.release, view.request_id, self.node):
             view.status, view.started_at, view.attempts = QUEUED, None, max(0, view.attempts - 1)
@@ -389,7 +389,7 @@ class Scheduler(Endings):
         self._wake.set()
 
     async def _drop_blobs(self, view: JobView) -> None:
-        await self.storage.drop_leftovers(view.request_id, view.output_key, view.input, False)
+        await self.storage.drop_leftovers(view.request_id, view.input_key, view.output_key, view.input, False)
 
     # --- executor events -------------------------------------------------------------------
     def _on_event(self, ev: Event) -> None:

@@ -27,6 +27,7 @@ class JobView:
     progress: float
     logs: Optional[list[LogRecord]]  # None: not loaded from the database yet
     last_step_at: Optional[float]
+    input_key: Optional[str]  # blob this server's running attempt reads its prepared input from
     output_key: Optional[str]  # blob the running attempt writes its result to
     local_run: bool  # this server's executor runs it (else: queued, or watched while another server runs it)
     version: int  # bumped on every change; keys the rendered-status cache
@@ -40,6 +41,7 @@ class JobView:
         self.progress = 1.0 if record.status == COMPLETED else 0.0
         self.logs = None
         self.last_step_at = None
+        self.input_key = None
         self.output_key = None
         self.local_run = False
         self.version = 0

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import secrets
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Optional, TypeVar, Union
 
@@ -100,8 +101,9 @@ class Storage:
 
     # --- runs ---------------------------------------------------------------------
     def put_run_input(self, request_id: str, png: bytes) -> str:
-        """Store a run's prepared input; returns the key the worker reads."""
-        key = keys.run_input(request_id)
+        """Store a run's prepared input; returns the key the worker reads (a
+        new one per run: see :func:`ccsr.storage.keys.run_input`)."""
+        key = keys.run_input(request_id, secrets.token_urlsafe(9))
         self.blobs.put(key, png, content_type="image/png")
         return key
 
@@ -120,17 +122,22 @@ class Storage:
         return self.files.register(key, size=size, content_type=content_type, file_name=file_name,
                                    owner=owner, ttl=ttl)
 
-    def run_leftovers(self, request_id: str, output_key: Optional[str], stored_input: Optional[dict],
-                      ended: bool) -> None:
-        """Drop what a run leaves behind (see :func:`ccsr.storage.keys.run_leftovers`)."""
-        self.discard(keys.run_leftovers(request_id, output_key, stored_input, ended))
+    def run_leftovers(self, request_id: str, input_key: Optional[str], output_key: Optional[str],
+                      stored_input: Optional[dict], ended: bool) -> None:
+        """Drop what this server's run left behind (see
+        :func:`ccsr.storage.keys.run_leftovers`) and, when the request ended
+        here, every run's input: no run of it can still need one."""
+        gone = keys.run_leftovers(input_key, output_key, stored_input, ended)
+        if ended:
+            gone += [k for k in self.blobs.keys(keys.run_inputs(request_id)) if k not in gone]
+        self.discard(gone)
 
-    async def drop_leftovers(self, request_id: str, output_key: Optional[str], stored_input: Optional[dict],
-                             ended: bool) -> None:
+    async def drop_leftovers(self, request_id: str, input_key: Optional[str], output_key: Optional[str],
+                             stored_input: Optional[dict], ended: bool) -> None:
         """:meth:`run_leftovers` from async code; with the store down they stay
         (a submitted input is then removed by retention, with its request)."""
         try:
-            await self.run(self.run_leftovers, request_id, output_key, stored_input, ended)
+            await self.run(self.run_leftovers, request_id, input_key, output_key, stored_input, ended)
         except BlobStoreError:
             pass
 

@@ -6,7 +6,9 @@ under its own prefix, and no other module spells one (a test checks)::
     submitted/<request_id>        a data: URI's bytes, taken out of the job row at submit
     servers/<token>               a running server's marker: servers sharing a database
                                   check that they share the store (service.store_check)
-    inputs/<request_id>           a run's prepared input (PNG), read by the worker
+    inputs/<request_id>.<run>     a run's prepared input (PNG), read by the worker: one
+                                  per run, so a server ending a request (or failing to)
+                                  never removes the input of a run another server holds
     files/<key[:2]>/<key>         a stored file's bytes (uploads, and results: the
                                   worker writes a result here, and publishing it
                                   registers it in place)
@@ -61,9 +63,16 @@ def submitted_input(request_id: str) -> str:
     return f"{SUBMITTED}{request_id}"
 
 
-def run_input(request_id: str) -> str:
-    """The prepared input (PNG bytes) of a request's run."""
-    return f"{RUN_INPUTS}{request_id}"
+def run_input(request_id: str, run: str) -> str:
+    """The prepared input (PNG bytes) of one run of a request (``run``: a
+    server-made token, new for every run)."""
+    return f"{RUN_INPUTS}{request_id}.{run}"
+
+
+def run_inputs(request_id: str) -> str:
+    """The prefix under which every run of a request keeps its input: what the
+    server that ends the request removes (a killed server's run leaves one)."""
+    return f"{RUN_INPUTS}{request_id}."
 
 
 def input_ref(key: str) -> str:
@@ -82,12 +91,15 @@ def ref_key(ref: str) -> Optional[str]:
     return ref[len(INPUT_REF):] if ref.startswith(INPUT_REF) else None
 
 
-def run_leftovers(request_id: str, output_key: Optional[str], stored_input: Optional[dict], ended: bool) -> list[str]:
-    """The working blobs a run leaves behind: its prepared input, its result
-    when it was not published (``output_key``: None once it became a stored
-    file), and, once the request has ended, its submitted input: no run needs
-    it any more."""
-    keys = [run_input(request_id)] + ([output_key] if output_key else [])
+def run_leftovers(input_key: Optional[str], output_key: Optional[str], stored_input: Optional[dict],
+                  ended: bool) -> list[str]:
+    """The working blobs a run of this server leaves behind: its prepared
+    input (``input_key``), its result when it was not published
+    (``output_key``: None once it became a stored file), and, once the
+    request has ended, its submitted input: no run needs it any more. (The
+    other runs' inputs, under :func:`run_inputs`, go with the ending too; the
+    store lists them.)"""
+    keys = [k for k in (input_key, output_key) if k]
     submitted = input_ref_key(stored_input) if ended else None
     return keys + ([submitted] if submitted else [])
 
