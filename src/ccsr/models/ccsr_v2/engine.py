@@ -99,8 +99,10 @@ class V2Upscaler:
     @classmethod
     def from_folder(cls, path: Optional[Union[str, Path]] = None, *, device: str = "auto",
                     dtype: Union[str, torch.dtype, None] = None, allow_pickle: bool = False, tune_malloc: bool = True,
-                    **kwargs: Any) -> "V2Upscaler":
-        """Load a weights folder (None: ``CCSR_V2_WEIGHTS`` or the download cache)."""
+                    release_weights: bool = True, **kwargs: Any) -> "V2Upscaler":
+        """Load a weights folder (None: ``CCSR_V2_WEIGHTS`` or the download cache).
+        ``release_weights``: on a CPU, only the network at work stays resident
+        (:mod:`ccsr.engine.resident`)."""
         from ccsr.models.ccsr_v2 import weights
         from ccsr.models.ccsr_v2.networks import V2Networks
 
@@ -109,7 +111,9 @@ class V2Upscaler:
         dt = pick_dtype(dtype, dev)
         if tune_malloc and dev.type == "cpu":
             allocator.keep_freed_memory()
-        return cls(V2Networks.from_folder(root, dev, dt, allow_pickle=allow_pickle), **kwargs)
+        nets = V2Networks.from_folder(root, dev, dt, allow_pickle=allow_pickle)
+        nets.release_weights = release_weights and dev.type == "cpu"
+        return cls(nets, **kwargs)
 
     @property
     def device(self) -> torch.device:
@@ -287,7 +291,9 @@ class V2Upscaler:
                 empty_cache(self.device)
                 say("out of memory in the VAE decoder: retrying with tiled VAE")
         zz = (z / self.nets.scale_factor).to(self.device, self.dtype)
-        return tiled_vae.tiled_decode(self.nets.vae, zz, tile_size=p.tile_vae_decoder_size).float()
+        out = tiled_vae.tiled_decode(self.nets.vae, zz, tile_size=p.tile_vae_decoder_size).float()
+        self.nets.done_with(self.nets.vae)
+        return out
 
 
 @contextmanager

@@ -172,6 +172,15 @@ class V2Networks:
         self.text_encoder, self.tokenizer, self.schedule = text_encoder, tokenizer, schedule
         self.device, self.dtype, self.source = device, dtype, source
         self.scale_factor = float(vae.config.scaling_factor)
+        #: Drop each network's file-mapped weight pages once it has run (CPU; the engine decides).
+        self.release_weights = False
+
+    def done_with(self, *modules: nn.Module) -> None:
+        """The modules have had their turn in this request (see ``release_weights``)."""
+        if self.release_weights:
+            from ccsr.engine import resident
+
+            resident.release(*modules)
 
     @classmethod
     def from_folder(cls, root: Path, device: torch.device, dtype: torch.dtype, allow_pickle: bool = False) -> "V2Networks":
@@ -200,7 +209,9 @@ class V2Networks:
         """CLIP's last hidden state of the prompt padded to 77 tokens [1, 77, D] (float32)."""
         ids = self.tokenizer(prompt, padding="max_length", max_length=self.tokenizer.model_max_length,
                              truncation=True, return_tensors="pt").input_ids
-        return self.text_encoder(ids.to(self.device))[0].float()
+        out = self.text_encoder(ids.to(self.device))[0].float()
+        self.done_with(self.text_encoder)
+        return out
 
     @torch.no_grad()
     def posterior(self, x01: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -209,6 +220,7 @@ class V2Networks:
         if self.vae.quant_conv is not None:
             moments = self.vae.quant_conv(moments)
         mean, logvar = moments.float().chunk(2, dim=1)
+        self.done_with(self.vae)
         return mean, torch.exp(0.5 * torch.clamp(logvar, -30.0, 20.0))
 
     @torch.no_grad()
@@ -219,11 +231,15 @@ class V2Networks:
         x, context, cond = x.to(self.device, dt), context.to(self.device, dt), cond.to(self.device, dt)
         down, mid = self.controlnet(x, ts, encoder_hidden_states=context, controlnet_cond=cond,
                                     conditioning_scale=1.0, return_dict=False)
+        self.done_with(self.controlnet)  # before the UNet runs: one of the two is resident at a time
         out = self.unet(x, ts, encoder_hidden_states=context, down_block_additional_residuals=down,
                         mid_block_additional_residual=mid, return_dict=False)[0]
+        self.done_with(self.unet)
         return out.float()
 
     @torch.no_grad()
     def decode(self, z: torch.Tensor) -> torch.Tensor:
         """Scaled latent -> image in about [-1, 1] (float32)."""
-        return self.vae.decode((z / self.scale_factor).to(self.device, self.dtype)).sample.float()
+        out = self.vae.decode((z / self.scale_factor).to(self.device, self.dtype)).sample.float()
+        self.done_with(self.vae)
+        return out
