@@ -246,13 +246,18 @@ class V2Upscaler:
     def _posterior_sample(self, x01: torch.Tensor, glob: torch.Generator, guided: bool) -> torch.Tensor:
         """The input's latent, a posterior sample (scaled): two under guidance, as the
         official pipeline encodes its guided batch of two (the same image twice),
-        each its own draw from the request's global stream. Encoding the batch of
-        two, not one image, keeps the latent's memory layout the official one,
-        on which the re-noise draw depends (sampler.py)."""
+        each its own draw from the request's global stream.
+
+        One encode serves both (their posteriors are the same image's). The layout
+        is the official one, on which the re-noise draw depends (sampler.py): its
+        batch of two comes out of the VAE encoder channels-last (diffusers'
+        attention in the mid block hands back a channels-last view, and the
+        layers after it keep that layout), a single image plainly contiguous."""
         k = 2 if guided else 1
-        mean, std = self.nets.posterior(x01.repeat(k, 1, 1, 1) if k > 1 else x01)
-        draw = torch.randn(tuple(mean.shape), generator=glob).to(mean.device)
-        return (mean + std * draw) * self.nets.scale_factor
+        mean, std = self.nets.posterior(x01)
+        draw = torch.randn((k, *mean.shape[1:]), generator=glob).to(mean.device)
+        sample = (mean.expand(k, -1, -1, -1) + std.expand(k, -1, -1, -1) * draw) * self.nets.scale_factor
+        return sample.contiguous(memory_format=torch.channels_last if guided else torch.contiguous_format)
 
     def _model(self, p: V2Params, first_cond, loop_cond, first_ctx, loop_ctx, should_stop, say, tile_batch):
         nets = self.nets

@@ -67,7 +67,7 @@ def stages(nets: Any, dtype: torch.dtype, p: V2Params, width: int, height: int, 
     if p.tile_diffusion != "none":
         t = p.tile_diffusion_size // 8
         lat = min(lat, t * t) * tile_batch
-    encode = K_ENC * width * height * vae_w * e * guided * batch
+    encode = K_ENC * width * height * vae_w * e * batch  # one encode per image, guided or not (the engine)
     sampling = K_NET * lat * unet_w * e * guided * batch
     if tile_vae:
         side = (decoder_tile + 2 * DECODER_PAD) * 8
