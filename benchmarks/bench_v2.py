@@ -52,12 +52,17 @@ def timed(cmd: list[str], env: dict | None = None) -> dict:
     return {"wall_s": wall, "peak_rss_bytes": usage.ru_maxrss * 1024}
 
 
-def ours(weights: Path, image: Path, out: Path, opts: dict, model: str = "ccsr-v2") -> list[str]:
+def ours(weights: Path, image: Path, out: Path, opts: dict, model: str = "ccsr-v2", dtype: str = "fp32") -> list[str]:
     flags = []
     for k, v in opts.items():
         flags += [f"--{k.replace('_', '-')}", str(v)]
     return [sys.executable, "-m", "ccsr.cli", "upscale", str(image), "-o", str(out), "--model", model,
-            "--weights", str(weights), "--device", "cpu", "--dtype", "fp32", *flags]
+            "--weights", str(weights), "--device", "cpu", "--dtype", dtype, *flags]
+
+
+def official(args: argparse.Namespace, weights: Path, image: Path, out: Path, opts: dict, dtype: str = "fp32") -> list[str]:
+    return [args.official_python, str(GOLDENS), "--weights", str(weights), "--threads", str(args.threads),
+            "--one", str(image), "--out", str(out), "--opts", json.dumps(opts), "--dtype", dtype]
 
 
 def warm(path: Path) -> None:
@@ -83,6 +88,9 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=os.cpu_count())
     ap.add_argument("--skip-v1", action="store_true", help="Only the official comparison.")
     ap.add_argument("--skip-official", action="store_true", help="Only the v2 against v1 comparison.")
+    ap.add_argument("--skip-x4", action="store_true", help="Not v2's default x4 request (the slowest case).")
+    ap.add_argument("--dtypes", nargs="+", default=["fp32"], choices=["fp32", "bf16"],
+                    help="Precisions of the official comparison, both sides alike (bf16: CPUs with native bf16).")
     ap.add_argument("--out", type=Path, default=RESULTS / "v2-cpu.json")
     args = ap.parse_args()
     CACHE.mkdir(parents=True, exist_ok=True)
@@ -101,18 +109,19 @@ def main() -> None:
     if not args.skip_official:
         if not args.official or not args.official_python:
             raise SystemExit("--official and --official-python (or CCSR_OFFICIAL_V2[_PYTHON]) are needed; or --skip-official")
-        mine, theirs = [], []
-        for i in range(args.repeats):
-            mine.append(timed(ours(v2w, image, CACHE / "ours-two-step.png", TWO_STEP), env))
-            theirs.append(timed([args.official_python, str(GOLDENS), "--weights", str(v2w), "--threads", str(args.threads),
-                                 "--one", str(image), "--out", str(CACHE / "official-two-step.png"),
-                                 "--opts", json.dumps(TWO_STEP)], {**env, "OFFICIAL_V2": str(args.official)}))
-            print(f"two-step run {i + 1}: ours {mine[-1]}, official {theirs[-1]}", flush=True)
-        a, b = summary(mine), summary(theirs)
-        result["two_step_256_to_512"] = {"request": TWO_STEP, "ours": a, "official": b,
-                                         "wall_ratio": a["median_wall_s"] / b["median_wall_s"],
-                                         "peak_ratio": a["median_peak_rss_gib"] / b["median_peak_rss_gib"]}
-        print(json.dumps({k: v for k, v in result["two_step_256_to_512"].items() if "ratio" in k}), flush=True)
+        for dtype in args.dtypes:
+            mine, theirs = [], []
+            for i in range(args.repeats):
+                mine.append(timed(ours(v2w, image, CACHE / f"ours-two-step-{dtype}.png", TWO_STEP, dtype=dtype), env))
+                theirs.append(timed(official(args, v2w, image, CACHE / f"official-two-step-{dtype}.png", TWO_STEP, dtype),
+                                    {**env, "OFFICIAL_V2": str(args.official)}))
+                print(f"two-step {dtype} run {i + 1}: ours {mine[-1]}, official {theirs[-1]}", flush=True)
+            a, b = summary(mine), summary(theirs)
+            key = "two_step_256_to_512" + ("" if dtype == "fp32" else f"_{dtype}")
+            result[key] = {"request": TWO_STEP, "dtype": dtype, "ours": a, "official": b,
+                           "wall_ratio": a["median_wall_s"] / b["median_wall_s"],
+                           "peak_ratio": a["median_peak_rss_gib"] / b["median_peak_rss_gib"]}
+            print(json.dumps({k: v for k, v in result[key].items() if "ratio" in k}), flush=True)
     if not args.skip_v1:
         v1w = CACHE / "v1-full-random.safetensors"
         if not v1w.is_file():
@@ -122,12 +131,15 @@ def main() -> None:
         for i in range(args.repeats):
             v1.append(timed(ours(v1w, image, CACHE / "v1.png", {"seed": 1}, model="ccsr-v1"), env))
             one2.append(timed(ours(v2w, image, CACHE / "v2-one-x2.png", {"seed": 1, "scale": 2}), env))
-            one4.append(timed(ours(v2w, image, CACHE / "v2-one-x4.png", {"seed": 1}), env))
-            print(f"v1/v2 run {i + 1}: v1 {v1[-1]}, v2 x2 {one2[-1]}, v2 x4 {one4[-1]}", flush=True)
-        a, b, c = summary(v1), summary(one2), summary(one4)
-        result["one_step_vs_v1"] = {"v1_default_scale2": a, "v2_one_step_scale2": b, "v2_one_step_scale4": c,
-                                    "speedup_same_output": a["median_wall_s"] / b["median_wall_s"],
-                                    "speedup_v2_default_scale4": a["median_wall_s"] / c["median_wall_s"]}
+            if not args.skip_x4:
+                one4.append(timed(ours(v2w, image, CACHE / "v2-one-x4.png", {"seed": 1}), env))
+            print(f"v1/v2 run {i + 1}: v1 {v1[-1]}, v2 x2 {one2[-1]}" + (f", v2 x4 {one4[-1]}" if one4 else ""), flush=True)
+        a, b = summary(v1), summary(one2)
+        result["one_step_vs_v1"] = {"v1_default_scale2": a, "v2_one_step_scale2": b,
+                                    "speedup_same_output": a["median_wall_s"] / b["median_wall_s"]}
+        if one4:
+            c = summary(one4)
+            result["one_step_vs_v1"].update(v2_one_step_scale4=c, speedup_v2_default_scale4=a["median_wall_s"] / c["median_wall_s"])
         print(json.dumps({k: v for k, v in result["one_step_vs_v1"].items() if "speedup" in k}), flush=True)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=1) + "\n")

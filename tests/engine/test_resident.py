@@ -47,3 +47,48 @@ def test_memory_that_is_not_a_mapped_weights_file_is_never_dropped(tmp_path):
     w, c = plain.weight.clone(), converted.weight.clone()
     assert resident.release(plain, converted) == 0
     assert torch.equal(plain.weight, w) and torch.equal(converted.weight, c)
+
+
+def test_a_files_tensors_copied_to_another_dtype_give_their_pages_back(tmp_path):
+    """What loading in bf16 from an fp32 file does (ccsr_v2.networks._into): the
+    file's pages leave as their copies are made, not when the whole file does."""
+    path = tmp_path / "w.safetensors"
+    save_file({"w": torch.randn(4 << 20)}, str(path))  # 16 MiB
+    sd = load_file(str(path))
+    copy = sd["w"].to(torch.bfloat16)  # reads every page of the file
+    touched = resident.resident_bytes()["file"]
+    assert resident.release_tensors(list(sd.values())) >= 15 * MB
+    assert touched - resident.resident_bytes()["file"] >= 12 * MB
+    assert torch.equal(sd["w"].to(torch.bfloat16), copy)
+
+
+class _Blocks(nn.Module):
+    def __init__(self, n: int = 1024, device: str = "cpu"):
+        super().__init__()
+        self.layers = nn.ModuleList(nn.Linear(n, n, device=device) for _ in range(4))  # no forward of its own
+
+    def forward(self, x):  # noqa: ANN001
+        for layer in self.layers:
+            x = layer(x)
+        return x
+
+
+def test_a_network_is_resident_a_block_at_a_time_during_its_forward_pass(tmp_path):
+    torch.manual_seed(0)
+    net = _Blocks()
+    path = tmp_path / "blocks.safetensors"
+    save_file({k: v.contiguous() for k, v in net.state_dict().items()}, str(path))
+    mapped = _Blocks(device="meta")
+    mapped.load_state_dict(load_file(str(path)), assign=True)
+    mapped.requires_grad_(False)
+    x = torch.randn(2, 1024)
+    with torch.no_grad():
+        expected = net(x)
+    assert resident.release_as_it_runs(mapped, min_bytes=2 * MB) == 4  # each 4 MiB layer, inside the ModuleList
+    resident.release(mapped)
+    before = resident.resident_bytes()["file"]
+    with torch.no_grad():
+        out = mapped(x)
+    # 16 MiB of weights ran; at most about one layer's pages (4 MiB) are still resident
+    assert resident.resident_bytes()["file"] - before < 6 * MB
+    assert torch.allclose(out, expected)

@@ -79,13 +79,18 @@ def _ranges(tensors: Iterable[torch.Tensor]) -> list[tuple[int, int]]:
 def release(*modules: nn.Module) -> int:
     """Drop the file-mapped weight pages of ``modules`` from the resident set;
     returns the bytes advised (0 when nothing is file-mapped, or not on Linux)."""
+    return release_tensors([t for m in modules for t in (*m.parameters(), *m.buffers())])
+
+
+def release_tensors(tensors: Iterable[torch.Tensor]) -> int:
+    """:func:`release` for loose tensors (a file's tensors once they were
+    converted to another dtype: their pages are not needed again)."""
     libc = _madvise()
     if libc is None:
         return 0
     maps = weight_mappings()
     if not maps:
         return 0
-    tensors = [t for m in modules for t in (*m.parameters(), *m.buffers())]
     done = 0
     for s, e in _ranges(tensors):
         for ms, me in maps:
@@ -95,6 +100,34 @@ def release(*modules: nn.Module) -> int:
             if hi > lo and libc.madvise(lo, hi - lo, _MADV_DONTNEED) == 0:
                 done += hi - lo
     return done
+
+
+def release_as_it_runs(module: nn.Module, min_bytes: int = 64 << 20) -> int:
+    """Hand back each large part of ``module`` (a block holding ``min_bytes``
+    of weights or more, split further while its own parts are that large) right
+    after that part's forward pass: a network's weights are then resident a
+    block at a time, not whole (a UNet's 3.5 GB in blocks of a few hundred MB).
+    Returns the number of parts hooked. Only file-mapped pages are affected
+    (:func:`release`); the hooks cost a read of /proc/self/maps per part."""
+
+    def size(m: nn.Module) -> int:
+        return sum(t.nbytes for t in (*m.parameters(), *m.buffers()))
+
+    def hook(m: nn.Module, args: object, out: object) -> None:
+        release(m)
+
+    hooked = 0
+    stack = [(module, True)]
+    while stack:
+        m, top = stack.pop()
+        if isinstance(m, (nn.ModuleList, nn.ModuleDict)):  # no forward of their own: their parts run
+            stack.extend((c, False) for c in m.children() if size(c) >= 1 << 20)
+        elif top or any(size(c) >= min_bytes for c in m.children()):
+            stack.extend((c, False) for c in m.children() if size(c) >= min_bytes)
+        else:
+            m.register_forward_hook(hook)
+            hooked += 1
+    return hooked
 
 
 def resident_bytes() -> dict[str, int]:

@@ -112,7 +112,8 @@ class V2Upscaler:
         if tune_malloc and dev.type == "cpu":
             allocator.keep_freed_memory()
         nets = V2Networks.from_folder(root, dev, dt, allow_pickle=allow_pickle)
-        nets.release_weights = release_weights and dev.type == "cpu"
+        if release_weights and dev.type == "cpu":
+            nets.keep_weights_paged()
         return cls(nets, **kwargs)
 
     @property

@@ -106,8 +106,21 @@ def read_tensors(folder: Path, stem: str = "diffusion_pytorch_model", pickle_ste
 
 
 def _into(module: nn.Module, sd: dict[str, torch.Tensor], name: str, dtype: torch.dtype, device: torch.device) -> nn.Module:
-    sd = {k: v.to(device=device, dtype=dtype if v.is_floating_point() else v.dtype) for k, v in sd.items()}
-    result = module.load_state_dict(sd, strict=False, assign=True)
+    from ccsr.engine.resident import release_tensors
+
+    moved, copied = {}, []
+    for k in list(sd):
+        v = sd.pop(k)
+        moved[k] = v.to(device=device, dtype=dtype if v.is_floating_point() else v.dtype)
+        if moved[k] is not v and v.device.type == "cpu":
+            # A copy (another dtype or device): the file's pages of it are not read
+            # again, so they leave the resident set now, not when the whole file does.
+            copied.append(v)
+            if sum(t.nbytes for t in copied) > 1 << 28:
+                release_tensors(copied)
+                copied = []
+    release_tensors(copied)
+    result = module.load_state_dict(moved, strict=False, assign=True)
     if result.missing_keys or result.unexpected_keys:
         raise CheckpointError(f"{name}: weights do not match its config: missing {result.missing_keys[:5]}, "
                               f"unexpected {result.unexpected_keys[:5]}")
@@ -172,8 +185,19 @@ class V2Networks:
         self.text_encoder, self.tokenizer, self.schedule = text_encoder, tokenizer, schedule
         self.device, self.dtype, self.source = device, dtype, source
         self.scale_factor = float(vae.config.scaling_factor)
-        #: Drop each network's file-mapped weight pages once it has run (CPU; the engine decides).
+        #: Drop each network's file-mapped weight pages once it has run (CPU; see keep_weights_paged).
         self.release_weights = False
+
+    def keep_weights_paged(self) -> None:
+        """On a CPU: hand each network's weight pages back as it finishes with them,
+        block by block during a forward pass and whole after it
+        (:mod:`ccsr.engine.resident`), so the resident weights are about one block's."""
+        from ccsr.engine import resident
+
+        if not self.release_weights:
+            self.release_weights = True
+            for m in (self.text_encoder, self.vae, self.controlnet, self.unet):
+                resident.release_as_it_runs(m)
 
     def done_with(self, *modules: nn.Module) -> None:
         """The modules have had their turn in this request (see ``release_weights``)."""

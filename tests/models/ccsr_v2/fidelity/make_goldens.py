@@ -46,6 +46,11 @@ DEFAULTS = dict(prompt="clean, high-resolution, 8k",
                 tile_vae=False, tile_vae_decoder_size=224)
 
 
+#: The precision the official pipeline's float16 casts stand for (fp32 for the goldens;
+#: --dtype bf16 for benchmarks/bench_v2.py's same-precision comparison).
+DTYPE = torch.float32
+
+
 def pipeline(weights: Path, o: dict):
     import myutils.devices as mdev
 
@@ -55,7 +60,7 @@ def pipeline(weights: Path, o: dict):
 
     proxy = types.ModuleType("torch_fp32")
     proxy.__dict__.update(torch.__dict__)
-    proxy.float16 = torch.float32
+    proxy.float16 = DTYPE
     pc.torch = proxy
     from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
     from models.controlnet import ControlNetModel
@@ -68,7 +73,7 @@ def pipeline(weights: Path, o: dict):
     text = CLIPTextModel.from_pretrained(str(sd), subfolder="text_encoder")
     for m in (vae, text, unet, controlnet):
         m.requires_grad_(False)
-        m.to("cpu", dtype=torch.float32)
+        m.to("cpu", dtype=DTYPE)
     pipe = pc.StableDiffusionControlNetPipeline(
         vae=vae, text_encoder=text, tokenizer=CLIPTokenizer.from_pretrained(str(sd), subfolder="tokenizer"),
         feature_extractor=None, unet=unet, controlnet=controlnet,
@@ -114,7 +119,13 @@ def main():
     ap.add_argument("--one", type=Path, help="Run one request on this image instead of the cases (benchmarks/bench_v2.py).")
     ap.add_argument("--out", type=Path, help="With --one: where the PNG goes.")
     ap.add_argument("--opts", default="{}", help="With --one: the request's fields as JSON.")
+    ap.add_argument("--dtype", choices=("fp32", "bf16"), default="fp32",
+                    help="With --one: the precision of the networks (the goldens are fp32).")
     args = ap.parse_args()
+    global DTYPE
+    DTYPE = {"fp32": torch.float32, "bf16": torch.bfloat16}[args.dtype]
+    if args.one is None and DTYPE != torch.float32:
+        raise SystemExit("the goldens are made in fp32")
     torch.set_num_threads(args.threads)
     if args.one is not None:
         run_case(args.weights, args.one, json.loads(args.opts)).save(args.out)
