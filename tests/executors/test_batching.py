@@ -9,7 +9,6 @@ import io
 import threading
 
 import numpy as np
-import pytest
 from PIL import Image
 
 from ccsr.models.ccsr_v1.app import CCSRApp

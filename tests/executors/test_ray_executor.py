@@ -12,9 +12,7 @@ from __future__ import annotations
 
 import os
 import signal
-import sys
 import time
-from pathlib import Path
 
 import httpx
 import pytest

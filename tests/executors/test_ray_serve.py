@@ -9,10 +9,8 @@ The official, unmodified clients talk to it: the Python fal-client (pinned
 from __future__ import annotations
 
 import json
-import sys
 import time
 import types
-from pathlib import Path
 
 import httpx
 import pytest

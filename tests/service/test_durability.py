@@ -11,7 +11,6 @@ import sys
 import time
 
 import httpx
-import pytest
 
 from svc_helpers import free_port, png_data_uri, wait_ready
 

@@ -7,7 +7,6 @@ import json
 import time
 
 import httpx
-import pytest
 
 from ccsr.executors.thread import ThreadExecutor
 from ccsr.testing import FakeEngine

@@ -23,7 +23,7 @@ from urllib.parse import unquote_to_bytes, urlsplit
 import httpx
 from PIL import Image
 
-from ccsr.service.cloud_metadata import METADATA_ADDRESSES, METADATA_HOSTS, is_metadata_address, is_metadata_host
+from ccsr.service.cloud_metadata import is_metadata_address, is_metadata_host
 from ccsr.service.images import InputError, decode_image
 from ccsr.storage.files import FileStore
 from ccsr.settings import Settings

@@ -4,7 +4,6 @@ queue routes (result URLs) and the storage routes (upload URLs)."""
 
 from __future__ import annotations
 
-import json
 from typing import Optional
 
 from fastapi import Request

@@ -27,7 +27,7 @@ from ccsr.models.ccsr_v1.params import NATIVE_SIZE, UpscaleParams, batch_key, ch
 from ccsr.engine import allocator, color_fix, tiled_vae, tiling
 from ccsr.engine.timing import stage_timer
 from ccsr.models.ccsr_v1 import memory, preprocess, sampler, schedule
-from ccsr.engine.device import DTYPES, empty_cache, is_out_of_memory, pick_device, pick_dtype
+from ccsr.engine.device import empty_cache, is_out_of_memory, pick_device, pick_dtype
 
 log = logging.getLogger(__name__)
 

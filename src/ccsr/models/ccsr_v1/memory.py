@@ -26,10 +26,8 @@ kernel (linear in the token count), which torch picks on CUDA and on CPUs.
 from __future__ import annotations
 
 import math
-import re
 from dataclasses import asdict, dataclass
-from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Optional
+from typing import TYPE_CHECKING, Optional
 
 import torch
 
