@@ -127,9 +127,10 @@ def test_the_test_app_cancels_queued_and_running(server):
     # The running task's input is a blob (PNG) under a key; the worker read it there.
     blobs = server[2].state.blobs
     deadline = time.time() + 5
-    while blobs.stat(keys.run_input(running["request_id"])) is None and time.time() < deadline:
+    while not (run_inputs := list(blobs.keys(keys.run_inputs(running["request_id"])))) and time.time() < deadline:
         time.sleep(0.02)
-    info = blobs.stat(keys.run_input(running["request_id"]))
+    assert len(run_inputs) == 1, run_inputs
+    info = blobs.stat(run_inputs[0])
     assert info is not None and info.content_type == "image/png"
     assert client.put(queued["cancel_url"]).json() == {"status": "CANCELLATION_REQUESTED"}
     assert client.get(queued["status_url"]).json()["error_type"] == "request_cancelled"
