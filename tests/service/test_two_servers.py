@@ -56,6 +56,19 @@ def _runs(run_log) -> list[tuple[int, int]]:
         return [tuple(int(x) for x in line.split()) for line in f if line.strip()]
 
 
+def _stop(procs) -> None:
+    """SIGTERM every server still running, then wait (kill one that hangs)."""
+    for p in procs:
+        if p.poll() is None:
+            p.send_signal(signal.SIGTERM)
+    for p in procs:
+        try:
+            p.wait(20)
+        except subprocess.TimeoutExpired:
+            p.kill()
+            p.wait(10)
+
+
 @pytest.fixture
 def two_servers(tmp_path):
     with temporary_postgres_database() as url:
@@ -67,15 +80,7 @@ def two_servers(tmp_path):
             pids = [wait_ready(b, pr, timeout=120)["workers"][0]["pid"] for b, pr in zip(bases, procs)]
             yield bases, procs, pids, run_log
         finally:
-            for p in procs:
-                if p.poll() is None:
-                    p.send_signal(signal.SIGTERM)
-            for p in procs:
-                try:
-                    p.wait(20)
-                except subprocess.TimeoutExpired:
-                    p.kill()
-                    p.wait(10)
+            _stop(procs)
 
 
 def _wait_done(client: httpx.Client, rid: str, timeout: float) -> dict:
@@ -84,11 +89,6 @@ def _wait_done(client: httpx.Client, rid: str, timeout: float) -> dict:
         assert time.time() < deadline, st
         time.sleep(0.05)
     return st
-
-
-def _wait_final(client: httpx.Client, rid: str, timeout: float) -> dict:
-    """The status once the request ended (COMPLETED, with error_type when it failed or was cancelled)."""
-    return _wait_done(client, rid, timeout)
 
 
 def test_a_job_submitted_to_a_busy_server_runs_on_the_other(two_servers):
@@ -193,19 +193,12 @@ def test_a_cancel_sent_to_a_server_that_has_not_seen_the_claim_leaves_the_run_it
                     assert ca.put(job["cancel_url"]).status_code == 202
                     # A did not end it (B holds it) and left B's run its input
                     assert run_inputs[0].exists()
-                    st = _wait_final(cb, job["request_id"], 30)
+                    st = _wait_done(cb, job["request_id"], 30)
                     assert st.get("error_type") == "request_cancelled", st
                     assert not run_inputs[0].exists()  # B ended it: B removed it
                 assert ca.put(busy["cancel_url"]).status_code == 202
         finally:
-            for p in procs:
-                p.send_signal(signal.SIGTERM)
-            for p in procs:
-                try:
-                    p.wait(20)
-                except subprocess.TimeoutExpired:
-                    p.kill()
-                    p.wait(10)
+            _stop(procs)
 
 
 def test_200_jobs_on_two_servers_one_killed(two_servers):

@@ -80,7 +80,8 @@ def free_memory(device: torch.device) -> Optional[int]:
 
 
 # ---------------------------------------------------------------- measurement
-def _status_kib(key: str) -> int:
+def status_kib(key: str) -> int:
+    """A field of /proc/self/status in KiB (VmRSS, VmHWM, RssAnon, RssFile, ...)."""
     m = re.search(rf"^{key}:\s+(\d+) kB", Path("/proc/self/status").read_text(), re.M)
     if m is None:
         raise OSError(f"{key} not in /proc/self/status")
@@ -102,6 +103,6 @@ def measure_peak(fn: Callable[[], Any], device: torch.device) -> tuple[Any, int]
         torch.cuda.synchronize(device)
         return out, torch.cuda.max_memory_allocated(device) - before
     Path("/proc/self/clear_refs").write_text("5")
-    before = _status_kib("VmRSS")
+    before = status_kib("VmRSS")
     out = fn()
-    return out, (_status_kib("VmHWM") - before) * 1024
+    return out, (status_kib("VmHWM") - before) * 1024

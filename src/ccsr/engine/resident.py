@@ -22,7 +22,6 @@ elsewhere nothing happens.
 from __future__ import annotations
 
 import ctypes
-import logging
 import mmap
 import platform
 from typing import Iterable, Optional
@@ -30,7 +29,7 @@ from typing import Iterable, Optional
 import torch
 from torch import nn
 
-log = logging.getLogger(__name__)
+from ccsr.engine.memory import weight_bytes
 
 _MADV_DONTNEED = 4  # <sys/mman.h>
 _PAGE = mmap.PAGESIZE
@@ -110,9 +109,6 @@ def release_as_it_runs(module: nn.Module, min_bytes: int = 64 << 20) -> int:
     Returns the number of parts hooked. Only file-mapped pages are affected
     (:func:`release`); the hooks cost a read of /proc/self/maps per part."""
 
-    def size(m: nn.Module) -> int:
-        return sum(t.nbytes for t in (*m.parameters(), *m.buffers()))
-
     def hook(m: nn.Module, args: object, out: object) -> None:
         release(m)
 
@@ -121,25 +117,10 @@ def release_as_it_runs(module: nn.Module, min_bytes: int = 64 << 20) -> int:
     while stack:
         m, top = stack.pop()
         if isinstance(m, (nn.ModuleList, nn.ModuleDict)):  # no forward of their own: their parts run
-            stack.extend((c, False) for c in m.children() if size(c) >= 1 << 20)
-        elif top or any(size(c) >= min_bytes for c in m.children()):
-            stack.extend((c, False) for c in m.children() if size(c) >= min_bytes)
+            stack.extend((c, False) for c in m.children() if weight_bytes(c) >= 1 << 20)
+        elif top or any(weight_bytes(c) >= min_bytes for c in m.children()):
+            stack.extend((c, False) for c in m.children() if weight_bytes(c) >= min_bytes)
         else:
             m.register_forward_hook(hook)
             hooked += 1
     return hooked
-
-
-def resident_bytes() -> dict[str, int]:
-    """This process's resident set by kind (``anon``, ``file``, ``total``), from /proc/self/status."""
-    names = {"RssAnon": "anon", "RssFile": "file", "VmRSS": "total"}
-    out = {}
-    try:
-        with open("/proc/self/status") as f:
-            for line in f:
-                key = line.split(":", 1)[0]
-                if key in names:
-                    out[names[key]] = int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return out

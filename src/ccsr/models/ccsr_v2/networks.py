@@ -108,17 +108,19 @@ def read_tensors(folder: Path, stem: str = "diffusion_pytorch_model", pickle_ste
 def _into(module: nn.Module, sd: dict[str, torch.Tensor], name: str, dtype: torch.dtype, device: torch.device) -> nn.Module:
     from ccsr.engine.resident import release_tensors
 
-    moved, copied = {}, []
+    moved, copied, pending = {}, [], 0
     for k in list(sd):
         v = sd.pop(k)
         moved[k] = v.to(device=device, dtype=dtype if v.is_floating_point() else v.dtype)
         if moved[k] is not v and v.device.type == "cpu":
             # A copy (another dtype or device): the file's pages of it are not read
-            # again, so they leave the resident set now, not when the whole file does.
+            # again, so they leave the resident set now (every 256 MB), not when the
+            # whole file does.
             copied.append(v)
-            if sum(t.nbytes for t in copied) > 1 << 28:
+            pending += v.nbytes
+            if pending > 1 << 28:
                 release_tensors(copied)
-                copied = []
+                copied, pending = [], 0
     release_tensors(copied)
     result = module.load_state_dict(moved, strict=False, assign=True)
     if result.missing_keys or result.unexpected_keys:
