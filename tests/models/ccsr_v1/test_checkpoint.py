@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import random
 
 import pytest
 import safetensors.torch
@@ -89,12 +90,14 @@ def test_sd_checkpoint_without_controlnet(tiny_sd, tmp_path):
 
 def test_garbage_files(tmp_path):
     rnd = tmp_path / "random.ckpt"
-    rnd.write_bytes(os.urandom(4096))
+    rnd.write_bytes(random.Random(0).randbytes(4096))  # seeded: the same bytes on every run
+    brace = tmp_path / "brace.ckpt"  # random bytes with a "{" ninth, as one file in 256 has
+    brace.write_bytes(random.Random(1).randbytes(8) + b"{" + random.Random(2).randbytes(4087))
     txt = tmp_path / "notes.safetensors"
     txt.write_text("hello, this is not a checkpoint\n" * 20)
     tiny = tmp_path / "tiny.ckpt"
     tiny.write_bytes(b"abc")
-    for p in (rnd, txt, tiny):
+    for p in (rnd, brace, txt, tiny):
         with pytest.raises(CheckpointError, match="not a checkpoint|too small"):
             load_state_dict(p)
     with pytest.raises(CheckpointError, match="not found"):

@@ -66,9 +66,11 @@ def load_state_dict(
         raise CheckpointError(f"{path}: file is {size} bytes, too small to be a checkpoint")
     if head[:4] == b"PK\x03\x04":
         sd = _load_torch(path, mmap=True)
-    elif head[:1] == b"\x80":
+    elif head[:1] == b"\x80" and 2 <= head[1] <= 5:  # pickle protocols torch.save writes
         sd = _load_torch(path, mmap=False)  # legacy (non-zip) torch.save format
-    elif head[8:9] == b"{":
+    elif head[8:9] == b"{" and struct.unpack("<Q", head[:8])[0] <= _MAX_HEADER:
+        # A plausible header length too (a cut file still says "truncated"): random bytes
+        # have a "{" in the ninth place one time in 256 and should read "not a checkpoint".
         sd = _load_safetensors(path, size)
     else:
         raise CheckpointError(
