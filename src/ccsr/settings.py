@@ -33,7 +33,7 @@ from ccsr.jobs.config import MAX_LEASE_SECONDS
 #: Prefix of every environment variable (a section's own prefix starts with it).
 ENV_PREFIX = "CCSR_"
 #: The shared settings a model's worker process gets besides its section.
-ENGINE_FIELDS = ("device", "dtype", "max_output_pixels", "batch_size", "tune_malloc")
+ENGINE_FIELDS = ("device", "dtype", "max_output_pixels", "batch_size", "tune_malloc", "winograd")
 
 
 def _default_data_dir() -> Path:
@@ -144,6 +144,7 @@ class Settings(BaseSettings):
     dtype: str = Field("auto", description="fp32, fp16, bf16 or auto (fp16 on CUDA/MPS, fp32 on CPU).")
     max_output_pixels: int = Field(4096 * 4096, ge=1, description="Largest output (width*height) a request may ask for.")
     tune_malloc: bool = Field(True, description="On a CPU (Linux, glibc), keep freed activation buffers in the model process for the next network call instead of returning them to the kernel: a full-size CPU request 0.82x the time, peak memory about 7% higher (see src/ccsr/engine/allocator.py). Off: glibc's defaults.")
+    winograd: bool = Field(True, description="In fp32 on a CPU, the CCSR models' 3x3 convolutions on feature maps of 64 px or more run through NNPACK's Winograd kernels (shipped with PyTorch) instead of direct convolutions: 1.3-1.7x faster per layer, about 0.8x the time of a whole CCSR-v2 request; the result differs by rounding only (about 1e-5 relative per layer; the goldens of both models pass). Needs AVX2 and FMA (or NEON); elsewhere nothing changes (see src/ccsr/engine/winograd.py). Off: PyTorch's direct convolutions everywhere.")
     batch_size: int = Field(1, ge=1, le=64, description="Requests an idle model worker takes from the queue at once; those of one input size and parameters (seeds may differ) go through the network together, the others run one after another (a request shows IN_PROGRESS from when its worker takes it). Raise it on a GPU for throughput (benchmarks/bench_batching.py); 1 runs one request at a time. Also the most requests CCSRUpscaler.run_batch batches (Python API). Local worker pool only: a Ray actor runs one request at a time.")
     batch_wait: float = Field(0.5, ge=0, le=10, description="Seconds a worker gathering a batch waits for requests still being fetched and checked before it starts with what it has (it starts at once when the batch is full or nothing more is in preparation).")
     models: dict[str, Any] = Field(default_factory=dict, description="Each model's own settings section, by model name (built from the registry; see ModelSettings).")

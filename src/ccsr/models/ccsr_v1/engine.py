@@ -26,6 +26,7 @@ from ccsr.errors import InvalidParameter, OutOfMemory
 from ccsr.models.ccsr_v1.params import NATIVE_SIZE, UpscaleParams, batch_key, check_request, diffusion_size, min_short_side  # noqa: F401 (re-exported)
 from ccsr.engine import allocator, color_fix, tiled_vae, tiling
 from ccsr.engine.timing import stage_timer
+from ccsr.engine.winograd import enable as use_winograd
 from ccsr.models.ccsr_v1 import memory, preprocess, sampler, schedule
 from ccsr.engine.device import empty_cache, is_out_of_memory, pick_device, pick_dtype
 
@@ -96,6 +97,7 @@ class CCSRUpscaler:
         compile: str = "off",
         channels_last: Optional[bool] = None,
         tune_malloc: bool = True,
+        winograd: bool = True,
         **kwargs: Any,
     ) -> "CCSRUpscaler":
         """Load a .ckpt/.safetensors checkpoint. ``path`` None finds the default
@@ -103,7 +105,9 @@ class CCSRUpscaler:
         official-format YAML path or a CCSRConfig (default: inferred).
         ``compile`` and ``channels_last``: see :meth:`CCSRModel.optimize`.
         ``tune_malloc``: on a CPU, keep freed activation buffers in the process
-        for the next network call (process-wide; see engine/allocator.py)."""
+        for the next network call (process-wide; see engine/allocator.py).
+        ``winograd``: in fp32 on a CPU, large 3x3 convolutions run through
+        NNPACK's Winograd kernels (engine/winograd.py)."""
         from ccsr.models.ccsr_v1 import weights
         from ccsr.models.ccsr_v1.networks.model import CCSRModel
         from ccsr.models.ccsr_v1.networks.config import CCSRConfig
@@ -117,6 +121,8 @@ class CCSRUpscaler:
             allocator.keep_freed_memory()
         model = CCSRModel.from_file(path, config, device=dev, dtype=dt)
         model.optimize(compile=compile, channels_last=channels_last)
+        if winograd and dev.type == "cpu" and dt == torch.float32:
+            use_winograd(model.unet, model.controlnet, model.vae)
         return cls(model, **kwargs)
 
     @classmethod
