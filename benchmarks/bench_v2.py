@@ -34,6 +34,8 @@ ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
 CACHE = ROOT / "benchmarks" / ".cache"
 GOLDENS = ROOT / "tests" / "models" / "ccsr_v2" / "fidelity" / "make_goldens.py"
+#: Ours with PyTorch's direct convolutions (the ``winograd`` setting off).
+NO_WINOGRAD = {"CCSR_WINOGRAD": "0"}
 TWO_STEP = {"steps": 6, "t_max": 0.6667, "t_min": 0.5, "guidance_scale": 4.5, "seed": 1, "scale": 2}
 
 sys.path.insert(0, str(ROOT / "benchmarks"))
@@ -91,6 +93,8 @@ def main() -> None:
     ap.add_argument("--skip-x4", action="store_true", help="Not v2's default x4 request (the slowest case).")
     ap.add_argument("--dtypes", nargs="+", default=["fp32"], choices=["fp32", "bf16"],
                     help="Precisions of the official comparison, both sides alike (bf16: CPUs with native bf16).")
+    ap.add_argument("--also-direct", action="store_true",
+                    help="Also run ours with the setting winograd off (PyTorch's direct convolutions), in the same rounds.")
     ap.add_argument("--out", type=Path, default=RESULTS / "v2-cpu.json")
     args = ap.parse_args()
     CACHE.mkdir(parents=True, exist_ok=True)
@@ -110,9 +114,11 @@ def main() -> None:
         if not args.official or not args.official_python:
             raise SystemExit("--official and --official-python (or CCSR_OFFICIAL_V2[_PYTHON]) are needed; or --skip-official")
         for dtype in args.dtypes:
-            mine, theirs = [], []
+            mine, theirs, direct = [], [], []
             for i in range(args.repeats):
                 mine.append(timed(ours(v2w, image, CACHE / f"ours-two-step-{dtype}.png", TWO_STEP, dtype=dtype), env))
+                if args.also_direct and dtype == "fp32":
+                    direct.append(timed(ours(v2w, image, CACHE / "ours-two-step-direct.png", TWO_STEP), {**env, **NO_WINOGRAD}))
                 theirs.append(timed(official(args, v2w, image, CACHE / f"official-two-step-{dtype}.png", TWO_STEP, dtype),
                                     {**env, "OFFICIAL_V2": str(args.official)}))
                 print(f"two-step {dtype} run {i + 1}: ours {mine[-1]}, official {theirs[-1]}", flush=True)
@@ -121,22 +127,33 @@ def main() -> None:
             result[key] = {"request": TWO_STEP, "dtype": dtype, "ours": a, "official": b,
                            "wall_ratio": a["median_wall_s"] / b["median_wall_s"],
                            "peak_ratio": a["median_peak_rss_gib"] / b["median_peak_rss_gib"]}
+            if direct:
+                d = summary(direct)
+                result[key].update(ours_direct_conv=d, direct_wall_ratio=d["median_wall_s"] / b["median_wall_s"],
+                                   winograd_vs_direct=a["median_wall_s"] / d["median_wall_s"])
             print(json.dumps({k: v for k, v in result[key].items() if "ratio" in k}), flush=True)
     if not args.skip_v1:
         v1w = CACHE / "v1-full-random.safetensors"
         if not v1w.is_file():
             subprocess.run([sys.executable, "-m", "ccsr.cli", "weights", "random", "--arch", "full", "-o", str(v1w)], check=True)
         warm(v1w)
-        v1, one2, one4 = [], [], []
+        v1, one2, one4, one2_direct = [], [], [], []
         for i in range(args.repeats):
             v1.append(timed(ours(v1w, image, CACHE / "v1.png", {"seed": 1}, model="ccsr-v1"), env))
             one2.append(timed(ours(v2w, image, CACHE / "v2-one-x2.png", {"seed": 1, "scale": 2}), env))
+            if args.also_direct:
+                one2_direct.append(timed(ours(v2w, image, CACHE / "v2-one-x2-direct.png", {"seed": 1, "scale": 2}),
+                                         {**env, **NO_WINOGRAD}))
             if not args.skip_x4:
                 one4.append(timed(ours(v2w, image, CACHE / "v2-one-x4.png", {"seed": 1}), env))
             print(f"v1/v2 run {i + 1}: v1 {v1[-1]}, v2 x2 {one2[-1]}" + (f", v2 x4 {one4[-1]}" if one4 else ""), flush=True)
         a, b = summary(v1), summary(one2)
         result["one_step_vs_v1"] = {"v1_default_scale2": a, "v2_one_step_scale2": b,
                                     "speedup_same_output": a["median_wall_s"] / b["median_wall_s"]}
+        if one2_direct:
+            d = summary(one2_direct)
+            result["one_step_vs_v1"].update(v2_one_step_scale2_direct_conv=d,
+                                            winograd_vs_direct=b["median_wall_s"] / d["median_wall_s"])
         if one4:
             c = summary(one4)
             result["one_step_vs_v1"].update(v2_one_step_scale4=c, speedup_v2_default_scale4=a["median_wall_s"] / c["median_wall_s"])

@@ -224,7 +224,8 @@ def test_model_that_fails_to_load_shows_on_readyz(server, tmp_path):
     with serve_app(app) as base, httpx.Client(base_url=base, timeout=30) as client:
         def failed():
             r = client.get("/readyz")
-            return r.status_code == 503 and r.json()["workers"][0].get("error") and r.json()
+            workers = r.json().get("workers") or [{}]  # empty while the actor is still being placed
+            return r.status_code == 503 and workers[0].get("error") and r.json()
         body = wait_for(failed, 90, "the load failure on /readyz")
         assert body["status"] == "loading"
         assert body["workers"][0]["state"] == "failed"
