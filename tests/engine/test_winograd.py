@@ -87,6 +87,9 @@ def test_each_call_decides_by_size_dtype_and_gradient(monkeypatch):
         assert calls == [(1, 4, 64, 72), (1, 8, 64, 72)]
         calls.clear()
         net(torch.randn(1, 4, 63, 200))  # one side under MIN_SIDE
+        monkeypatch.setattr(winograd.WinogradConv2d, "max_input_bytes", 4 * 64 * 72 * 4 - 1)
+        net(big)  # over the workspace cap: one image of 4 x 64 x 72 floats
+        monkeypatch.undo()
         net.to(torch.bfloat16)(big.bfloat16())
         net.float()
     assert calls == []

@@ -6,17 +6,21 @@ CCSR-v2 request's time), and PyTorch runs them as direct convolutions
 ships, computes the same convolution by Winograd's F(6x6, 3x3) transform:
 fewer multiplications for the same result up to rounding (a relative
 difference of about 1e-5 per layer). Measured on a 2-core Xeon with AVX-512
-(fp32, one image): 1.3-1.7x faster from 64 px feature maps up (the VAE at
-512 px, the UNet's 64 px level), slower below 32 px and for a batch in one
-call; hence the size rule and one call per image. Both CCSR models' goldens
-pass with it on.
+(fp32, one image; the machine was shared and runs varied): 1.1-1.7x faster
+from 64 px feature maps up (the VAE at 512 px, the UNet's 64 px level),
+slower below 32 px and for a batch in one call; hence the size rule and one call per image. Its workspace, about 3.5x
+the input, stays allocated after the call, so inputs over ``MAX_INPUT_BYTES``
+(64 MiB: a 128-channel 512 px map is 128 MiB) keep the direct convolution:
+whole two-step CCSR-v2 requests took 0.84x the time for 0.2 GiB more peak
+memory (without the cap 0.7 GiB more at 512 px, 5 GB more at 1024 px). Both
+CCSR models' goldens pass with it on.
 
 Only plain ``nn.Conv2d`` modules with a 3x3 kernel, stride 1, padding 1,
 no dilation or groups qualify (:func:`enable` swaps their class; the weights
 and state dict stay as they are). Each call decides again: float32 on the
 CPU, no gradient, not inside ``torch.compile``, both sides of the feature map
-at least ``MIN_SIDE``; anything else runs PyTorch's own convolution.
-NNPACK needs AVX2 and FMA (x86-64) or NEON; where it is not available
+at least ``MIN_SIDE``, one image at most ``MAX_INPUT_BYTES``; anything else
+runs PyTorch's own convolution. NNPACK needs AVX2 and FMA (x86-64) or NEON; where it is not available
 nothing changes. The setting ``winograd`` turns it off.
 """
 
@@ -33,6 +37,9 @@ log = logging.getLogger("ccsr.winograd")
 
 #: Feature maps with a side below this run the direct convolution (NNPACK loses at 32 px).
 MIN_SIDE = 64
+#: Larger inputs (one image) run the direct convolution: NNPACK's workspace is about
+#: 3.5x the input and stays allocated (a 128-channel 1024 px map would hold 1.8 GB).
+MAX_INPUT_BYTES = 64 << 20
 
 
 @functools.cache
@@ -74,6 +81,7 @@ class WinogradConv2d(nn.Conv2d):
     """An ``nn.Conv2d`` that runs large float32 CPU feature maps through :func:`conv3x3`."""
 
     min_side: int = MIN_SIDE
+    max_input_bytes: int = MAX_INPUT_BYTES
 
     def _conv_forward(self, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
         if (
@@ -82,6 +90,7 @@ class WinogradConv2d(nn.Conv2d):
             and weight.dtype == torch.float32
             and x.dim() == 4
             and min(x.shape[-2:]) >= self.min_side
+            and x[0].numel() * 4 <= self.max_input_bytes
             and not (torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad))
             and not torch.compiler.is_compiling()
         ):
