@@ -1,5 +1,6 @@
 """engine/winograd.py: large 3x3 CPU convolutions through NNPACK, the same
-result up to rounding; the engines turn it on in fp32 on a CPU only."""
+result up to rounding; the engines turn it on (setting ``winograd``, off by
+default) in fp32 on a CPU only."""
 
 from __future__ import annotations
 
@@ -114,20 +115,23 @@ def _convs(*modules: nn.Module) -> set[type]:
 
 
 @needs_nnpack
-def test_ccsr_v2_in_fp32_on_the_cpu_runs_its_large_convolutions_through_nnpack(v2_weights, monkeypatch):
-    """On by default in fp32 (bf16 and the setting off keep the direct
-    convolution); with every qualifying convolution routed (MIN_SIDE 1) a
-    two-step request is within a grey level of the direct one."""
-    from ccsr.models.ccsr_v2.engine import V2Upscaler
-
-    on = V2Upscaler.from_folder(v2_weights, device="cpu", dtype="fp32")
+def test_ccsr_v2_with_the_setting_on_runs_its_large_convolutions_through_nnpack(v2_weights, monkeypatch):
+    """The setting reaches the engine through the app, in fp32 only (bf16 and
+    the default keep the direct convolution); with every qualifying
+    convolution routed (MIN_SIDE 1) a two-step request is within a grey level
+    of the direct one."""
     from ccsr.models.ccsr_v2.app import V2App
+    from ccsr.models.ccsr_v2.engine import V2Upscaler
     from ccsr.settings import Settings
 
-    app = V2App()  # the setting reaches the engine through the app, as in a worker
-    off = app.load_engine(app.worker_settings(Settings(models={"ccsr-v2": {"weights": v2_weights}}, dtype="fp32",
-                                                       winograd=False)), "cpu")
-    bf16 = V2Upscaler.from_folder(v2_weights, device="cpu", dtype="bf16")
+    app = V2App()  # as in a worker
+
+    def load(**values):
+        return app.load_engine(app.worker_settings(Settings(models={"ccsr-v2": {"weights": v2_weights}}, **values)), "cpu")
+
+    on = load(dtype="fp32", winograd=True)
+    off = load(dtype="fp32")
+    bf16 = V2Upscaler.from_folder(v2_weights, device="cpu", dtype="bf16", winograd=True)
     assert winograd.WinogradConv2d in _convs(on.nets.unet, on.nets.controlnet, on.nets.vae)
     assert winograd.WinogradConv2d not in _convs(off.nets.unet, off.nets.controlnet, off.nets.vae)
     assert winograd.WinogradConv2d not in _convs(bf16.nets.unet, bf16.nets.controlnet, bf16.nets.vae)
@@ -144,15 +148,16 @@ def test_ccsr_v2_in_fp32_on_the_cpu_runs_its_large_convolutions_through_nnpack(v
 
 @needs_nnpack
 def test_ccsr_v1_and_the_setting(tiny_checkpoint, tiny_config_path):
-    """v1 gets it through from_checkpoint, and the setting through its app."""
+    """v1 takes it in from_checkpoint and from the setting through its app."""
     from ccsr.models.ccsr_v1.app import CCSRApp
     from ccsr.models.ccsr_v1.engine import CCSRUpscaler
     from ccsr.settings import Settings
 
-    v1 = CCSRUpscaler.from_checkpoint(tiny_checkpoint, config=tiny_config_path, device="cpu")
+    v1 = CCSRUpscaler.from_checkpoint(tiny_checkpoint, config=tiny_config_path, device="cpu", winograd=True)
     assert winograd.WinogradConv2d in _convs(v1.model.unet, v1.model.controlnet, v1.model.vae)
     app = CCSRApp()
-    worker = app.worker_settings(Settings(weights=tiny_checkpoint, config=tiny_config_path, dtype="fp32", winograd=False))
-    assert worker["winograd"] is False
-    off = app.load_engine(worker, "cpu")
-    assert winograd.WinogradConv2d not in _convs(off.model.unet, off.model.controlnet, off.model.vae)
+    for value in (True, False):
+        worker = app.worker_settings(Settings(weights=tiny_checkpoint, config=tiny_config_path, dtype="fp32", winograd=value))
+        assert worker["winograd"] is value
+        engine = app.load_engine(worker, "cpu")
+        assert (winograd.WinogradConv2d in _convs(engine.model.unet, engine.model.controlnet, engine.model.vae)) is value

@@ -8,20 +8,27 @@ fewer multiplications for the same result up to rounding (a relative
 difference of about 1e-5 per layer). Measured on a 2-core Xeon with AVX-512
 (fp32, one image; the machine was shared and runs varied): 1.1-1.7x faster
 from 64 px feature maps up (the VAE at 512 px, the UNet's 64 px level),
-slower below 32 px and for a batch in one call; hence the size rule and one call per image. Its workspace, about 3.5x
-the input, stays allocated after the call, so inputs over ``MAX_INPUT_BYTES``
-(64 MiB: a 128-channel 512 px map is 128 MiB) keep the direct convolution:
-whole two-step CCSR-v2 requests took 0.84x the time for 0.2 GiB more peak
-memory (without the cap 0.7 GiB more at 512 px, 5 GB more at 1024 px). Both
-CCSR models' goldens pass with it on.
+slower below 32 px and for a batch in one call; hence the size rule and one
+call per image. Its workspace, about 3.5x the input, stays allocated after
+the call, so inputs over ``MAX_INPUT_BYTES`` (64 MiB: a 128-channel 512 px
+map is 128 MiB) keep the direct convolution (without that cap a 1024 px
+request held 5 GB more).
+
+Off by default (setting ``winograd``): the layer-level gain mostly does not
+reach a whole request. A two-step CCSR-v2 request 256 -> 512 took 0.84-0.98x
+the direct path's time as separate processes (``bench_v2.py --also-direct``)
+and 0.96x in a warm engine (``bench_winograd.py``), for 0.2-1.2 GiB more peak
+memory. CPUs without AVX-512, where the direct fp32 rate halves while NNPACK's
+AVX2 kernels do not, may gain more. Both CCSR models' goldens pass with every
+qualifying convolution routed.
 
 Only plain ``nn.Conv2d`` modules with a 3x3 kernel, stride 1, padding 1,
 no dilation or groups qualify (:func:`enable` swaps their class; the weights
 and state dict stay as they are). Each call decides again: float32 on the
 CPU, no gradient, not inside ``torch.compile``, both sides of the feature map
 at least ``MIN_SIDE``, one image at most ``MAX_INPUT_BYTES``; anything else
-runs PyTorch's own convolution. NNPACK needs AVX2 and FMA (x86-64) or NEON; where it is not available
-nothing changes. The setting ``winograd`` turns it off.
+runs PyTorch's own convolution. NNPACK needs AVX2 and FMA (x86-64) or NEON;
+where it is not available nothing changes.
 """
 
 from __future__ import annotations

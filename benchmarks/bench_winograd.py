@@ -1,0 +1,72 @@
+"""The ``winograd`` setting in a long-running worker: one loaded CCSR-v2 engine
+runs the same request with PyTorch's direct convolutions and with NNPACK's
+Winograd kernels in turn (off, on, off, on ...), so both see the same machine
+load, warm heaps and page cache. Whole-process figures (imports, loading and
+the first call's allocations included) are ``bench_v2.py --also-direct``.
+
+    python benchmarks/bench_winograd.py [--rounds 3] [--request two|one]
+
+Full-size random weights (written into ``benchmarks/.cache/`` by bench_v2.py
+or here); 256 px input; medians per stage saved in
+``benchmarks/results/winograd-cpu.json`` with the machine named.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+CACHE = ROOT / "benchmarks" / ".cache"
+sys.path.insert(0, str(ROOT / "benchmarks"))
+from bench_v2 import TWO_STEP  # noqa: E402
+from machine_info import machine  # noqa: E402
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--request", choices=["two", "one"], default="two")
+    ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "winograd-cpu.json")
+    args = ap.parse_args()
+    weights = CACHE / "v2-full-random"
+    if not (weights / "vae").is_dir():
+        subprocess.run([sys.executable, "-m", "ccsr.cli", "weights", "random", "--model", "ccsr-v2", "--arch", "full",
+                        "-o", str(weights)], check=True)
+    from PIL import Image
+
+    from ccsr.engine import winograd
+    from ccsr.models.ccsr_v2.engine import V2Upscaler
+
+    up = V2Upscaler.from_folder(weights, device="cpu", dtype="fp32", winograd=False)
+    nets = (up.nets.unet, up.nets.controlnet, up.nets.vae)
+    image = Image.open(ROOT / "tests" / "fixtures" / "images" / "chelsea.png").convert("RGB").resize((256, 256), Image.BICUBIC)
+    request = TWO_STEP if args.request == "two" else {"seed": 1, "scale": 2}
+    runs: dict[str, list[dict]] = {"direct": [], "winograd": []}
+    for i in range(args.rounds):
+        for mode in ("direct", "winograd"):
+            (winograd.enable if mode == "winograd" else winograd.disable)(*nets)
+            start = time.perf_counter()
+            timings = up(image, request).timings
+            row = {"wall_s": time.perf_counter() - start, **{k: timings[k] for k in ("encode", "sampling", "decode")},
+                   "peak_rss_gib_so_far": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20}
+            runs[mode].append(row)
+            print(f"round {i + 1} {mode}: " + ", ".join(f"{k} {v:.2f}" for k, v in row.items()), flush=True)
+    med = {mode: {k: statistics.median(r[k] for r in rows) for k in ("wall_s", "encode", "sampling", "decode")}
+           for mode, rows in runs.items()}
+    result = {"machine": machine(), "request": request, "input": "256x256 (chelsea.png, bicubic)", "nnpack": winograd.available(),
+              "runs": runs, "medians": med, "winograd_vs_direct": med["winograd"]["wall_s"] / med["direct"]["wall_s"]}
+    print(json.dumps({"medians": med, "winograd_vs_direct": result["winograd_vs_direct"]}, indent=1))
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(result, indent=1) + "\n")
+    print(f"saved {args.out}")
+
+
+if __name__ == "__main__":
+    main()
