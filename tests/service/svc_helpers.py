@@ -7,8 +7,10 @@ from __future__ import annotations
 import base64
 import contextlib
 import io
+import signal
 import socket
 import struct
+import subprocess
 import threading
 import time
 import zlib
@@ -121,6 +123,19 @@ def wait_ready(base: str, proc, timeout: float = 240) -> dict:
             pass
         time.sleep(0.2)
     raise AssertionError("server not ready")
+
+
+def stop_servers(procs) -> None:
+    """SIGTERM every server process still running, then wait (kill one that hangs)."""
+    for p in procs:
+        if p.poll() is None:
+            p.send_signal(signal.SIGTERM)
+    for p in procs:
+        try:
+            p.wait(20)
+        except subprocess.TimeoutExpired:
+            p.kill()
+            p.wait(10)
 
 
 def working_blobs(blobs) -> list[str]:

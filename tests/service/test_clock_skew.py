@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import collections
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -23,7 +22,7 @@ import pytest
 
 from ccsr.testing import temporary_postgres_database
 
-from svc_helpers import free_port, png_data_uri, wait_ready
+from svc_helpers import free_port, png_data_uri, stop_servers, wait_ready
 
 Q = "/queue/fal-ai/ccsr"
 #: 60 steps of the fake engine at 0.02 s: runs of about 1.2 s, longer than a
@@ -81,15 +80,7 @@ def skewed_servers(tmp_path):
                 wait_ready(b, pr, timeout=120)
             yield bases, run_log, [tmp_path / f"server-{i}.log" for i in range(2)]
         finally:
-            for p in procs:
-                if p.poll() is None:
-                    p.send_signal(signal.SIGTERM)
-            for p in procs:
-                try:
-                    p.wait(20)
-                except subprocess.TimeoutExpired:
-                    p.kill()
-                    p.wait(10)
+            stop_servers(procs)
 
 
 def test_every_request_completes_once_with_skewed_clocks(skewed_servers):

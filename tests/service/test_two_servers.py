@@ -22,7 +22,7 @@ import pytest
 
 from ccsr.testing import temporary_postgres_database
 
-from svc_helpers import free_port, png_data_uri, wait_ready, wait_status
+from svc_helpers import free_port, png_data_uri, stop_servers, wait_ready, wait_status
 
 Q = "/queue/fal-ai/ccsr"
 QUICK = {"steps": 3, "scale": 2}  # the fake engine: 1 step
@@ -56,19 +56,6 @@ def _runs(run_log) -> list[tuple[int, int]]:
         return [tuple(int(x) for x in line.split()) for line in f if line.strip()]
 
 
-def _stop(procs) -> None:
-    """SIGTERM every server still running, then wait (kill one that hangs)."""
-    for p in procs:
-        if p.poll() is None:
-            p.send_signal(signal.SIGTERM)
-    for p in procs:
-        try:
-            p.wait(20)
-        except subprocess.TimeoutExpired:
-            p.kill()
-            p.wait(10)
-
-
 @pytest.fixture
 def two_servers(tmp_path):
     with temporary_postgres_database() as url:
@@ -80,7 +67,7 @@ def two_servers(tmp_path):
             pids = [wait_ready(b, pr, timeout=120)["workers"][0]["pid"] for b, pr in zip(bases, procs)]
             yield bases, procs, pids, run_log
         finally:
-            _stop(procs)
+            stop_servers(procs)
 
 
 def _wait_done(client: httpx.Client, rid: str, timeout: float) -> dict:
@@ -198,7 +185,7 @@ def test_a_cancel_sent_to_a_server_that_has_not_seen_the_claim_leaves_the_run_it
                     assert not run_inputs[0].exists()  # B ended it: B removed it
                 assert ca.put(busy["cancel_url"]).status_code == 202
         finally:
-            _stop(procs)
+            stop_servers(procs)
 
 
 def test_200_jobs_on_two_servers_one_killed(two_servers):

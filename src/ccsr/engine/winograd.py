@@ -60,9 +60,10 @@ def available() -> bool:
 
 
 def qualifies(conv: nn.Module) -> bool:
-    """A plain 3x3, stride-1, padding-1 convolution without dilation or groups."""
+    """A plain ``nn.Conv2d`` (no subclass): 3x3, stride 1, padding 1, without
+    dilation or groups."""
     return (
-        type(conv) in (nn.Conv2d, WinogradConv2d)
+        type(conv) is nn.Conv2d
         and conv.kernel_size == (3, 3)
         and conv.stride == (1, 1)
         and conv.padding == (1, 1)
@@ -114,7 +115,7 @@ def enable(*modules: nn.Module) -> int:
     n = 0
     for module in modules:
         for m in module.modules():
-            if type(m) is nn.Conv2d and qualifies(m):
+            if qualifies(m):
                 m.__class__ = WinogradConv2d
                 n += 1
     return n
