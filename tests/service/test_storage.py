@@ -185,6 +185,42 @@ def test_html_upload_is_served_as_download(tmp_path):
     assert "sandbox" in got.headers["content-security-policy"]
 
 
+def test_a_file_deleted_during_its_download_is_whole_or_a_404(tmp_path, monkeypatch):
+    """Retention may delete a file while it is being served (CI once saw the
+    headers go out and the body cut off): a download that opened the file
+    completes, one that lost the race is a clean 404."""
+    import ccsr.service.storage_routes as routes
+
+    app, files = make_app(tmp_path, keys=())
+    client = TestClient(app)
+    body = os.urandom(3 * 1024 * 1024 + 17)  # several chunks
+    url = client.post("/cdn/files/upload", content=body, headers={"Content-Type": "image/png"}).json()["access_url"]
+    key = FileStore.key_from_url(url)
+    real_open = routes._open_local
+
+    def open_then_delete(path):
+        handle = real_open(path)
+        assert files.delete(key)  # retention runs right after the open
+        return handle
+
+    monkeypatch.setattr(routes, "_open_local", open_then_delete)
+    got = client.get(url)
+    assert got.status_code == 200 and got.content == body
+    assert got.headers["content-length"] == str(len(body))
+    assert client.get(url).status_code == 404  # and it is gone for the next one
+
+    url = client.post("/cdn/files/upload", content=b"\x89PNG", headers={"Content-Type": "image/png"}).json()["access_url"]
+    key = FileStore.key_from_url(url)
+
+    def delete_then_open(path):
+        files.delete(key)  # retention wins: between the lookup and the open
+        return real_open(path)
+
+    monkeypatch.setattr(routes, "_open_local", delete_then_open)
+    gone = client.get(url)
+    assert gone.status_code == 404 and gone.json()["detail"].startswith("File not found")
+
+
 def test_upload_limit_answers_413(tmp_path):
     app, files = make_app(tmp_path, keys=(), max_upload_bytes=1000)
     client = TestClient(app)

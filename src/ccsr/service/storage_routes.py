@@ -2,21 +2,22 @@
 "Storage"): upload tokens, raw and multipart uploads, and ``GET /files/...``,
 which serves a stored file without authentication (the key is the capability).
 
-A file is answered from the local disk (sendfile), streamed from the blob
-store, or, when the blob store presigns URLs (``s3_presign_urls``), with a
-redirect to a presigned URL on the bucket.
+A file is streamed from the local disk or from the blob store, or, when the
+blob store presigns URLs (``s3_presign_urls``), answered with a redirect to a
+presigned URL on the bucket.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import time
-from typing import Iterator, Optional
+from typing import BinaryIO, Iterator, Optional
 from urllib.parse import quote
 
 from fastapi import APIRouter, HTTPException, Request, Response
-from fastapi.responses import FileResponse, JSONResponse, RedirectResponse, StreamingResponse
+from fastapi.responses import JSONResponse, RedirectResponse, StreamingResponse
 
 from ccsr.storage import BlobNotFound, BlobStoreError
 from ccsr.service.auth import KeyRing, parse_authorization
@@ -271,6 +272,10 @@ def _file_info(stored: StoredFile, base_url: str) -> dict:
     }
 
 
+def _open_local(path) -> BinaryIO:
+    return open(path, "rb")
+
+
 def _missing() -> JSONResponse:
     return JSONResponse({"detail": "File not found (unknown or expired)."}, status_code=404)
 
@@ -290,10 +295,7 @@ async def file_response(files: FileStore, stored: StoredFile, *, head: bool = Fa
         "Cache-Control": "private, max-age=86400",
         "Access-Control-Allow-Origin": "*",
     }
-    if stored.path is not None:
-        return FileResponse(stored.path, media_type=media_type, filename=stored.file_name,
-                            content_disposition_type=disposition, headers=headers)
-    direct = files.direct_url(stored, inline=inline)
+    direct = None if stored.path is not None else files.direct_url(stored, inline=inline)
     if direct is not None:
         # The presigned URL answers with the same type and disposition; it
         # expires, so the redirect itself must not be cached for longer.
@@ -304,8 +306,16 @@ async def file_response(files: FileStore, stored: StoredFile, *, head: bool = Fa
     if head:
         return Response(status_code=200, media_type=media_type, headers=headers)
     try:
-        body = await files.pool.run(files.blobs.open, stored.blob_key)
-    except BlobNotFound:
+        # Open before any header goes out: retention may delete the file at
+        # any moment, and an open file stays readable to its end after the
+        # unlink, so a download that started always completes and one that
+        # lost the race is a clean 404 (never headers then a cut body).
+        if stored.path is not None:
+            body = await files.pool.run(_open_local, stored.path)
+            headers["Content-Length"] = str(os.fstat(body.fileno()).st_size)
+        else:
+            body = await files.pool.run(files.blobs.open, stored.blob_key)
+    except (BlobNotFound, FileNotFoundError):
         return _missing()
 
     def chunks() -> Iterator[bytes]:

@@ -26,21 +26,33 @@ class StoreHealth:
         self.ok = True
         self.since = time.time()
         self.reason: Optional[str] = None
+        self._downs = 0  # how many times down() was called: orders a success against failures
+
+    def mark(self) -> int:
+        """Taken before a call or check starts, and handed to :meth:`up` when
+        it succeeds: a success that began before a later failure is older
+        news than that failure and must not bring the store back up."""
+        return self._downs
 
     def down(self, reason: str) -> None:
         """The store failed a call for good (``reason``: for the server's log only)."""
         with self._lock:
+            self._downs += 1
             was, self.ok, self.reason = self.ok, False, reason
             if was:
                 self.since = time.time()
         if was:
             log.warning("the blob store is unavailable (%s): not ready, claiming no work until it answers", reason)
 
-    def up(self) -> None:
-        """A call or a check succeeded."""
+    def up(self, mark: Optional[int] = None) -> None:
+        """A call or a check succeeded; ``mark`` (from :meth:`mark`, taken
+        when it started) makes a success that overlapped a newer failure
+        change nothing."""
         if self.ok:
             return
         with self._lock:
+            if mark is not None and mark != self._downs:
+                return
             was, self.ok, self.reason = self.ok, True, None
             down_for = time.time() - self.since
             self.since = time.time()

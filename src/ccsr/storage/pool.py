@@ -64,9 +64,10 @@ class BlobPool:
         if self._checking:
             return self.blobs.health.ok
         self._checking = True
+        mark = self.blobs.health.mark()
         try:
             await asyncio.get_running_loop().run_in_executor(self._pools()[1], self.blobs.probe, key)
-            self.blobs.health.up()  # a store that reports nothing itself (local) is up when it answers
+            self.blobs.health.up(mark)  # a store that reports nothing itself (local) is up when it answers
             return True
         except Exception as exc:  # noqa: BLE001 - StoreUnavailable, or anything a broken store raises
             self.blobs.health.down(f"check failed: {type(exc).__name__}")

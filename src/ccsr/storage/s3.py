@@ -217,6 +217,7 @@ class S3BlobStore(BlobStore):
         tries = 0
         while True:
             tries += 1
+            mark = self.health.mark()
             try:
                 result = fn()
             except Exception as exc:  # noqa: BLE001 - classified below; bugs are re-raised
@@ -224,10 +225,10 @@ class S3BlobStore(BlobStore):
                 if kind is None:
                     raise
                 if kind == MISSING:
-                    self.health.up()
+                    self.health.up(mark)
                     raise BlobNotFound(key) from None
                 if kind == REFUSED:
-                    self.health.up()
+                    self.health.up(mark)
                     log.warning("S3 %s of %s refused: %s", what, key, exc)
                     raise StoreRefused() from exc
                 remaining = deadline - time.monotonic()
@@ -240,7 +241,7 @@ class S3BlobStore(BlobStore):
                             time.monotonic() - started, exc)
                 self.health.down(reason)
                 raise StoreUnavailable() from exc
-            self.health.up()
+            self.health.up(mark)
             return result
 
     # --- the interface ---------------------------------------------------------------
