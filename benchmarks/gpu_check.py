@@ -58,7 +58,7 @@ FULL = dict(arch="v1", device="cuda", check_sizes=[1024, 2048], psnr_input=256, 
             memory_cases=[("1024px-x4-8GB", (1024, 1024), 4, 8), ("1920x1080-x2-10GB", (1920, 1080), 2, 10)],
             queue=[1, 2, 4, 8], repeats=3, compile_mode="reduce-overhead", backend="inductor", steps=50, native=512,
             speed_variants=[("fp16", "eager"), ("bf16", "eager"), ("fp16", "compiled")])
-SMOKE = dict(arch="tiny", device="cpu", check_sizes=[64, 128], psnr_input=32, default_input=32,
+SMOKE = dict(arch="tiny", device="cpu", check_sizes=[32, 64], psnr_input=32, default_input=32,
              memory_cases=[("64px-x4-small-budget", (64, 64), 4, None), ("96x54-x2-small-budget", (96, 54), 2, None)],
              queue=[1, 2, 4], repeats=1, compile_mode="default", backend="eager", steps=10, native=64,
              # fp32: half precision is emulated (slow) on most CPUs; the correctness sections cover fp16/bf16

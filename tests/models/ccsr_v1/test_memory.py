@@ -129,8 +129,8 @@ def test_free_memory_of_the_cpu_is_known_and_sane():
 def test_planned_request_matches_the_untiled_one(tiny_model, tiny_config, photo):
     """A small budget makes the upscaler tile the VAE on its own; the picture stays
     within the tiled-VAE tolerance of the untiled run (tests/models/ccsr_v1/test_upscaler.py)."""
-    image = photo.resize((256, 256), Image.BICUBIC)
-    budget = _budget_for(tiny_config, UpscaleParams(**BIG), 256, 256, tile_vae=True, encoder_tile=256, decoder_tile=32)
+    image = photo.resize((192, 192), Image.BICUBIC)
+    budget = _budget_for(tiny_config, UpscaleParams(**BIG), 192, 192, tile_vae=True, encoder_tile=256, decoder_tile=32)
     logs = []
     planned = CCSRUpscaler(tiny_model, memory_budget=budget)(image, seed=2, log=logs.append, **BIG)
     plain = CCSRUpscaler(tiny_model, auto_memory=False)(image, seed=2, **BIG)
