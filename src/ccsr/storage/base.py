@@ -147,8 +147,8 @@ class BlobStore(abc.ABC):
         return None
 
     def local_path(self, key: str) -> Optional[Path]:
-        """The file holding the blob when it is on this machine's disk (lets the
-        server use sendfile), else None."""
+        """The file holding the blob when it is on this machine's disk (the
+        server reads it directly), else None."""
         return None
 
     @abc.abstractmethod
