@@ -189,21 +189,21 @@ def test_a_file_deleted_during_its_download_is_whole_or_a_404(tmp_path, monkeypa
     """Retention may delete a file while it is being served (CI once saw the
     headers go out and the body cut off): a download that opened the file
     completes, one that lost the race is a clean 404."""
-    import ccsr.service.storage_routes as routes
-
     app, files = make_app(tmp_path, keys=())
     client = TestClient(app)
     body = os.urandom(3 * 1024 * 1024 + 17)  # several chunks
     url = client.post("/cdn/files/upload", content=body, headers={"Content-Type": "image/png"}).json()["access_url"]
     key = FileStore.key_from_url(url)
-    real_open = routes._open_local
+    bytes_key = files.get(key).blob_key  # the file's bytes (its metadata is read through open() too)
+    real_open = files.blobs.open
 
-    def open_then_delete(path):
-        handle = real_open(path)
-        assert files.delete(key)  # retention runs right after the open
+    def open_then_delete(blob_key):
+        handle = real_open(blob_key)
+        if blob_key == bytes_key:
+            assert files.delete(key)  # retention runs right after the open
         return handle
 
-    monkeypatch.setattr(routes, "_open_local", open_then_delete)
+    monkeypatch.setattr(files.blobs, "open", open_then_delete)
     got = client.get(url)
     assert got.status_code == 200 and got.content == body
     assert got.headers["content-length"] == str(len(body))
@@ -211,12 +211,14 @@ def test_a_file_deleted_during_its_download_is_whole_or_a_404(tmp_path, monkeypa
 
     url = client.post("/cdn/files/upload", content=b"\x89PNG", headers={"Content-Type": "image/png"}).json()["access_url"]
     key = FileStore.key_from_url(url)
+    bytes_key = files.get(key).blob_key
 
-    def delete_then_open(path):
-        files.delete(key)  # retention wins: between the lookup and the open
-        return real_open(path)
+    def delete_then_open(blob_key):
+        if blob_key == bytes_key:
+            files.delete(key)  # retention wins: between the lookup and the open
+        return real_open(blob_key)
 
-    monkeypatch.setattr(routes, "_open_local", delete_then_open)
+    monkeypatch.setattr(files.blobs, "open", delete_then_open)
     gone = client.get(url)
     assert gone.status_code == 404 and gone.json()["detail"].startswith("File not found")
 

@@ -11,9 +11,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import time
-from typing import BinaryIO, Iterator, Optional
+from typing import Iterator, Optional
 from urllib.parse import quote
 
 from fastapi import APIRouter, HTTPException, Request, Response
@@ -272,10 +271,6 @@ def _file_info(stored: StoredFile, base_url: str) -> dict:
     }
 
 
-def _open_local(path) -> BinaryIO:
-    return open(path, "rb")
-
-
 def _missing() -> JSONResponse:
     return JSONResponse({"detail": "File not found (unknown or expired)."}, status_code=404)
 
@@ -295,7 +290,7 @@ async def file_response(files: FileStore, stored: StoredFile, *, head: bool = Fa
         "Cache-Control": "private, max-age=86400",
         "Access-Control-Allow-Origin": "*",
     }
-    direct = None if stored.path is not None else files.direct_url(stored, inline=inline)
+    direct = files.direct_url(stored, inline=inline)
     if direct is not None:
         # The presigned URL answers with the same type and disposition; it
         # expires, so the redirect itself must not be cached for longer.
@@ -306,16 +301,12 @@ async def file_response(files: FileStore, stored: StoredFile, *, head: bool = Fa
     if head:
         return Response(status_code=200, media_type=media_type, headers=headers)
     try:
-        # Open before any header goes out: retention may delete the file at
+        # Opened before any header goes out: retention may delete the file at
         # any moment, and an open file stays readable to its end after the
         # unlink, so a download that started always completes and one that
         # lost the race is a clean 404 (never headers then a cut body).
-        if stored.path is not None:
-            body = await files.pool.run(_open_local, stored.path)
-            headers["Content-Length"] = str(os.fstat(body.fileno()).st_size)
-        else:
-            body = await files.pool.run(files.blobs.open, stored.blob_key)
-    except (BlobNotFound, FileNotFoundError):
+        body = await files.pool.run(files.blobs.open, stored.blob_key)
+    except BlobNotFound:
         return _missing()
 
     def chunks() -> Iterator[bytes]:
