@@ -47,7 +47,8 @@ def _assert_written_once_in_place(app, puts: list[str], deletes: list[str], sub:
     file_key = app.state.files.key_from_url(image["url"])
     data = keys.file_bytes(file_key)
     deadline = time.time() + 5
-    while working_blobs(app.state.blobs) and time.time() < deadline:  # the run's input goes right after
+    # the run's input goes right after, the submitted data URI once the request is done (both asynchronously)
+    while (working_blobs(app.state.blobs) or keys.submitted_input(rid) not in deletes) and time.time() < deadline:
         time.sleep(0.02)
     assert working_blobs(app.state.blobs) == []
     # Every write of the request, in order: the submitted data URI, the run's
