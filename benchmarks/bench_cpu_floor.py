@@ -66,17 +66,28 @@ def median_time(fn, repeats: int) -> float:
     return statistics.median(times)
 
 
-def cpu_rates(repeats: int) -> dict:
-    """fp32 GFLOP/s of a 4096^2 matrix product and of a 320-channel 3x3 convolution at 64x64."""
+def conv_rate(channels: int, side: int, repeats: int) -> float:
+    """fp32 GFLOP/s of one 3x3 convolution, ``channels`` in and out, on a ``side`` px map."""
     import torch
     import torch.nn.functional as F
 
+    x, w = torch.randn(1, channels, side, side), torch.randn(channels, channels, 3, 3)
+    return 2 * channels * channels * 9 * side * side / median_time(lambda: F.conv2d(x, w, padding=1), repeats) / 1e9
+
+
+def cpu_rates(repeats: int, vae_shapes: bool = False) -> dict:
+    """fp32 GFLOP/s of a 4096^2 matrix product and of a 320-channel 3x3 convolution at 64x64
+    (the UNet's first level); with ``vae_shapes`` also the VAE's 3x3 convolutions at
+    512 px (128 channels, 512 px), 256 and 512 channels (256 and 128 px)."""
+    import torch
+
     a, b = torch.randn(4096, 4096), torch.randn(4096, 4096)
     t_mm = median_time(lambda: a @ b, repeats)
-    x, w = torch.randn(1, 320, 64, 64), torch.randn(320, 320, 3, 3)
-    t_conv = median_time(lambda: F.conv2d(x, w, padding=1), repeats)
-    return {"matmul_4096_gflops": 2 * 4096**3 / t_mm / 1e9,
-            "conv3x3_320ch_64px_gflops": 2 * 320 * 320 * 9 * 64 * 64 / t_conv / 1e9}
+    rates = {"matmul_4096_gflops": 2 * 4096**3 / t_mm / 1e9, "conv3x3_320ch_64px_gflops": conv_rate(320, 64, repeats)}
+    if vae_shapes:
+        for ch, side in ((128, 512), (256, 256), (512, 128)):
+            rates[f"conv3x3_{ch}ch_{side}px_gflops"] = conv_rate(ch, side, repeats)
+    return rates
 
 
 def count_flops(fn) -> dict:
