@@ -8,6 +8,10 @@ every 700 net allocations and keeps walking those objects as they age: about
 off: 2.5-2.6 s), all on one core while the other waits. Reference counting
 still frees everything that is not in a cycle; the collector runs again as
 soon as the block ends.
+
+The collector's switch is process-wide: another thread's cyclic garbage
+waits for the end of a load too. Overlapping loads in several threads leave
+it on once the one that found it on has finished.
 """
 
 from __future__ import annotations
