@@ -6,7 +6,7 @@ import gc
 
 import pytest
 
-from ccsr.engine.gc_pause import paused_gc, without_gc
+from ccsr.engine.gc_pause import paused_gc
 
 
 def test_paused_gc_restores_the_previous_state_also_on_error():
@@ -29,10 +29,10 @@ def test_paused_gc_restores_the_previous_state_also_on_error():
         gc.enable()
 
 
-def test_without_gc_wraps_a_function():
+def test_paused_gc_decorates_a_function():
     seen = []
 
-    @without_gc
+    @paused_gc()
     def load(x: int) -> int:
         seen.append(gc.isenabled())
         return x + 1

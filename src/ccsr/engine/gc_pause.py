@@ -16,18 +16,16 @@ it on once the one that found it on has finished.
 
 from __future__ import annotations
 
-import functools
 import gc
 from contextlib import contextmanager
-from typing import Any, Callable, Iterator, TypeVar
-
-F = TypeVar("F", bound=Callable[..., Any])
+from typing import Iterator
 
 
 @contextmanager
 def paused_gc() -> Iterator[None]:
     """No cyclic collection inside the block; the collector's previous state
-    (on, or already off) comes back after it, also on an exception. Nests."""
+    (on, or already off) comes back after it, also on an exception. Nests.
+    Also a decorator (``@paused_gc()``), as every contextmanager is."""
     was_enabled = gc.isenabled()
     gc.disable()
     try:
@@ -35,14 +33,3 @@ def paused_gc() -> Iterator[None]:
     finally:
         if was_enabled:
             gc.enable()
-
-
-def without_gc(fn: F) -> F:
-    """Decorator form of :func:`paused_gc` (for loaders)."""
-
-    @functools.wraps(fn)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        with paused_gc():
-            return fn(*args, **kwargs)
-
-    return wrapper  # type: ignore[return-value]

@@ -24,7 +24,7 @@ from pydantic import ValidationError
 
 from ccsr.errors import InvalidParameter, OutOfMemory
 from ccsr.models.ccsr_v1.params import NATIVE_SIZE, UpscaleParams, batch_key, check_request, diffusion_size, min_short_side  # noqa: F401 (re-exported)
-from ccsr.engine.gc_pause import without_gc
+from ccsr.engine.gc_pause import paused_gc
 from ccsr.engine import allocator, color_fix, tiled_vae, tiling
 from ccsr.engine.timing import stage_timer
 from ccsr.engine.winograd import enable as use_winograd
@@ -89,7 +89,7 @@ class CCSRUpscaler:
 
     # ------------------------------------------------------------------ loading
     @classmethod
-    @without_gc
+    @paused_gc()
     def from_checkpoint(
         cls,
         path: Optional[Union[str, os.PathLike]] = None,

@@ -28,7 +28,7 @@ from PIL import Image
 from pydantic import ValidationError
 
 from ccsr.engine import allocator, color_fix, tiled_vae, tiling
-from ccsr.engine.gc_pause import without_gc
+from ccsr.engine.gc_pause import paused_gc
 from ccsr.engine.timing import stage_timer
 from ccsr.engine.winograd import enable as use_winograd
 from ccsr.engine.device import empty_cache, is_out_of_memory, pick_device, pick_dtype
@@ -99,7 +99,7 @@ class V2Upscaler:
         self._contexts: OrderedDict[str, torch.Tensor] = OrderedDict()
 
     @classmethod
-    @without_gc
+    @paused_gc()
     def from_folder(cls, path: Optional[Union[str, Path]] = None, *, device: str = "auto",
                     dtype: Union[str, torch.dtype, None] = None, allow_pickle: bool = False, tune_malloc: bool = True,
                     release_weights: bool = True, winograd: bool = False, **kwargs: Any) -> "V2Upscaler":
