@@ -25,7 +25,7 @@ from ccsr.settings import Settings
 from ccsr.storage import keys
 
 from mirror_app import MAX_SIDE, MirrorApp, MirrorEngine
-from svc_helpers import png_data_uri, serve_app, wait_status, working_blobs
+from svc_helpers import png_data_uri, serve_app, settled_working_blobs, wait_status
 
 MIRROR = "ccsr-tests/mirror"
 Q = f"/queue/{MIRROR}"
@@ -89,10 +89,7 @@ def test_the_test_app_runs_the_queue_protocol_beside_ccsr(server):
     # left there: files/ holds only registered files (the results published in
     # place), not the cancelled run's unpublished result.
     blobs = server[2].state.blobs
-    deadline = time.time() + 5
-    while working_blobs(blobs) and time.time() < deadline:
-        time.sleep(0.05)
-    assert working_blobs(blobs) == []
+    assert settled_working_blobs(blobs) == []
 
 
 def test_the_test_app_streams_status_and_runs_sync(server):

@@ -149,6 +149,16 @@ def working_blobs(blobs) -> list[str]:
     return sorted([k for k in names if k.startswith(keys.RUN_INPUTS)] + unpublished)
 
 
+def settled_working_blobs(blobs, seconds: float = 5.0) -> list[str]:
+    """:func:`working_blobs` once the server's asynchronous clean-ups have had up
+    to ``seconds`` to finish (run inputs go after a run, delivered results are
+    deleted metadata first, then bytes): what is left for good."""
+    deadline = time.time() + seconds
+    while working_blobs(blobs) and time.time() < deadline:
+        time.sleep(0.05)
+    return working_blobs(blobs)
+
+
 def point_fal_client(monkeypatch, base: str) -> None:
     """Point the official Python fal-client's module URLs at ``base`` (docs/clients.md)."""
     import fal_client.client as C

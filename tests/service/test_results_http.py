@@ -24,7 +24,7 @@ from ccsr.service.app import create_app
 from ccsr.settings import Settings
 from ccsr.testing import FakeEngine
 
-from svc_helpers import Receiver, serve_app, wait_status, working_blobs
+from svc_helpers import Receiver, serve_app, settled_working_blobs, wait_status, working_blobs
 
 IMAGES = Path(__file__).resolve().parents[1] / "fixtures" / "images"
 APPS = ("fal-ai/ccsr", "fal-ai/esrgan")
@@ -201,6 +201,10 @@ def test_sync_mode_on_the_direct_and_stream_routes(live):
 
 def test_sync_mode_over_its_limit_is_refused_and_leaves_nothing(live):
     app, client = live
+    # The tests before this one leave their clean-ups running (a delivered sync_mode
+    # result is deleted after its answer): wait for them, so what is checked below
+    # is this request's.
+    assert settled_working_blobs(app.state.blobs) == []
     noise = Image.fromarray(np.random.default_rng(0).integers(0, 256, (64, 64, 3), dtype=np.uint8))
     r = client.post("/fal-ai/ccsr", json={"image_url": _uri(_png(noise)), "steps": 4, "sync_mode": True})
     assert r.status_code == 422, r.text

@@ -15,7 +15,7 @@ import pytest
 from ccsr.service.app import create_app
 from ccsr.settings import Settings
 
-from svc_helpers import png_data_uri, serve_app, wait_status, working_blobs
+from svc_helpers import png_data_uri, serve_app, settled_working_blobs, wait_status
 
 Q = "/queue/fal-ai/ccsr"
 
@@ -57,10 +57,7 @@ def test_crash_is_retried_once_then_succeeds(pool_server):
     assert app.state.executor.describe()[0]["pid"] != pid  # a new worker process
     assert client.get(f"{Q}/requests/{rid}").status_code == 200
     # The lost attempt's blobs are gone; the retry's result is a registered file.
-    deadline = time.time() + 5
-    while working_blobs(app.state.blobs) and time.time() < deadline:
-        time.sleep(0.05)
-    assert working_blobs(app.state.blobs) == []
+    assert settled_working_blobs(app.state.blobs) == []
 
 
 def test_second_crash_fails_with_clear_error(pool_server):
