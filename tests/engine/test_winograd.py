@@ -1,5 +1,5 @@
 """engine/winograd.py: large 3x3 CPU convolutions through NNPACK, the same
-result up to rounding; the engines turn it on (setting ``winograd``, off by
+result up to rounding; the engines turn it on (setting ``winograd``, on by
 default) in fp32 on a CPU only."""
 
 from __future__ import annotations
@@ -31,6 +31,27 @@ def test_conv3x3_matches_the_direct_convolution(batch, with_bias):
     w = torch.randn(16, 8, 3, 3, generator=g) / 9
     b = torch.randn(16, generator=g) if with_bias else None
     _close(winograd.conv3x3(x, w, b), F.conv2d(x, w, b, padding=1))
+
+
+@needs_nnpack
+@pytest.mark.parametrize("batch", [1, 2])
+@pytest.mark.parametrize("stripe_rows", [1, 5, 17, 40])
+def test_large_maps_run_as_stripes_with_the_same_result(batch, stripe_rows, monkeypatch):
+    """An image over ``stripe_bytes`` runs as horizontal stripes (each with a
+    one-row halo) and matches the convolution of the whole map; each NNPACK
+    call then sees at most one stripe plus its two halo rows."""
+    monkeypatch.setattr(winograd, "MIN_STRIPE_ROWS", 1)
+    seen: list[tuple] = []
+    real = torch._nnpack_spatial_convolution
+    monkeypatch.setattr(torch, "_nnpack_spatial_convolution", lambda x, *a: seen.append(tuple(x.shape)) or real(x, *a))
+    g = torch.Generator().manual_seed(2)
+    x = torch.randn(batch, 6, 40, 30, generator=g)
+    w = torch.randn(8, 6, 3, 3, generator=g) / 9
+    b = torch.randn(8, generator=g)
+    _close(winograd.conv3x3(x, w, b, stripe_bytes=stripe_rows * 6 * 30 * 4), F.conv2d(x, w, b, padding=1))
+    stripes = -(-40 // stripe_rows)
+    assert len(seen) == batch * stripes
+    assert all(s[0] == 1 and s[2] <= -(-40 // stripes) + 2 for s in seen)
 
 
 @needs_nnpack
@@ -77,7 +98,9 @@ def test_enable_swaps_only_plain_3x3_convolutions_and_disable_undoes_it():
 def test_each_call_decides_by_size_dtype_and_gradient(monkeypatch):
     calls: list[tuple] = []
     real = winograd.conv3x3
-    monkeypatch.setattr(winograd, "conv3x3", lambda x, w, b: calls.append(tuple(x.shape)) or real(x, w, b))
+    stripes: list = []
+    monkeypatch.setattr(winograd, "conv3x3",
+                        lambda x, w, b, s=None: calls.append(tuple(x.shape)) or stripes.append(s) or real(x, w, b, s))
     net = _Net().eval()
     winograd.enable(net)
     big = torch.randn(1, 4, 64, 72)
@@ -86,11 +109,9 @@ def test_each_call_decides_by_size_dtype_and_gradient(monkeypatch):
         direct.load_state_dict(net.state_dict())
         _close(net(big), direct(big))
         assert calls == [(1, 4, 64, 72), (1, 8, 64, 72)]
+        assert stripes == [winograd.STRIPE_BYTES] * 2  # large maps go in stripes, not direct
         calls.clear()
         net(torch.randn(1, 4, 63, 200))  # one side under MIN_SIDE
-        monkeypatch.setattr(winograd.WinogradConv2d, "max_input_bytes", 4 * 64 * 72 * 4 - 1)
-        net(big)  # over the workspace cap: one image of 4 x 64 x 72 floats
-        monkeypatch.undo()
         net.to(torch.bfloat16)(big.bfloat16())
         net.float()
     assert calls == []
@@ -116,8 +137,8 @@ def _convs(*modules: nn.Module) -> set[type]:
 
 @needs_nnpack
 def test_ccsr_v2_with_the_setting_on_runs_its_large_convolutions_through_nnpack(v2_weights, monkeypatch):
-    """The setting reaches the engine through the app, in fp32 only (bf16 and
-    the default keep the direct convolution); with every qualifying
+    """The setting (on by default) reaches the engine through the app, in fp32
+    only (bf16 and the setting off keep the direct convolution); with every qualifying
     convolution routed (MIN_SIDE 1) a two-step request is within a grey level
     of the direct one."""
     from ccsr.models.ccsr_v2.app import V2App
@@ -129,8 +150,9 @@ def test_ccsr_v2_with_the_setting_on_runs_its_large_convolutions_through_nnpack(
     def load(**values):
         return app.load_engine(app.worker_settings(Settings(models={"ccsr-v2": {"weights": v2_weights}}, **values)), "cpu")
 
-    on = load(dtype="fp32", winograd=True)
-    off = load(dtype="fp32")
+    assert Settings().winograd is True
+    on = load(dtype="fp32")
+    off = load(dtype="fp32", winograd=False)
     bf16 = V2Upscaler.from_folder(v2_weights, device="cpu", dtype="bf16", winograd=True)
     assert winograd.WinogradConv2d in _convs(on.nets.unet, on.nets.controlnet, on.nets.vae)
     assert winograd.WinogradConv2d not in _convs(off.nets.unet, off.nets.controlnet, off.nets.vae)
@@ -153,7 +175,7 @@ def test_ccsr_v1_and_the_setting(tiny_checkpoint, tiny_config_path):
     from ccsr.models.ccsr_v1.engine import CCSRUpscaler
     from ccsr.settings import Settings
 
-    v1 = CCSRUpscaler.from_checkpoint(tiny_checkpoint, config=tiny_config_path, device="cpu", winograd=True)
+    v1 = CCSRUpscaler.from_checkpoint(tiny_checkpoint, config=tiny_config_path, device="cpu")  # on by default
     assert winograd.WinogradConv2d in _convs(v1.model.unet, v1.model.controlnet, v1.model.vae)
     app = CCSRApp()
     for value in (True, False):

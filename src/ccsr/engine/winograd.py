@@ -10,23 +10,25 @@ difference of about 1e-5 per layer). Measured on a 2-core Xeon with AVX-512
 from 64 px feature maps up (the VAE at 512 px, the UNet's 64 px level),
 slower below 32 px and for a batch in one call; hence the size rule and one
 call per image. Its workspace, about 3.5x the input, stays allocated after
-the call, so inputs over ``MAX_INPUT_BYTES`` (64 MiB: a 128-channel 512 px
-map is 128 MiB) keep the direct convolution (without that cap a 1024 px
-request held 5 GB more).
+the call, so one image over ``STRIPE_BYTES`` (64 MiB: a 128-channel 512 px
+map is 128 MiB) runs as horizontal stripes with a one-row halo; the retained
+workspace then stays about 220 MB whatever the request's size (whole maps
+held 5 GB more on a 1024 px request).
 
-Off by default (setting ``winograd``): the layer-level gain mostly does not
-reach a whole request. A two-step CCSR-v2 request 256 -> 512 took 0.84-0.98x
-the direct path's time as separate processes (``bench_v2.py --also-direct``)
-and 0.96x in a warm engine (``bench_winograd.py``), for 0.2-1.2 GiB more peak
-memory. CPUs without AVX-512, where the direct fp32 rate halves while NNPACK's
-AVX2 kernels do not, may gain more. Both CCSR models' goldens pass with every
-qualifying convolution routed.
+On by default (setting ``winograd``). Whole CCSR-v2 requests 256 -> 512 as
+separate processes (``bench_v2.py --also-direct``, 2-core Xeon, medians of
+three): two-step 0.91x and one-step 0.87x the direct path's time, for
+0.2-0.3 GiB more peak memory. Before the stripes the large VAE maps stayed
+direct and the two-step gain was 0.84-0.98x. CPUs without AVX-512, where
+the direct fp32 rate halves while NNPACK's AVX2 kernels do not, may gain
+more. Both CCSR models' goldens pass with every qualifying convolution
+routed.
 
 Only plain ``nn.Conv2d`` modules with a 3x3 kernel, stride 1, padding 1,
 no dilation or groups qualify (:func:`enable` swaps their class; the weights
 and state dict stay as they are). Each call decides again: float32 on the
 CPU, no gradient, not inside ``torch.compile``, both sides of the feature map
-at least ``MIN_SIDE``, one image at most ``MAX_INPUT_BYTES``; anything else
+at least ``MIN_SIDE``; anything else
 runs PyTorch's own convolution. NNPACK needs AVX2 and FMA (x86-64) or NEON;
 where it is not available nothing changes.
 """
@@ -44,9 +46,13 @@ log = logging.getLogger("ccsr.winograd")
 
 #: Feature maps with a side below this run the direct convolution (NNPACK loses at 32 px).
 MIN_SIDE = 64
-#: Larger inputs (one image) run the direct convolution: NNPACK's workspace is about
-#: 3.5x the input and stays allocated (a 128-channel 1024 px map would hold 1.8 GB).
-MAX_INPUT_BYTES = 64 << 20
+#: Larger inputs (one image) run as horizontal stripes of about this size: NNPACK's
+#: workspace is about 3.5x its input and stays allocated (a whole 128-channel 1024 px
+#: map would hold 1.8 GB; a 64 MiB stripe holds about 220 MB).
+STRIPE_BYTES = 64 << 20
+#: Fewer rows per stripe waste NNPACK's 8-row input tiles; only maps over 16k px wide
+#: (at 128 channels) reach this floor.
+MIN_STRIPE_ROWS = 32
 
 
 @functools.cache
@@ -73,23 +79,43 @@ def qualifies(conv: nn.Module) -> bool:
     )
 
 
-def conv3x3(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+def conv3x3(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
+            stripe_bytes: int | None = None) -> torch.Tensor:
     """``F.conv2d(x, weight, bias, padding=1)`` by NNPACK, one image per call
-    (NNPACK's batched path is slower than the direct convolution)."""
+    (NNPACK's batched path is slower than the direct convolution).
+
+    With ``stripe_bytes``, an image larger than that runs as horizontal stripes
+    of about that size, each with a one-row halo, written into one output:
+    NNPACK keeps its workspace (about 3.5x its input) for the life of the
+    process, so the stripe, not the largest feature map, sets what stays held."""
     weight = weight.contiguous()
     if bias is None:
         bias = torch.zeros(weight.shape[0], dtype=weight.dtype)
     x = x.contiguous()
-    if x.shape[0] == 1:
+    c, h, w = x.shape[1:]
+    rows = h if stripe_bytes is None else max(stripe_bytes // (c * w * x.element_size()), MIN_STRIPE_ROWS)
+    if x.shape[0] == 1 and rows >= h:
         return torch._nnpack_spatial_convolution(x, weight, bias, [1, 1])
-    return torch.cat([torch._nnpack_spatial_convolution(x[i : i + 1], weight, bias, [1, 1]) for i in range(x.shape[0])])
+    out = x.new_empty((x.shape[0], weight.shape[0], h, w))
+    stripes = -(-h // rows)
+    rows = -(-h // stripes)  # even stripes: no thin last one
+    for i in range(x.shape[0]):
+        for top in range(0, h, rows):
+            bottom = min(top + rows, h)
+            # Rows next to a stripe's edge need their neighbours: take one more
+            # row each side (where there is one) and drop its output.
+            lo, hi = max(top - 1, 0), min(bottom + 1, h)
+            part = x[i : i + 1, :, lo:hi].contiguous()
+            y = torch._nnpack_spatial_convolution(part, weight, bias, [1, 1])
+            out[i : i + 1, :, top:bottom] = y[:, :, top - lo : bottom - lo]
+    return out
 
 
 class WinogradConv2d(nn.Conv2d):
     """An ``nn.Conv2d`` that runs large float32 CPU feature maps through :func:`conv3x3`."""
 
     min_side: int = MIN_SIDE
-    max_input_bytes: int = MAX_INPUT_BYTES
+    stripe_bytes: int = STRIPE_BYTES
 
     def _conv_forward(self, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
         if (
@@ -98,11 +124,10 @@ class WinogradConv2d(nn.Conv2d):
             and weight.dtype == torch.float32
             and x.dim() == 4
             and min(x.shape[-2:]) >= self.min_side
-            and x[0].numel() * 4 <= self.max_input_bytes
             and not (torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad))
             and not torch.compiler.is_compiling()
         ):
-            return conv3x3(x, weight, bias)
+            return conv3x3(x, weight, bias, self.stripe_bytes)
         return F.conv2d(x, weight, bias, self.stride, self.padding, self.dilation, self.groups)
 
 

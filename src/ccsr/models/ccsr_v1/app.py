@@ -90,7 +90,7 @@ class CCSRApp(App):
             channels_last=channels_last_flag(own.channels_last),
             batch_size=int(settings.get("batch_size") or 1),
             tune_malloc=bool(settings.get("tune_malloc", True)),
-            winograd=bool(settings.get("winograd", False)),
+            winograd=bool(settings.get("winograd", True)),
         )
 
     def run(self, engine: Any, image: Any, params: UpscaleParams, *, progress: ProgressFn,  # type: ignore[override]

@@ -99,7 +99,7 @@ class CCSRUpscaler:
         compile: str = "off",
         channels_last: Optional[bool] = None,
         tune_malloc: bool = True,
-        winograd: bool = False,
+        winograd: bool = True,
         **kwargs: Any,
     ) -> "CCSRUpscaler":
         """Load a .ckpt/.safetensors checkpoint. ``path`` None finds the default
@@ -109,7 +109,7 @@ class CCSRUpscaler:
         ``tune_malloc``: on a CPU, keep freed activation buffers in the process
         for the next network call (process-wide; see engine/allocator.py).
         ``winograd``: in fp32 on a CPU, large 3x3 convolutions run through
-        NNPACK's Winograd kernels (engine/winograd.py; off by default)."""
+        NNPACK's Winograd kernels (engine/winograd.py; on by default)."""
         from ccsr.models.ccsr_v1 import weights
         from ccsr.models.ccsr_v1.networks.model import CCSRModel
         from ccsr.models.ccsr_v1.networks.config import CCSRConfig

@@ -94,7 +94,7 @@ class V2App(App):
         return V2Upscaler.from_folder(
             own.weights, device=device, dtype=None if dtype in (None, "auto") else dtype,
             allow_pickle=own.allow_pickle, tune_malloc=bool(settings.get("tune_malloc", True)),
-            winograd=bool(settings.get("winograd", False)),
+            winograd=bool(settings.get("winograd", True)),
             release_weights=own.release_weights, tile_batch_size=own.tile_batch_size, auto_memory=own.auto_memory,
             memory_budget=own.memory_budget,
             max_output_pixels=int(settings.get("max_output_pixels") or 4096 * 4096),

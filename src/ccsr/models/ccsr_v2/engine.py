@@ -102,12 +102,12 @@ class V2Upscaler:
     @paused_gc()
     def from_folder(cls, path: Optional[Union[str, Path]] = None, *, device: str = "auto",
                     dtype: Union[str, torch.dtype, None] = None, allow_pickle: bool = False, tune_malloc: bool = True,
-                    release_weights: bool = True, winograd: bool = False, **kwargs: Any) -> "V2Upscaler":
+                    release_weights: bool = True, winograd: bool = True, **kwargs: Any) -> "V2Upscaler":
         """Load a weights folder (None: ``CCSR_V2_WEIGHTS`` or the download cache).
         ``release_weights``: on a CPU, only the network at work stays resident
         (:mod:`ccsr.engine.resident`). ``winograd``: in fp32 on a CPU, large 3x3
         convolutions run through NNPACK's Winograd kernels (:mod:`ccsr.engine.winograd`;
-        off by default)."""
+        on by default)."""
         from ccsr.models.ccsr_v2 import weights
         from ccsr.models.ccsr_v2.networks import V2Networks
 
