@@ -80,7 +80,7 @@ def run_config(name: str, out_file: Path) -> list[dict]:
     # process memory, or pages the system evicted between cases count as the case's peak.
     for t in list(model.parameters()) + list(model.buffers()):
         t.data = t.data.clone()
-    dev, dt = torch.device("cpu"), torch.float32
+    dev = torch.device("cpu")
     out = []
     for kind, size, extra in CASES[name]:
         lat = size // 8

@@ -336,7 +336,6 @@ def official_run(spec: dict) -> None:
             cfg.params[key].params = OmegaConf.merge(cfg.params[key].params, tiny[key].params)
         cfg.params.first_stage_config.params.ddconfig = OmegaConf.merge(
             cfg.params.first_stage_config.params.ddconfig, tiny.first_stage_config.params.ddconfig)
-        real = open_clip.create_model_and_transforms
 
         def tiny_clip(arch, device=None, pretrained=None):
             model = open_clip.CLIP(
