@@ -17,8 +17,8 @@ held 5 GB more on a 1024 px request).
 
 On by default (setting ``winograd``). Whole CCSR-v2 requests 256 -> 512 as
 separate processes (``bench_v2.py --also-direct``, 2-core Xeon, medians of
-three): two-step 0.91x and one-step 0.87x the direct path's time, for
-0.2-0.3 GiB more peak memory. Before the stripes the large VAE maps stayed
+three, two runs): two-step 0.91-0.92x and one-step 0.87-0.88x the direct
+path's time, for 0.1-0.35 GiB more peak memory. Before the stripes the large VAE maps stayed
 direct and the two-step gain was 0.84-0.98x. CPUs without AVX-512, where
 the direct fp32 rate halves while NNPACK's AVX2 kernels do not, may gain
 more. Both CCSR models' goldens pass with every qualifying convolution
