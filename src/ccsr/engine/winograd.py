@@ -28,9 +28,12 @@ Only plain ``nn.Conv2d`` modules with a 3x3 kernel, stride 1, padding 1,
 no dilation or groups qualify (:func:`enable` swaps their class; the weights
 and state dict stay as they are). Each call decides again: float32 on the
 CPU, no gradient, not inside ``torch.compile``, both sides of the feature map
-at least ``MIN_SIDE``; anything else
-runs PyTorch's own convolution. NNPACK needs AVX2 and FMA (x86-64) or NEON;
-where it is not available nothing changes.
+at least ``MIN_SIDE``; anything else runs PyTorch's own convolution.
+NNPACK needs AVX2 and FMA (x86-64) or NEON; where it is not available
+nothing changes. Its thread pool takes torch's
+thread count at the first NNPACK call and keeps it (a later
+``torch.set_num_threads`` does not reach it), so a worker sets its thread
+count before the first request, as ``OMP_NUM_THREADS`` does.
 """
 
 from __future__ import annotations
