@@ -120,6 +120,27 @@ def test_each_call_decides_by_size_dtype_and_gradient(monkeypatch):
     assert calls == [] and big.grad is not None
 
 
+@needs_nnpack
+def test_a_call_nnpack_refuses_runs_as_a_direct_convolution(monkeypatch, caplog):
+    """A refusal (here: a workspace NNPACK cannot allocate) costs the speed-up,
+    not the request: the same result from the direct convolution, one warning."""
+    def refuse(*_a):
+        raise RuntimeError("DefaultCPUAllocator: not enough memory")
+
+    monkeypatch.setattr(torch, "_nnpack_spatial_convolution", refuse)
+    monkeypatch.setattr(winograd, "_fell_back", False)
+    net = _Net().eval()
+    direct = _Net().eval()
+    direct.load_state_dict(net.state_dict())
+    winograd.enable(net)
+    big = torch.randn(1, 4, 64, 72)
+    with torch.no_grad(), caplog.at_level("DEBUG", logger="ccsr.winograd"):
+        assert torch.equal(net(big), direct(big))
+    refusals = [r for r in caplog.records if "NNPACK refused" in r.getMessage()]
+    assert [r.levelname for r in refusals] == ["WARNING", "DEBUG"]  # the two large layers
+    assert "1x4x64x72" in refusals[0].getMessage() and "not enough memory" in refusals[0].getMessage()
+
+
 def test_without_nnpack_nothing_changes(monkeypatch):
     monkeypatch.setattr(winograd, "available", lambda: False)
     net = _Net()

@@ -130,8 +130,25 @@ class WinogradConv2d(nn.Conv2d):
             and not (torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad))
             and not torch.compiler.is_compiling()
         ):
-            return conv3x3(x, weight, bias, self.stripe_bytes)
+            try:
+                return conv3x3(x, weight, bias, self.stripe_bytes)
+            except RuntimeError as err:
+                # NNPACK refused this call (a size it does not take, a workspace it
+                # could not allocate): the direct convolution gives the same result,
+                # so the request goes on rather than failing on a speed-up.
+                _report_fallback(tuple(x.shape), err)
         return F.conv2d(x, weight, bias, self.stride, self.padding, self.dilation, self.groups)
+
+
+_fell_back = False
+
+
+def _report_fallback(shape: tuple, err: RuntimeError) -> None:
+    """Warn once per process; later refusals go to the debug log."""
+    global _fell_back
+    level = logging.DEBUG if _fell_back else logging.WARNING
+    _fell_back = True
+    log.log(level, "NNPACK refused a %s convolution (%s); it ran as a direct convolution", "x".join(map(str, shape)), err)
 
 
 def enable(*modules: nn.Module) -> int:
