@@ -5,6 +5,12 @@ load, warm heaps and page cache. Whole-process figures (imports, loading and
 the first call's allocations included) are ``bench_v2.py --also-direct``.
 
     python benchmarks/bench_winograd.py [--rounds 3] [--request two|one]
+    python benchmarks/bench_winograd.py --stripes 64 128 256 [--rounds 7]
+
+``--stripes``: only the VAE at 512 px (decode a 64 px latent, encode a 512 px
+image), direct and with each stripe size in MiB in turn (``winograd-stripes-cpu.json``);
+a larger stripe means fewer copies and a larger workspace NNPACK keeps (about
+3.5x the stripe), so this is what chose ``STRIPE_BYTES``.
 
 Full-size random weights (written into ``benchmarks/.cache/`` by bench_v2.py
 or here); 256 px input; medians per stage saved in
@@ -33,8 +39,12 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--request", choices=["two", "one"], default="two")
-    ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "winograd-cpu.json")
+    ap.add_argument("--stripes", type=int, nargs="+", metavar="MIB", help="Compare stripe sizes on the VAE instead.")
+    ap.add_argument("--out", type=Path, default=None)
     args = ap.parse_args()
+    if args.stripes:
+        return stripes(args)
+    args.out = args.out or ROOT / "benchmarks" / "results" / "winograd-cpu.json"
     weights = CACHE / "v2-full-random"
     if not (weights / "vae").is_dir():
         subprocess.run([sys.executable, "-m", "ccsr.cli", "weights", "random", "--model", "ccsr-v2", "--arch", "full",
@@ -66,6 +76,47 @@ def main() -> None:
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=1) + "\n")
     print(f"saved {args.out}")
+
+
+def stripes(args: argparse.Namespace) -> None:
+    import torch
+
+    from ccsr.engine import winograd
+    from ccsr.models.ccsr_v2.engine import V2Upscaler
+
+    weights = CACHE / "v2-full-random"
+    if not (weights / "vae").is_dir():
+        subprocess.run([sys.executable, "-m", "ccsr.cli", "weights", "random", "--model", "ccsr-v2", "--arch", "full",
+                        "-o", str(weights)], check=True)
+    up = V2Upscaler.from_folder(weights, device="cpu", dtype="fp32", release_weights=False)
+    vae = up.nets.vae
+    g = torch.Generator().manual_seed(0)
+    z, x = torch.randn(1, 4, 64, 64, generator=g), torch.rand(1, 3, 512, 512, generator=g) * 2 - 1
+    modes = ["direct", *args.stripes]
+    runs: dict[str, list[dict]] = {str(m): [] for m in modes}
+    for i in range(args.rounds + 1):  # round 0 warms every path (and grows NNPACK's workspace) and is not kept
+        for mode in modes:
+            (winograd.disable if mode == "direct" else winograd.enable)(vae)
+            if mode != "direct":
+                winograd.WinogradConv2d.stripe_bytes = mode << 20
+            with torch.no_grad():
+                start = time.perf_counter()
+                vae.decode(z)
+                decode = time.perf_counter() - start
+                start = time.perf_counter()
+                vae.encode(x)
+                encode = time.perf_counter() - start
+            if i:
+                runs[str(mode)].append({"decode": decode, "encode": encode})
+            print(f"round {i} {mode}: decode {decode:.2f} s, encode {encode:.2f} s", flush=True)
+    med = {m: {k: statistics.median(r[k] for r in rows) for k in ("decode", "encode")} for m, rows in runs.items()}
+    result = {"machine": machine(), "case": "VAE at 512 px, full size, random fp32 weights", "stripe_mib": args.stripes,
+              "runs": runs, "medians": med}
+    print(json.dumps(med, indent=1))
+    out = args.out or ROOT / "benchmarks" / "results" / "winograd-stripes-cpu.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=1) + "\n")
+    print(f"saved {out}")
 
 
 if __name__ == "__main__":
