@@ -55,6 +55,34 @@ def test_large_maps_run_as_stripes_with_the_same_result(batch, stripe_rows, monk
 
 
 @needs_nnpack
+def test_calls_from_several_threads_at_once_keep_their_own_results():
+    """Engines in threads (the thread executor, Ray actors with concurrency)
+    call NNPACK at the same time; its workspace and thread pool are shared
+    by the process, and no call may see another's data."""
+    import threading
+
+    worst: list[float] = []
+
+    def work(seed: int) -> None:
+        g = torch.Generator().manual_seed(seed)
+        for i in range(6):
+            c, h = (16, 32, 64)[i % 3], (64, 96, 128)[(i + seed) % 3]
+            x = torch.randn(1, c, h, h, generator=g)
+            w = torch.randn(c, c, 3, 3, generator=g) / 9
+            b = torch.randn(c, generator=g)
+            got = winograd.conv3x3(x, w, b, stripe_bytes=c * h * 4 * 20)
+            want = F.conv2d(x, w, b, padding=1)
+            worst.append(((got - want).abs().max() / want.abs().max()).item())
+
+    threads = [threading.Thread(target=work, args=(seed,)) for seed in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(worst) == 24 and max(worst) <= 1e-4
+
+
+@needs_nnpack
 def test_conv3x3_takes_channels_last_input_and_unaligned_weights():
     """Weights mapped from a safetensors file sit at any 4-byte offset; the
     guided latent is channels-last."""
