@@ -18,8 +18,8 @@ held 5 GB more on a 1024 px request).
 On by default (setting ``winograd``). Whole CCSR-v2 requests 256 -> 512 as
 separate processes (``bench_v2.py --also-direct``, 2-core Xeon, medians of
 three, two runs): two-step 0.91-0.92x and one-step 0.87-0.88x the direct
-path's time, for 0.1-0.35 GiB more peak memory. Before the stripes the large VAE maps stayed
-direct and the two-step gain was 0.84-0.98x. CPUs without AVX-512, where
+path's time, for 0.1-0.35 GiB more peak memory. Before the stripes the large
+VAE maps stayed direct and the two-step gain was 0.84-0.98x. CPUs without AVX-512, where
 the direct fp32 rate halves while NNPACK's AVX2 kernels do not, may gain
 more. Both CCSR models' goldens pass with every qualifying convolution
 routed.
@@ -30,10 +30,10 @@ and state dict stay as they are). Each call decides again: float32 on the
 CPU, no gradient, not inside ``torch.compile``, both sides of the feature map
 at least ``MIN_SIDE``; anything else runs PyTorch's own convolution.
 NNPACK needs AVX2 and FMA (x86-64) or NEON; where it is not available
-nothing changes. Its thread pool takes torch's
-thread count at the first NNPACK call and keeps it (a later
-``torch.set_num_threads`` does not reach it), so a worker sets its thread
-count before the first request, as ``OMP_NUM_THREADS`` does.
+nothing changes. Its thread pool takes torch's thread count at the first
+NNPACK call and keeps it (a later ``torch.set_num_threads`` does not reach
+it), so a worker sets its thread count before the first request, as
+``OMP_NUM_THREADS`` does.
 """
 
 from __future__ import annotations
@@ -53,8 +53,8 @@ MIN_SIDE = 64
 #: workspace is about 3.5x its input and stays allocated (a whole 128-channel 1024 px
 #: map would hold 1.8 GB; a 64 MiB stripe holds about 220 MB).
 STRIPE_BYTES = 64 << 20
-#: Fewer rows per stripe waste NNPACK's 8-row input tiles; only maps over 16k px wide
-#: (at 128 channels) reach this floor.
+#: Fewer rows per stripe waste NNPACK's 8-row input tiles; only maps wider than
+#: 4096 px at 128 channels (2048 px at 256) reach this floor.
 MIN_STRIPE_ROWS = 32
 
 
