@@ -42,6 +42,16 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 from machine_info import machine  # noqa: E402
 
 
+def v2_full_weights() -> Path:
+    """The full-size random CCSR-v2 folder every v2 benchmark reads, written
+    into the git-ignored cache the first time one asks for it."""
+    path = CACHE / "v2-full-random"
+    if not (path / "vae").is_dir():
+        subprocess.run([sys.executable, "-m", "ccsr.cli", "weights", "random", "--model", "ccsr-v2", "--arch", "full",
+                        "-o", str(path)], check=True)
+    return path
+
+
 def timed(cmd: list[str], env: dict | None = None) -> dict:
     """Wall seconds and peak RSS of a whole process."""
     start = time.perf_counter()
@@ -98,10 +108,7 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=RESULTS / "v2-cpu.json")
     args = ap.parse_args()
     CACHE.mkdir(parents=True, exist_ok=True)
-    v2w = CACHE / "v2-full-random"
-    if not (v2w / "vae").is_dir():
-        subprocess.run([sys.executable, "-m", "ccsr.cli", "weights", "random", "--model", "ccsr-v2", "--arch", "full",
-                        "-o", str(v2w)], check=True)
+    v2w = v2_full_weights()
     from PIL import Image
 
     image = CACHE / "v2-input-256.png"

@@ -33,17 +33,16 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
 import sys
 import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
-WEIGHTS = ROOT / "benchmarks" / ".cache" / "v2-full-random"
 sys.path.insert(0, str(ROOT / "src"))
 
 from bench_cpu_floor import count_flops, cpu_rates, median_time  # noqa: E402
+from bench_v2 import v2_full_weights  # noqa: E402
 from machine_info import machine  # noqa: E402
 
 #: Stage calls per request: the one-step recipe (default) and the two-step one
@@ -60,11 +59,8 @@ def run(size: int, repeats: int) -> dict:
     from ccsr.engine import allocator
     from ccsr.models.ccsr_v2.networks import V2Networks
 
-    if not (WEIGHTS / "vae").is_dir():
-        subprocess.run([sys.executable, "-m", "ccsr.cli", "weights", "random", "--model", "ccsr-v2", "--arch", "full",
-                        "-o", str(WEIGHTS)], check=True)
     allocator.keep_freed_memory()  # as the engine does on a CPU
-    nets = V2Networks.from_folder(WEIGHTS, torch.device("cpu"), torch.float32)
+    nets = V2Networks.from_folder(v2_full_weights(), torch.device("cpu"), torch.float32)
     lat = size // 8
     img = torch.rand(1, 3, size, size)
     ctx = nets.encode_text("clean, high-resolution, 8k")

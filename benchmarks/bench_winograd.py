@@ -23,7 +23,6 @@ import argparse
 import json
 import resource
 import statistics
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -31,7 +30,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 CACHE = ROOT / "benchmarks" / ".cache"
 sys.path.insert(0, str(ROOT / "benchmarks"))
-from bench_v2 import TWO_STEP  # noqa: E402
+from bench_v2 import TWO_STEP, v2_full_weights  # noqa: E402
 from machine_info import machine  # noqa: E402
 
 
@@ -45,10 +44,7 @@ def main() -> None:
     if args.stripes:
         return stripes(args)
     args.out = args.out or ROOT / "benchmarks" / "results" / "winograd-cpu.json"
-    weights = CACHE / "v2-full-random"
-    if not (weights / "vae").is_dir():
-        subprocess.run([sys.executable, "-m", "ccsr.cli", "weights", "random", "--model", "ccsr-v2", "--arch", "full",
-                        "-o", str(weights)], check=True)
+    weights = v2_full_weights()
     from PIL import Image
 
     from ccsr.engine import winograd
@@ -84,10 +80,7 @@ def stripes(args: argparse.Namespace) -> None:
     from ccsr.engine import winograd
     from ccsr.models.ccsr_v2.engine import V2Upscaler
 
-    weights = CACHE / "v2-full-random"
-    if not (weights / "vae").is_dir():
-        subprocess.run([sys.executable, "-m", "ccsr.cli", "weights", "random", "--model", "ccsr-v2", "--arch", "full",
-                        "-o", str(weights)], check=True)
+    weights = v2_full_weights()
     up = V2Upscaler.from_folder(weights, device="cpu", dtype="fp32", release_weights=False)
     vae = up.nets.vae
     g = torch.Generator().manual_seed(0)
