@@ -1,5 +1,8 @@
 """ccsr: CCSR v1 and CCSR-v2 super-resolution, as a library, a command and a service."""
 
+import os as _os
+
+from ccsr.engine import allocator as _allocator
 from ccsr.errors import Cancelled, CCSRError, CheckpointError, InvalidParameter, OutOfMemory, WeightsNotFound
 
 __all__ = [
@@ -26,3 +29,13 @@ def __getattr__(name: str):
 
         return resolve(_LAZY[name])
     raise AttributeError(name)
+
+
+def _flag(name: str, default: bool) -> bool:
+    value = _os.environ.get(name, "").strip().lower()
+    return default if not value else value not in ("0", "false", "no", "off")
+
+
+# Before anything imports torch: its allocator reads the variable once (setting
+# ``huge_pages``; read here from the environment, as no settings object exists yet).
+_allocator.use_huge_pages(_flag("CCSR_HUGE_PAGES", True))
