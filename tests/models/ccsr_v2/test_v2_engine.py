@@ -141,3 +141,42 @@ def test_on_the_cpu_each_network_hands_back_its_weight_pages_after_its_turn(v2_w
     assert np.array_equal(a, b)
     assert calls == ["CLIPTextModel", "CLIPTextModel", "AutoencoderKL", "ControlNetModel", "UNet2DConditionModel",
                      "ControlNetModel", "UNet2DConditionModel", "AutoencoderKL"]
+
+
+def test_in_bf16_on_the_cpu_the_networks_get_channels_last_activations(v2_weights, v2_upscaler, monkeypatch):
+    """oneDNN's half-precision CPU kernels want channels-last input (several
+    times faster, docs/ccsr-v2.md): the VAE encoder, the ControlNet, the UNet
+    and the VAE decoder all get it in bf16; in fp32 the image goes into the VAE
+    encoder plainly laid out (after it, the latents follow the official
+    code's layouts: channels-last under guidance), and the bf16 picture stays
+    within a few grey levels of the fp32 one."""
+    import torch
+
+    from ccsr.models.ccsr_v2.engine import V2Upscaler
+
+    half = V2Upscaler.from_folder(v2_weights, device="cpu", dtype="bf16")
+    seen: dict[str, list[bool]] = {}
+
+    def spy(up, name, module):
+        def hook(_m, args, kwargs):
+            x = args[0] if args else kwargs["sample"]
+            seen.setdefault(f"{up}:{name}", []).append(x.dim() == 4 and not x.is_contiguous()
+                                                        and x.is_contiguous(memory_format=torch.channels_last))
+        return module.register_forward_pre_hook(hook, with_kwargs=True)
+
+    handles = []
+    for up, eng in (("bf16", half), ("fp32", v2_upscaler)):
+        n = eng.nets
+        for name, m in (("encoder", n.vae.encoder), ("controlnet", n.controlnet), ("unet", n.unet), ("decoder", n.vae.decoder)):
+            handles.append(spy(up, name, m))
+    two_step = dict(seed=6, steps=6, t_min=0.5, guidance_scale=4.5, **SMALL)
+    try:
+        a, b = _a(half(_img(), **two_step)), _a(v2_upscaler(_img(), **two_step))
+    finally:
+        for h in handles:
+            h.remove()
+    assert half.nets.channels_last and not v2_upscaler.nets.channels_last
+    for name in ("encoder", "controlnet", "unet", "decoder"):
+        assert seen[f"bf16:{name}"] and all(seen[f"bf16:{name}"]), (name, seen)
+    assert not any(seen["fp32:encoder"]), seen
+    assert np.abs(a - b).mean() < 3, np.abs(a - b).mean()
