@@ -262,6 +262,16 @@ class App:
 
         raise CCSRError(f"{self.name} has no random weights to write")
 
+    def convert_weights(self, source: Path, output: Path, *, dtype: str, allow_pickle: bool,
+                        progress: Optional[Callable[[int, int], None]]) -> str:
+        """Write a copy of this model's weights ``source`` in another precision
+        (``ccsr weights convert --model``), so loading in that precision maps
+        the files instead of converting them; return a line for people. Raise
+        :class:`ccsr.errors.CCSRError` saying why not."""
+        from ccsr.errors import CCSRError
+
+        raise CCSRError(f"{self.name} has no weights converter")
+
     # --- the worker process ----------------------------------------------------------
     def load_engine(self, settings: dict, device: str) -> Any:
         """Build the engine once per worker process (``settings``: what

@@ -6,7 +6,9 @@ name (``ccsr-v1``, ``esrgan``) or by a weights name one model knows
 weights to download. The fetching is the model's (``App.download_weights``).
 Models add commands of their own to the group from ``App.register_cli``
 through :func:`weights_group` (CCSR v1: ``path``). ``ccsr weights random
---model NAME`` is generic too: the model writes its own (``App.write_random_weights``).
+--model NAME`` is generic too: the model writes its own (``App.write_random_weights``),
+as is ``ccsr weights convert --model NAME`` (``App.convert_weights``: a copy in
+another precision).
 """
 
 from __future__ import annotations
@@ -105,5 +107,38 @@ def register(cli: typer.Typer, registry: Registry) -> None:
         except CCSRError as exc:
             typer.echo(f"error: {exc}", err=True)
             raise typer.Exit(2)
+
+    converters = [a for a in registry if type(a).convert_weights is not App.convert_weights]
+    converter_names = ", ".join(a.name for a in converters) or "none"
+
+    @group.command("convert")
+    def convert_cmd(
+        source: Path = typer.Argument(..., help="The weights to convert (a folder in the model's official layout)."),
+        output: Path = typer.Option(..., "-o", "--output", help="Where to write the copy (a new or empty folder)."),
+        dtype: str = typer.Option(..., "--dtype", help="fp32, fp16 or bf16: the precision you will load it in (--dtype of upscale/serve)."),
+        model: Optional[str] = typer.Option(None, "--model", help=f"Whose weights: {converter_names} (default: the first)."),
+        allow_pickle: bool = typer.Option(False, "--allow-pickle", help="Also read pickled .bin weights (a pickle can run code when loaded); the copy is safetensors."),
+    ) -> None:
+        """Copy weights in another precision, so that loading in it maps the
+        files instead of converting every tensor on every load (and on a CPU
+        the weights' pages can go back to the kernel after each network's turn)."""
+        app = next((a for a in converters if a.name == model), None) if model else (converters[0] if converters else None)
+        if app is None:
+            raise typer.BadParameter(f"no model {model!r} has a weights converter; choose one of {converter_names}",
+                                     param_hint="--model")
+        if dtype not in ("fp32", "fp16", "bf16"):
+            raise typer.BadParameter(f"must be fp32, fp16 or bf16, got {dtype!r}", param_hint="--dtype")
+        from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn
+
+        with Progress(TextColumn(f"converting to {dtype}"), BarColumn(), DownloadColumn(), TimeRemainingColumn(),
+                      transient=True) as bar:
+            task = bar.add_task("convert", total=None)
+            try:
+                line = app.convert_weights(source, output, dtype=dtype, allow_pickle=allow_pickle,
+                                           progress=lambda done, total: bar.update(task, completed=done, total=total))
+            except CCSRError as exc:
+                typer.echo(f"error: {exc}", err=True)
+                raise typer.Exit(2)
+        typer.echo(line)
 
     cli.add_typer(group, name=GROUP)

@@ -59,3 +59,17 @@ def test_weights_random_writes_a_loadable_folder(tmp_path):
     assert up(Image.new("RGB", (16, 16), (90, 120, 200)), seed=0, process_size=64).image.size == (64, 64)
     bad = runner.invoke(app, ["weights", "random", "--model", "ccsr-v2", "-o", str(tmp_path / "x"), "--arch", "huge"])
     assert bad.exit_code == 2 and "--arch" in bad.output
+
+
+def test_weights_convert_writes_a_copy_and_names_bad_flags(v2_weights, tmp_path):
+    res = runner.invoke(app, ["weights", "convert", str(v2_weights), "-o", str(tmp_path / "bf16"), "--dtype", "bf16",
+                              "--model", "ccsr-v2"])
+    assert res.exit_code == 0, res.output
+    assert "--dtype bf16" in res.output and (tmp_path / "bf16" / "vae" / "config.json").is_file()
+    again = runner.invoke(app, ["weights", "convert", str(v2_weights), "-o", str(tmp_path / "bf16"), "--dtype", "bf16"])
+    assert again.exit_code == 2 and "already exists" in again.output
+    bad = runner.invoke(app, ["weights", "convert", str(v2_weights), "-o", str(tmp_path / "x"), "--dtype", "fp8"])
+    assert bad.exit_code == 2 and "--dtype" in bad.output
+    other = runner.invoke(app, ["weights", "convert", str(v2_weights), "-o", str(tmp_path / "y"), "--dtype", "bf16",
+                                "--model", "esrgan"])
+    assert other.exit_code == 2 and "--model" in other.output

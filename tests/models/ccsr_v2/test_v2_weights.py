@@ -184,3 +184,87 @@ class socketless_port:
 
     def __exit__(self, *exc) -> None:
         pass
+
+
+def _tensors(folder: Path) -> dict[str, dict]:
+    from safetensors import safe_open
+
+    out = {}
+    for f in sorted(folder.rglob("*.safetensors")):
+        with safe_open(str(f), framework="pt") as st:
+            out[str(f.relative_to(folder))] = {"meta": st.metadata(), **{k: st.get_tensor(k) for k in st.keys()}}
+    return out
+
+
+def test_convert_writes_every_float_tensor_in_the_precision_and_keeps_the_rest(v2_weights, tmp_path):
+    import torch
+
+    seen = []
+    out = weights.convert(v2_weights, tmp_path / "bf16", "bf16", progress=lambda done, total: seen.append((done, total)))
+    src, dst = _tensors(v2_weights), _tensors(out)
+    assert src.keys() == dst.keys() and len(dst) == 4  # unet, text encoder, controlnet, vae
+    for name, tensors in dst.items():
+        meta = tensors.pop("meta")
+        assert meta["ccsr_dtype"] == "bf16"
+        for key, t in tensors.items():
+            ref = src[name][key]
+            assert t.dtype == (torch.bfloat16 if ref.is_floating_point() else ref.dtype), (name, key)
+            assert torch.equal(t, ref.to(t.dtype)), (name, key)
+    assert weights.is_random(out)  # the random-weights marker travels with the copy
+    for f in v2_weights.rglob("*"):
+        if f.is_file() and f.suffix != ".safetensors":
+            assert (out / f.relative_to(v2_weights)).read_bytes() == f.read_bytes(), f
+    assert seen and seen[-1][0] == seen[-1][1] == sum(f.stat().st_size for f in v2_weights.rglob("*.safetensors"))
+
+
+def test_converted_weights_load_mapped_and_paint_what_converting_on_load_paints(v2_weights, tmp_path):
+    """Loaded in their own precision, the converted files are mapped, not
+    copied (the point of converting), and the picture equals the fp32
+    folder's loaded in bf16 (the same rounding, once ahead of time)."""
+    import numpy as np
+    from PIL import Image
+
+    from ccsr.models.ccsr_v2.engine import V2Upscaler
+
+    out = weights.convert(v2_weights, tmp_path / "bf16", "bf16")
+    ahead = V2Upscaler.from_folder(out, device="cpu", dtype="bf16")
+    on_load = V2Upscaler.from_folder(v2_weights, device="cpu", dtype="bf16")
+    img = Image.fromarray(np.random.default_rng(0).integers(0, 256, (24, 32, 3), dtype=np.uint8))
+    a, b = ahead(img, seed=5, process_size=64), on_load(img, seed=5, process_size=64)
+    assert np.array_equal(np.asarray(a.image), np.asarray(b.image))
+    if sys.platform.startswith("linux"):
+        unet_file = str(out / "stable-diffusion-2-1-base" / "unet" / "diffusion_pytorch_model.safetensors")
+        spans = []
+        for line in open("/proc/self/maps"):
+            if line.rstrip().endswith(unet_file):
+                lo, hi = (int(x, 16) for x in line.split()[0].split("-"))
+                spans.append((lo, hi))
+        ptrs = [p.data_ptr() for p in ahead.nets.unet.parameters()]
+        assert spans and all(any(lo <= ptr < hi for lo, hi in spans) for ptr in ptrs)
+
+
+def test_convert_refuses_what_it_should(v2_weights, tmp_path):
+    import torch
+    from safetensors.torch import load_file
+
+    from ccsr.errors import CCSRError
+
+    taken = tmp_path / "taken"
+    taken.mkdir()
+    (taken / "x").write_text("mine")
+    with pytest.raises(CCSRError, match="already exists"):
+        weights.convert(v2_weights, taken, "bf16")
+    with pytest.raises(CCSRError, match="dtype"):
+        weights.convert(v2_weights, tmp_path / "a", "int8")
+    with pytest.raises(WeightsNotFound):
+        weights.convert(tmp_path / "nope", tmp_path / "b", "bf16")
+    pickled = tmp_path / "pickled"
+    shutil.copytree(v2_weights, pickled)
+    vae = pickled / "vae" / "diffusion_pytorch_model.safetensors"
+    torch.save(load_file(str(vae)), vae.with_suffix(".bin"))
+    vae.unlink()
+    with pytest.raises(CCSRError, match="pickle"):
+        weights.convert(pickled, tmp_path / "c", "fp16")
+    out = weights.convert(pickled, tmp_path / "d", "fp16", allow_pickle=True)
+    assert not (out / "vae" / "diffusion_pytorch_model.bin").exists()
+    assert {t.dtype for t in load_file(str(out / "vae" / "diffusion_pytorch_model.safetensors")).values()} == {torch.float16}

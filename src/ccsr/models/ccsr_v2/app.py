@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import threading
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 from pydantic import BaseModel, Field
 
@@ -85,6 +85,15 @@ class V2App(App):
                                                                                  "bf16": "bfloat16"}[dtype]))
         size = sum(f.stat().st_size for f in Path(output).rglob("*") if f.is_file()) / 1e6
         return f"wrote {output}/ ({size:.1f} MB of RANDOM {arch} CCSR-v2 weights: for tests, demos and benchmarks only)"
+
+    def convert_weights(self, source: Path, output: Path, *, dtype: str, allow_pickle: bool,
+                        progress: Optional[Callable[[int, int], None]]) -> str:
+        from ccsr.models.ccsr_v2 import weights
+
+        out = weights.convert(source, output, dtype, allow_pickle=allow_pickle, progress=progress)
+        size = sum(f.stat().st_size for f in out.rglob("*") if f.is_file()) / 1e6
+        return (f"wrote {out}/ ({size:.1f} MB, {dtype}): load it with --weights {out} --dtype {dtype}, and the "
+                "weights stay mapped from the files instead of being converted on every load")
 
     def load_engine(self, settings: dict, device: str) -> Any:
         from ccsr.models.ccsr_v2.engine import V2Upscaler
