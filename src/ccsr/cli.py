@@ -32,7 +32,37 @@ app = build()
 
 
 def main() -> None:
-    app()
+    """The ``ccsr`` console script and ``python -m ccsr.cli``.
+
+    After ``ccsr upscale`` has run a model, the process ends at once once its
+    files are written (:func:`exit_now`): tearing down gigabytes of tensors
+    and the thread pools took about 1.1 s on a 2-core VM, with nothing left to
+    save. Every other command ends normally."""
+    try:
+        app()
+    except SystemExit as exc:
+        if upscale.model_ran():
+            exit_now(exc.code)
+        raise
+
+
+def exit_now(code: object) -> None:
+    """End the process with ``code`` (as ``sys.exit`` takes it) without the
+    interpreter's teardown: output streams and logging are flushed first."""
+    import logging
+    import os
+    import sys
+
+    if code is not None and not isinstance(code, int):
+        print(code, file=sys.stderr)
+        code = 1
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):
+            pass
+    logging.shutdown()
+    os._exit(code or 0)
 
 
 if __name__ == "__main__":

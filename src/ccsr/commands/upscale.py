@@ -264,7 +264,17 @@ def _plan(models: _Models, app: App, inputs, output, fmt, params, own: dict, dev
     return _Plan(paths, outputs, spec, status, dev, dtype or settings.dtype, dt, settings)
 
 
+#: Whether this process has loaded a model for ``ccsr upscale`` (the ``ccsr``
+#: entry point then skips the interpreter's teardown: ccsr.cli.main).
+_MODEL_RAN = False
+
+
+def model_ran() -> bool:
+    return _MODEL_RAN
+
+
 def _run(app: App, plan: _Plan, params: Any) -> None:
+    global _MODEL_RAN
     import sys
     import threading
     import warnings
@@ -286,6 +296,7 @@ def _run(app: App, plan: _Plan, params: Any) -> None:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", SlowHalfPrecisionWarning)  # already said by _plan
             engine = app.load_engine(worker, str(plan.device))
+        _MODEL_RAN = True
         bar.update(load, description=f"model on {getattr(engine, 'device', plan.device)} ({dtype_name})", total=1, completed=1)
 
         def log(message: str, level: str = "INFO") -> None:

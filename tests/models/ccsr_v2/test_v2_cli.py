@@ -73,3 +73,36 @@ def test_weights_convert_writes_a_copy_and_names_bad_flags(v2_weights, tmp_path)
     other = runner.invoke(app, ["weights", "convert", str(v2_weights), "-o", str(tmp_path / "y"), "--dtype", "bf16",
                                 "--model", "esrgan"])
     assert other.exit_code == 2 and "--model" in other.output
+
+
+# Runs the `ccsr` entry point with an atexit hook that prints; argv from the command line.
+ENTRY = """
+import atexit, sys
+atexit.register(lambda: print("TEARDOWN", flush=True))
+sys.argv = ["ccsr", *sys.argv[1:]]
+from ccsr.cli import main
+main()
+"""
+
+
+def test_the_entry_point_skips_the_teardown_after_a_model_ran(v2_weights, tmp_path, fixtures_dir):
+    """Once `ccsr upscale` has run a model and written its files, the process
+    ends without the interpreter's teardown (seconds of freeing tensors for a
+    full-size model); what it printed still arrives, and its exit code. Other
+    commands, and upscale failing before a model loads, end normally."""
+    import subprocess
+    import sys
+
+    def entry(*args):
+        return subprocess.run([sys.executable, "-c", ENTRY, *args], capture_output=True, text=True, timeout=300)
+
+    out = tmp_path / "out.png"
+    ran = entry("upscale", str(_photo(tmp_path, fixtures_dir)), "-o", str(out), "--model", "ccsr-v2",
+                "--weights", str(v2_weights), "--device", "cpu", "--process-size", "64", "--seed", "1")
+    assert ran.returncode == 0, ran.stderr
+    assert out.is_file() and "->" in ran.stdout and "RANDOM" in ran.stderr  # flushed before the exit
+    assert "TEARDOWN" not in ran.stdout
+    bad = entry("upscale", str(_photo(tmp_path, fixtures_dir)), "--model", "ccsr-v2", "--scale", "9")
+    assert bad.returncode == 2 and "TEARDOWN" in bad.stdout
+    listed = entry("weights", "--help")
+    assert listed.returncode == 0 and "TEARDOWN" in listed.stdout
