@@ -16,7 +16,11 @@ ratios are printed and saved in ``benchmarks/results/`` with the machine named.
 2. One-step v2 against our v1 default request (scale 2, 17 network
    evaluations) on the same 256 px input: v2 at scale 2 (the same output
    size) and at its default scale 4. v1 needs a full-size random checkpoint
-   (written into the cache too).
+   (written into the cache too). With ``--dtypes ... bf16`` also v2's one-step
+   request in bf16 (v1's default request stays fp32, its default on a CPU).
+
+Another precision than fp32 (``--dtypes bf16``) reads the folder converted to
+it once with ``ccsr weights convert`` (cached too), on both sides.
 """
 
 from __future__ import annotations
@@ -49,6 +53,20 @@ def v2_full_weights() -> Path:
     if not (path / "vae").is_dir():
         subprocess.run([sys.executable, "-m", "ccsr.cli", "weights", "random", "--model", "ccsr-v2", "--arch", "full",
                         "-o", str(path)], check=True)
+    return path
+
+
+def v2_weights_in(dtype: str) -> Path:
+    """The full-size random folder in ``dtype``: fp32 as written, another precision
+    converted once with ``ccsr weights convert`` (both sides then read the same
+    files, and neither converts 6.6 GB on every load)."""
+    src = v2_full_weights()
+    if dtype == "fp32":
+        return src
+    path = CACHE / f"v2-full-random-{dtype}"
+    if not (path / "vae").is_dir():
+        subprocess.run([sys.executable, "-m", "ccsr.cli", "weights", "convert", str(src), "-o", str(path), "--model",
+                        "ccsr-v2", "--dtype", dtype], check=True)
     return path
 
 
@@ -102,7 +120,8 @@ def main() -> None:
     ap.add_argument("--skip-official", action="store_true", help="Only the v2 against v1 comparison.")
     ap.add_argument("--skip-x4", action="store_true", help="Not v2's default x4 request (the slowest case).")
     ap.add_argument("--dtypes", nargs="+", default=["fp32"], choices=["fp32", "bf16"],
-                    help="Precisions of the official comparison, both sides alike (bf16: CPUs with native bf16).")
+                    help="Precisions of the official comparison, both sides alike, each reading the weights converted "
+                         "to it (bf16: CPUs with native bf16).")
     ap.add_argument("--also-direct", action="store_true",
                     help="Also run ours with the setting winograd off (PyTorch's direct convolutions), in the same rounds.")
     ap.add_argument("--out", type=Path, default=RESULTS / "v2-cpu.json")
@@ -122,6 +141,8 @@ def main() -> None:
             raise SystemExit("--official and --official-python (or CCSR_OFFICIAL_V2[_PYTHON]) are needed; or --skip-official")
         for dtype in args.dtypes:
             mine, theirs, direct = [], [], []
+            v2w = v2_weights_in(dtype)
+            warm(v2w)
             for i in range(args.repeats):
                 mine.append(timed(ours(v2w, image, CACHE / f"ours-two-step-{dtype}.png", TWO_STEP, dtype=dtype), env))
                 if args.also_direct and dtype == "fp32":
@@ -131,7 +152,7 @@ def main() -> None:
                 print(f"two-step {dtype} run {i + 1}: ours {mine[-1]}, official {theirs[-1]}", flush=True)
             a, b = summary(mine), summary(theirs)
             key = "two_step_256_to_512" + ("" if dtype == "fp32" else f"_{dtype}")
-            result[key] = {"request": TWO_STEP, "dtype": dtype, "ours": a, "official": b,
+            result[key] = {"request": TWO_STEP, "dtype": dtype, "weights_files": v2w.name, "ours": a, "official": b,
                            "wall_ratio": a["median_wall_s"] / b["median_wall_s"],
                            "peak_ratio": a["median_peak_rss_gib"] / b["median_peak_rss_gib"]}
             if direct:
@@ -140,17 +161,21 @@ def main() -> None:
                                    winograd_vs_direct=a["median_wall_s"] / d["median_wall_s"])
             print(json.dumps({k: v for k, v in result[key].items() if "ratio" in k}), flush=True)
     if not args.skip_v1:
+        v2w = v2_full_weights()
         v1w = CACHE / "v1-full-random.safetensors"
         if not v1w.is_file():
             subprocess.run([sys.executable, "-m", "ccsr.cli", "weights", "random", "--arch", "full", "-o", str(v1w)], check=True)
         warm(v1w)
-        v1, one2, one4, one2_direct = [], [], [], []
+        v1, one2, one4, one2_direct, one2_bf16 = [], [], [], [], []
         for i in range(args.repeats):
             v1.append(timed(ours(v1w, image, CACHE / "v1.png", {"seed": 1}, model="ccsr-v1"), env))
             one2.append(timed(ours(v2w, image, CACHE / "v2-one-x2.png", {"seed": 1, "scale": 2}), env))
             if args.also_direct:
                 one2_direct.append(timed(ours(v2w, image, CACHE / "v2-one-x2-direct.png", {"seed": 1, "scale": 2}),
                                          {**env, **NO_WINOGRAD}))
+            if "bf16" in args.dtypes:
+                one2_bf16.append(timed(ours(v2_weights_in("bf16"), image, CACHE / "v2-one-x2-bf16.png", {"seed": 1, "scale": 2},
+                                            dtype="bf16"), env))
             if not args.skip_x4:
                 one4.append(timed(ours(v2w, image, CACHE / "v2-one-x4.png", {"seed": 1}), env))
             print(f"v1/v2 run {i + 1}: v1 {v1[-1]}, v2 x2 {one2[-1]}" + (f", v2 x4 {one4[-1]}" if one4 else ""), flush=True)
@@ -161,6 +186,9 @@ def main() -> None:
             d = summary(one2_direct)
             result["one_step_vs_v1"].update(v2_one_step_scale2_direct_conv=d,
                                             winograd_vs_direct=b["median_wall_s"] / d["median_wall_s"])
+        if one2_bf16:
+            d = summary(one2_bf16)
+            result["one_step_vs_v1"].update(v2_one_step_scale2_bf16=d, speedup_v2_bf16_vs_v1_default=a["median_wall_s"] / d["median_wall_s"])
         if one4:
             c = summary(one4)
             result["one_step_vs_v1"].update(v2_one_step_scale4=c, speedup_v2_default_scale4=a["median_wall_s"] / c["median_wall_s"])

@@ -27,6 +27,7 @@ from ccsr.models.ccsr_v1.params import NATIVE_SIZE, UpscaleParams, batch_key, ch
 from ccsr.engine.gc_pause import paused_gc
 from ccsr.engine import allocator, color_fix, tiled_vae, tiling
 from ccsr.engine.timing import stage_timer
+from ccsr.engine.upsample import enable as fuse_upsampling
 from ccsr.engine.winograd import enable as use_winograd
 from ccsr.models.ccsr_v1 import memory, preprocess, sampler, schedule
 from ccsr.engine.device import empty_cache, is_out_of_memory, pick_device, pick_dtype
@@ -125,6 +126,8 @@ class CCSRUpscaler:
         model.optimize(compile=compile, channels_last=channels_last)
         if winograd and dev.type == "cpu" and dt == torch.float32:
             use_winograd(model.unet, model.controlnet, model.vae)
+        if dev.type == "cpu":  # fp32 only, decided per call (engine/upsample.py)
+            fuse_upsampling(model.unet, model.vae)
         return cls(model, **kwargs)
 
     @classmethod

@@ -30,6 +30,7 @@ from pydantic import ValidationError
 from ccsr.engine import allocator, color_fix, tiled_vae, tiling
 from ccsr.engine.gc_pause import paused_gc
 from ccsr.engine.timing import stage_timer
+from ccsr.engine.upsample import enable as fuse_upsampling
 from ccsr.engine.winograd import enable as use_winograd
 from ccsr.engine.device import empty_cache, is_out_of_memory, pick_device, pick_dtype
 from ccsr.engine.memory import free_memory
@@ -121,6 +122,8 @@ class V2Upscaler:
             nets.keep_weights_paged()
         if winograd and dev.type == "cpu" and dt == torch.float32:
             use_winograd(nets.unet, nets.controlnet, nets.vae)
+        if dev.type == "cpu":  # fp32 only, decided per call (engine/upsample.py)
+            fuse_upsampling(nets.unet, nets.vae)
         return cls(nets, **kwargs)
 
     @property

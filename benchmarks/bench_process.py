@@ -1,0 +1,90 @@
+"""Process-level settings of a CPU request, each against its own off switch.
+
+Whole ``ccsr upscale`` processes on the full-size random CCSR-v2 weights
+(one-step, 256 -> 512, fp32), alternating on and off in each round so that
+load from other processes hits both alike; medians, ratios, peak RSS, system
+time and minor page faults are printed and saved in ``benchmarks/results/``.
+
+- ``huge_pages``: the default, against ``CCSR_HUGE_PAGES=0`` (PyTorch's
+  allocator then uses 4 KiB pages; ``src/ccsr/engine/allocator.py``).
+- ``exit_now``: the ``ccsr`` entry point, which ends the process without the
+  interpreter's teardown once upscale has run a model, against the same
+  command run through the Typer app alone (a normal interpreter exit;
+  ``src/ccsr/cli.py``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "benchmarks"))
+from bench_v2 import CACHE, RESULTS, v2_full_weights  # noqa: E402
+from machine_info import machine  # noqa: E402
+
+#: Runs the Typer app without the entry point's early exit.
+PLAIN = "import sys; from ccsr.cli import app; sys.argv[0] = 'ccsr'; app()"
+
+
+def run(cmd: list[str], env: dict) -> dict:
+    start = time.perf_counter()
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    _, status, usage = os.wait4(proc.pid, 0)
+    wall = time.perf_counter() - start
+    err = proc.stderr.read().decode(errors="replace") if proc.stderr else ""
+    if status != 0:
+        raise SystemExit(f"failed ({status}): {' '.join(cmd)}\n{err[-3000:]}")
+    return {"wall_s": wall, "peak_rss_bytes": usage.ru_maxrss * 1024, "sys_s": usage.ru_stime, "minflt": usage.ru_minflt}
+
+
+def summary(runs: list[dict]) -> dict:
+    return {"runs": runs, **{f"median_{k}": statistics.median(r[k] for r in runs)
+                             for k in ("wall_s", "peak_rss_bytes", "sys_s", "minflt")}}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--out", type=Path, default=RESULTS / "process-cpu.json")
+    args = ap.parse_args()
+    weights = v2_full_weights()
+    from PIL import Image
+
+    image = CACHE / "v2-input-256.png"
+    Image.open(ROOT / "tests" / "fixtures" / "images" / "chelsea.png").convert("RGB").resize((256, 256), Image.BICUBIC).save(image)
+    flags = ["upscale", str(image), "-o", str(CACHE / "process.png"), "--model", "ccsr-v2", "--weights", str(weights),
+             "--device", "cpu", "--dtype", "fp32", "--scale", "2", "--seed", "1"]
+    base = {k: v for k, v in os.environ.items() if k not in ("THP_MEM_ALLOC_ENABLE", "CCSR_HUGE_PAGES")}
+    cases = {
+        "default": ([sys.executable, "-m", "ccsr.cli", *flags], base),
+        "huge_pages_off": ([sys.executable, "-m", "ccsr.cli", *flags], {**base, "CCSR_HUGE_PAGES": "0"}),
+        "normal_exit": ([sys.executable, "-c", PLAIN, *flags], base),
+    }
+    runs: dict[str, list] = {k: [] for k in cases}
+    for i in range(args.rounds):
+        for name, (cmd, env) in cases.items():
+            runs[name].append(run(cmd, env))
+        print(f"round {i + 1}: " + ", ".join(f"{k} {v[-1]['wall_s']:.2f} s" for k, v in runs.items()), flush=True)
+    s = {k: summary(v) for k, v in runs.items()}
+    d = s["default"]
+    result = {"machine": machine(), "request": "ccsr-v2 one-step 256 -> 512, fp32, full-size random weights",
+              "cases": s,
+              "huge_pages_wall_ratio": d["median_wall_s"] / s["huge_pages_off"]["median_wall_s"],
+              "huge_pages_sys_ratio": d["median_sys_s"] / s["huge_pages_off"]["median_sys_s"],
+              "huge_pages_fault_ratio": d["median_minflt"] / s["huge_pages_off"]["median_minflt"],
+              "exit_now_saved_s": s["normal_exit"]["median_wall_s"] - d["median_wall_s"]}
+    print(json.dumps({k: v for k, v in result.items() if k.startswith(("huge", "exit"))}, indent=1))
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(result, indent=1) + "\n")
+    print(f"saved {args.out}")
+
+
+if __name__ == "__main__":
+    main()
