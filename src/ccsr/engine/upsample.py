@@ -33,6 +33,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ccsr.engine.swap import swap_classes
+
 log = logging.getLogger("ccsr.upsample")
 
 
@@ -113,27 +115,21 @@ class _Fused:
 _SUBCLASSES: dict[type, type] = {}
 
 
+def _fused_class(m: nn.Module) -> type | None:
+    if isinstance(m, _Fused) or not qualifies(m):
+        return None
+    cls = type(m)
+    if cls not in _SUBCLASSES:
+        _SUBCLASSES[cls] = type(f"Fused{cls.__name__}", (_Fused, cls), {"__module__": __name__})
+    return _SUBCLASSES[cls]
+
+
 def enable(*modules: nn.Module) -> int:
     """Run every qualifying upsampler of the modules as 2x2 convolutions;
     returns how many."""
-    n = 0
-    for module in modules:
-        for m in module.modules():
-            if qualifies(m) and not isinstance(m, _Fused):
-                cls = type(m)
-                if cls not in _SUBCLASSES:
-                    _SUBCLASSES[cls] = type(f"Fused{cls.__name__}", (_Fused, cls), {"__module__": __name__})
-                m.__class__ = _SUBCLASSES[cls]
-                n += 1
-    return n
+    return swap_classes(modules, _fused_class)
 
 
 def disable(*modules: nn.Module) -> int:
     """Undo :func:`enable`; returns how many upsamplers went back."""
-    n = 0
-    for module in modules:
-        for m in module.modules():
-            if isinstance(m, _Fused):
-                m.__class__ = type(m).__mro__[2]
-                n += 1
-    return n
+    return swap_classes(modules, lambda m: type(m).__mro__[2] if isinstance(m, _Fused) else None)

@@ -45,6 +45,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ccsr.engine.swap import swap_classes
+
 log = logging.getLogger("ccsr.winograd")
 
 #: Feature maps with a side below this run the direct convolution (NNPACK loses at 32 px).
@@ -157,21 +159,9 @@ def enable(*modules: nn.Module) -> int:
     if not available():
         log.info("NNPACK is not available on this CPU: convolutions stay direct")
         return 0
-    n = 0
-    for module in modules:
-        for m in module.modules():
-            if qualifies(m):
-                m.__class__ = WinogradConv2d
-                n += 1
-    return n
+    return swap_classes(modules, lambda m: WinogradConv2d if qualifies(m) else None)
 
 
 def disable(*modules: nn.Module) -> int:
     """Undo :func:`enable`; returns how many convolutions went back."""
-    n = 0
-    for module in modules:
-        for m in module.modules():
-            if type(m) is WinogradConv2d:
-                m.__class__ = nn.Conv2d
-                n += 1
-    return n
+    return swap_classes(modules, lambda m: nn.Conv2d if type(m) is WinogradConv2d else None)
