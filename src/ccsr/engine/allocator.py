@@ -72,8 +72,9 @@ def use_huge_pages(enabled: bool = True) -> bool:
     at its first CPU tensor allocation (importing torch alone makes none;
     importing diffusers does), and it does something only where the kernel
     has huge pages on ("always" or "madvise"). Why: a full-size CCSR-v2
-    request on a 2-core VM took about 0.3x the page faults and 0.7x the
-    system time with it (``docs/ccsr-v2.md``)."""
+    one-step request on a 2-core VM took 0.35-0.38x the page faults, 0.6-0.9x
+    the system time and 0.94-0.98x the wall time with it (two A/B runs;
+    ``benchmarks/bench_process.py``, ``benchmarks/results/process-cpu.json``)."""
     if not enabled or platform.system() != "Linux" or not thp_available():
         return False
     os.environ.setdefault(HUGE_PAGES_ENV, "1")

@@ -13,10 +13,10 @@ equals the original up to rounding (the summed taps: a relative difference
 of about 4e-7), much closer than the Winograd convolutions of
 :mod:`ccsr.engine.winograd`.
 
-Measured on a 2-core Xeon (fp32, one image, medians of three): 512 channels
-64 -> 128 px 0.14 s against 0.16 s (upsample plus NNPACK's Winograd
-convolution, the default), 128 -> 256 px 0.53 s against 0.71 s, 256
-channels 256 -> 512 px 0.62 s against 0.93 s.
+Measured on a 2-core Xeon (fp32, one image, medians of five;
+``benchmarks/bench_upsample.py``): 512 channels 64 -> 128 px 0.15 s against
+0.18 s (upsample plus NNPACK's Winograd convolution, the default), 128 -> 256
+px 0.50 s against 0.67 s, 256 channels 256 -> 512 px 0.55 s against 0.98 s.
 
 :func:`enable` swaps the class of diffusers' ``Upsample2D`` modules that
 interpolate (nearest, 2x) and then convolve (3x3, stride 1, padding 1), with
