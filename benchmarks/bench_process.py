@@ -19,29 +19,16 @@ import argparse
 import json
 import os
 import statistics
-import subprocess
 import sys
-import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
-from bench_v2 import CACHE, RESULTS, v2_full_weights  # noqa: E402
+from bench_v2 import CACHE, RESULTS, timed, v2_full_weights  # noqa: E402
 from machine_info import machine  # noqa: E402
 
 #: Runs the Typer app without the entry point's early exit.
 PLAIN = "import sys; from ccsr.cli import app; sys.argv[0] = 'ccsr'; app()"
-
-
-def run(cmd: list[str], env: dict) -> dict:
-    start = time.perf_counter()
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    _, status, usage = os.wait4(proc.pid, 0)
-    wall = time.perf_counter() - start
-    err = proc.stderr.read().decode(errors="replace") if proc.stderr else ""
-    if status != 0:
-        raise SystemExit(f"failed ({status}): {' '.join(cmd)}\n{err[-3000:]}")
-    return {"wall_s": wall, "peak_rss_bytes": usage.ru_maxrss * 1024, "sys_s": usage.ru_stime, "minflt": usage.ru_minflt}
 
 
 def summary(runs: list[dict]) -> dict:
@@ -63,14 +50,14 @@ def main() -> None:
              "--device", "cpu", "--dtype", "fp32", "--scale", "2", "--seed", "1"]
     base = {k: v for k, v in os.environ.items() if k not in ("THP_MEM_ALLOC_ENABLE", "CCSR_HUGE_PAGES")}
     cases = {
-        "default": ([sys.executable, "-m", "ccsr.cli", *flags], base),
-        "huge_pages_off": ([sys.executable, "-m", "ccsr.cli", *flags], {**base, "CCSR_HUGE_PAGES": "0"}),
-        "normal_exit": ([sys.executable, "-c", PLAIN, *flags], base),
+        "default": ([sys.executable, "-m", "ccsr.cli", *flags], {}),
+        "huge_pages_off": ([sys.executable, "-m", "ccsr.cli", *flags], {"CCSR_HUGE_PAGES": "0"}),
+        "normal_exit": ([sys.executable, "-c", PLAIN, *flags], {}),
     }
     runs: dict[str, list] = {k: [] for k in cases}
     for i in range(args.rounds):
         for name, (cmd, env) in cases.items():
-            runs[name].append(run(cmd, env))
+            runs[name].append(timed(cmd, env, base_env=base))
         print(f"round {i + 1}: " + ", ".join(f"{k} {v[-1]['wall_s']:.2f} s" for k, v in runs.items()), flush=True)
     s = {k: summary(v) for k, v in runs.items()}
     d = s["default"]

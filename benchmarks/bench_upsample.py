@@ -12,9 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import sys
-import time
 from pathlib import Path
 
 import torch
@@ -22,6 +20,7 @@ import torch.nn.functional as F
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
+from bench_cpu_floor import median_time  # noqa: E402
 from machine_info import machine  # noqa: E402
 
 from ccsr.engine import winograd  # noqa: E402
@@ -29,16 +28,6 @@ from ccsr.engine.upsample import upsample_conv3x3  # noqa: E402
 
 #: (channels, input side) of the decoder's three upsamplers for a 512 px output.
 SHAPES = ((512, 64), (512, 128), (256, 256))
-
-
-def timed(fn, repeats: int) -> float:
-    fn()
-    runs = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        runs.append(time.perf_counter() - start)
-    return statistics.median(runs)
 
 
 def main() -> None:
@@ -61,9 +50,9 @@ def main() -> None:
 
             ref = direct()
             diff = ((upsample_conv3x3(x, w, b) - ref).abs().max() / ref.abs().max()).item()
-            row = {"channels": c, "input": side, "output": 2 * side, "direct_s": timed(direct, args.repeats),
-                   "winograd_s": timed(wino, args.repeats) if nnpack else None,
-                   "phases_s": timed(lambda: upsample_conv3x3(x, w, b), args.repeats), "max_rel_diff": diff}
+            row = {"channels": c, "input": side, "output": 2 * side, "direct_s": median_time(direct, args.repeats),
+                   "winograd_s": median_time(wino, args.repeats) if nnpack else None,
+                   "phases_s": median_time(lambda: upsample_conv3x3(x, w, b), args.repeats), "max_rel_diff": diff}
             base = row["winograd_s"] or row["direct_s"]
             row["phases_vs_default"] = row["phases_s"] / base
             rows.append(row)

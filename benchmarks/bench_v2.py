@@ -70,16 +70,18 @@ def v2_weights_in(dtype: str) -> Path:
     return path
 
 
-def timed(cmd: list[str], env: dict | None = None) -> dict:
-    """Wall seconds and peak RSS of a whole process."""
+def timed(cmd: list[str], env: dict | None = None, base_env: dict | None = None) -> dict:
+    """Wall seconds, peak RSS, system seconds and minor page faults of a whole
+    process; ``env`` goes over ``base_env`` (default: this process's environment)."""
     start = time.perf_counter()
-    proc = subprocess.Popen(cmd, env={**os.environ, **(env or {})}, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    proc = subprocess.Popen(cmd, env={**(os.environ if base_env is None else base_env), **(env or {})},
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     _, status, usage = os.wait4(proc.pid, 0)
     wall = time.perf_counter() - start
     out = proc.stdout.read().decode(errors="replace") if proc.stdout else ""
     if status != 0:
         raise SystemExit(f"failed ({status}): {' '.join(cmd)}\n{out[-3000:]}")
-    return {"wall_s": wall, "peak_rss_bytes": usage.ru_maxrss * 1024}
+    return {"wall_s": wall, "peak_rss_bytes": usage.ru_maxrss * 1024, "sys_s": usage.ru_stime, "minflt": usage.ru_minflt}
 
 
 def ours(weights: Path, image: Path, out: Path, opts: dict, model: str = "ccsr-v2", dtype: str = "fp32") -> list[str]:
