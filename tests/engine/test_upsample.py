@@ -81,3 +81,19 @@ def test_both_engines_fuse_the_upsamplers_on_the_cpu(v2_upscaler, tiny_checkpoin
     assert fused(v2_upscaler.nets.unet) > 0
     v1 = CCSRUpscaler.from_checkpoint(tiny_checkpoint, config=tiny_config_path, device="cpu")
     assert fused(v1.model.vae) > 0 and fused(v1.model.unet) > 0
+
+
+def test_below_side_keeps_larger_outputs_on_diffusers_forward():
+    """``below_side`` (AMD's rule, engine/cpu_kernels.py): outputs whose smaller
+    side reaches it interpolate and convolve as diffusers does."""
+    m = _upsampler()
+    small, large = torch.randn(1, 8, 6, 10), torch.randn(1, 8, 8, 10)
+    with torch.no_grad():
+        ref_small, ref_large = m(small), m(large)
+        assert upsample.enable(m, below_side=16) == 1 and m.below_side == 16
+        assert torch.equal(m(large), ref_large)  # 16 x 20 output: diffusers' forward
+        got = m(small)  # 12 x 20: the phases
+        assert torch.allclose(got, ref_small, rtol=1e-5, atol=1e-5) and not torch.equal(got, ref_small)
+        assert upsample.enable(m) == 0 and m.below_side is None  # enabling again resets the rule
+        assert not torch.equal(m(large), ref_large)
+        assert upsample.disable(m) == 1 and "below_side" not in vars(m)

@@ -97,7 +97,7 @@ def test_conv3x3_takes_channels_last_input_and_unaligned_weights():
 class _Net(nn.Module):
     def __init__(self) -> None:
         super().__init__()
-        self.plain = nn.Conv2d(4, 8, 3, padding=1)
+        self.plain = nn.Conv2d(8, 8, 3, padding=1)
         self.no_bias = nn.Conv2d(8, 8, 3, padding=1, bias=False)
         self.strided = nn.Conv2d(8, 8, 3, stride=2, padding=1)
         self.pointwise = nn.Conv2d(8, 8, 1)
@@ -131,15 +131,15 @@ def test_each_call_decides_by_size_dtype_and_gradient(monkeypatch):
                         lambda x, w, b, s=None: calls.append(tuple(x.shape)) or stripes.append(s) or real(x, w, b, s))
     net = _Net().eval()
     winograd.enable(net)
-    big = torch.randn(1, 4, 64, 72)
+    big = torch.randn(1, 8, 64, 72)
     with torch.no_grad():
         direct = _Net().eval()
         direct.load_state_dict(net.state_dict())
         _close(net(big), direct(big))
-        assert calls == [(1, 4, 64, 72), (1, 8, 64, 72)]
+        assert calls == [(1, 8, 64, 72), (1, 8, 64, 72)]
         assert stripes == [winograd.STRIPE_BYTES] * 2  # large maps go in stripes, not direct
         calls.clear()
-        net(torch.randn(1, 4, 63, 200))  # one side under MIN_SIDE
+        net(torch.randn(1, 8, 63, 200))  # one side under MIN_SIDE
         net.to(torch.bfloat16)(big.bfloat16())
         net.float()
     assert calls == []
@@ -161,12 +161,28 @@ def test_a_call_nnpack_refuses_runs_as_a_direct_convolution(monkeypatch, caplog)
     direct = _Net().eval()
     direct.load_state_dict(net.state_dict())
     winograd.enable(net)
-    big = torch.randn(1, 4, 64, 72)
+    big = torch.randn(1, 8, 64, 72)
     with torch.no_grad(), caplog.at_level("DEBUG", logger="ccsr.winograd"):
         assert torch.equal(net(big), direct(big))
     refusals = [r for r in caplog.records if "NNPACK refused" in r.getMessage()]
     assert [r.levelname for r in refusals] == ["WARNING", "DEBUG"]  # the two large layers
-    assert "1x4x64x72" in refusals[0].getMessage() and "not enough memory" in refusals[0].getMessage()
+    assert "1x8x64x72" in refusals[0].getMessage() and "not enough memory" in refusals[0].getMessage()
+
+
+@needs_nnpack
+def test_few_channels_in_or_out_run_direct(monkeypatch):
+    """The VAE's first and last convolutions (3 channels in or out) were
+    slower by NNPACK: below MIN_CHANNELS they stay direct."""
+    calls: list[tuple] = []
+    real = winograd.conv3x3
+    monkeypatch.setattr(winograd, "conv3x3", lambda x, w, *a: calls.append((x.shape[1], w.shape[0])) or real(x, w, *a))
+    first, last = nn.Conv2d(3, 16, 3, padding=1), nn.Conv2d(16, 3, 3, padding=1)
+    edge = nn.Conv2d(winograd.MIN_CHANNELS, winograd.MIN_CHANNELS, 3, padding=1)
+    assert winograd.enable(first, last, edge) == 3  # swapped: the rule is per call
+    with torch.no_grad():
+        last(first(torch.randn(1, 3, 64, 64)))
+        edge(torch.randn(1, winograd.MIN_CHANNELS, 64, 64))
+    assert calls == [(winograd.MIN_CHANNELS, winograd.MIN_CHANNELS)]
 
 
 def test_without_nnpack_nothing_changes(monkeypatch):

@@ -47,6 +47,24 @@ def cpu_flags() -> frozenset[str]:
     return frozenset()
 
 
+@functools.lru_cache(maxsize=1)
+def cpu_vendor() -> str:
+    """This x86 CPU's vendor as /proc/cpuinfo spells it (``GenuineIntel``,
+    ``AuthenticAMD``), or "" where it cannot be read (other systems, Arm).
+
+    Why: which CPU kernels are fastest in fp32 depends on it (measured; see
+    :mod:`ccsr.engine.cpu_kernels`)."""
+    try:
+        text = Path("/proc/cpuinfo").read_text(errors="replace")
+    except OSError:
+        return ""
+    for line in text.splitlines():
+        key, _, value = line.partition(":")
+        if key.strip().lower() == "vendor_id":
+            return value.strip()
+    return ""
+
+
 #: oneDNN ISA limits (``ONEDNN_MAX_CPU_ISA``) below AVX-512: its half-precision kernels are then off.
 _BELOW_AVX512 = frozenset({"sse41", "avx", "avx2", "avx2_vnni", "avx2_vnni_2"})
 

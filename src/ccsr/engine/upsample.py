@@ -92,6 +92,10 @@ def qualifies(module: nn.Module) -> bool:
 class _Fused:
     """The forward of a swapped ``Upsample2D`` (mixed into a subclass made per original class)."""
 
+    #: Outputs whose smaller side is this or more run diffusers' own forward
+    #: (set per module by :func:`enable`); None: every size runs as phases.
+    below_side: int | None = None
+
     def forward(self, hidden_states: torch.Tensor, output_size=None, *args, **kwargs) -> torch.Tensor:
         x = hidden_states
         conv = _conv(self)
@@ -102,6 +106,7 @@ class _Fused:
             and x.dtype == torch.float32
             and conv.weight.dtype == torch.float32
             and c == self.channels
+            and (self.below_side is None or 2 * min(h, w) < self.below_side)
             and (output_size is None or tuple(output_size) == (2 * h, 2 * w))
             and not args
             and kwargs.get("scale") is None
@@ -124,12 +129,22 @@ def _fused_class(m: nn.Module) -> type | None:
     return _SUBCLASSES[cls]
 
 
-def enable(*modules: nn.Module) -> int:
+def enable(*modules: nn.Module, below_side: int | None = None) -> int:
     """Run every qualifying upsampler of the modules as 2x2 convolutions;
-    returns how many."""
+    returns how many. ``below_side``: only outputs whose smaller side is below
+    it (larger ones interpolate and convolve as diffusers does, where that
+    convolution is faster, see :mod:`ccsr.engine.cpu_kernels`)."""
+    for module in modules:
+        for m in module.modules():
+            if qualifies(m) or isinstance(m, _Fused):
+                m.below_side = below_side
     return swap_classes(modules, _fused_class)
 
 
 def disable(*modules: nn.Module) -> int:
     """Undo :func:`enable`; returns how many upsamplers went back."""
+    for module in modules:
+        for m in module.modules():
+            if isinstance(m, _Fused):
+                m.__dict__.pop("below_side", None)
     return swap_classes(modules, lambda m: type(m).__mro__[2] if isinstance(m, _Fused) else None)

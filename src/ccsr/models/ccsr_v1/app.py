@@ -91,6 +91,7 @@ class CCSRApp(App):
             batch_size=int(settings.get("batch_size") or 1),
             tune_malloc=bool(settings.get("tune_malloc", True)),
             winograd=bool(settings.get("winograd", True)),
+            fused_upsample=settings.get("fused_upsample", "auto"), onednn_linear=settings.get("onednn_linear", "auto"),
         )
 
     def run(self, engine: Any, image: Any, params: UpscaleParams, *, progress: ProgressFn,  # type: ignore[override]

@@ -27,8 +27,7 @@ from ccsr.models.ccsr_v1.params import NATIVE_SIZE, UpscaleParams, batch_key, ch
 from ccsr.engine.gc_pause import paused_gc
 from ccsr.engine import allocator, color_fix, tiled_vae, tiling
 from ccsr.engine.timing import stage_timer
-from ccsr.engine.upsample import enable as fuse_upsampling
-from ccsr.engine.winograd import enable as use_winograd
+from ccsr.engine.cpu_kernels import speed_up
 from ccsr.models.ccsr_v1 import memory, preprocess, sampler, schedule
 from ccsr.engine.device import empty_cache, is_out_of_memory, pick_device, pick_dtype
 
@@ -101,6 +100,8 @@ class CCSRUpscaler:
         channels_last: Optional[bool] = None,
         tune_malloc: bool = True,
         winograd: bool = True,
+        fused_upsample: str = "auto",
+        onednn_linear: str = "auto",
         **kwargs: Any,
     ) -> "CCSRUpscaler":
         """Load a .ckpt/.safetensors checkpoint. ``path`` None finds the default
@@ -110,7 +111,9 @@ class CCSRUpscaler:
         ``tune_malloc``: on a CPU, keep freed activation buffers in the process
         for the next network call (process-wide; see engine/allocator.py).
         ``winograd``: in fp32 on a CPU, large 3x3 convolutions run through
-        NNPACK's Winograd kernels (engine/winograd.py; on by default)."""
+        NNPACK's Winograd kernels (engine/winograd.py; on by default).
+        ``fused_upsample``, ``onednn_linear`` (auto, on, off): the other CPU
+        kernel choices (engine/cpu_kernels.py)."""
         from ccsr.models.ccsr_v1 import weights
         from ccsr.models.ccsr_v1.networks.model import CCSRModel
         from ccsr.models.ccsr_v1.networks.config import CCSRConfig
@@ -124,10 +127,8 @@ class CCSRUpscaler:
             allocator.keep_freed_memory()
         model = CCSRModel.from_file(path, config, device=dev, dtype=dt)
         model.optimize(compile=compile, channels_last=channels_last)
-        if winograd and dev.type == "cpu" and dt == torch.float32:
-            use_winograd(model.unet, model.controlnet, model.vae)
-        if dev.type == "cpu":  # fp32 only, decided per call (engine/upsample.py)
-            fuse_upsampling(model.unet, model.vae)
+        speed_up((model.unet, model.controlnet, model.vae), model.vae, dev, dt, winograd_on=winograd,
+                 fused_upsample=fused_upsample, onednn_linear=onednn_linear)
         return cls(model, **kwargs)
 
     @classmethod

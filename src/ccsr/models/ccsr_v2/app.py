@@ -104,6 +104,7 @@ class V2App(App):
             own.weights, device=device, dtype=None if dtype in (None, "auto") else dtype,
             allow_pickle=own.allow_pickle, tune_malloc=bool(settings.get("tune_malloc", True)),
             winograd=bool(settings.get("winograd", True)),
+            fused_upsample=settings.get("fused_upsample", "auto"), onednn_linear=settings.get("onednn_linear", "auto"),
             release_weights=own.release_weights, tile_batch_size=own.tile_batch_size, auto_memory=own.auto_memory,
             memory_budget=own.memory_budget,
             max_output_pixels=int(settings.get("max_output_pixels") or 4096 * 4096),

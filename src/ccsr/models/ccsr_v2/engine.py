@@ -30,8 +30,7 @@ from pydantic import ValidationError
 from ccsr.engine import allocator, color_fix, tiled_vae, tiling
 from ccsr.engine.gc_pause import paused_gc
 from ccsr.engine.timing import stage_timer
-from ccsr.engine.upsample import enable as fuse_upsampling
-from ccsr.engine.winograd import enable as use_winograd
+from ccsr.engine.cpu_kernels import speed_up
 from ccsr.engine.device import empty_cache, is_out_of_memory, pick_device, pick_dtype
 from ccsr.engine.memory import free_memory
 from ccsr.errors import InvalidParameter, OutOfMemory
@@ -103,12 +102,14 @@ class V2Upscaler:
     @paused_gc()
     def from_folder(cls, path: Optional[Union[str, Path]] = None, *, device: str = "auto",
                     dtype: Union[str, torch.dtype, None] = None, allow_pickle: bool = False, tune_malloc: bool = True,
-                    release_weights: bool = True, winograd: bool = True, **kwargs: Any) -> "V2Upscaler":
+                    release_weights: bool = True, winograd: bool = True, fused_upsample: str = "auto",
+                    onednn_linear: str = "auto", **kwargs: Any) -> "V2Upscaler":
         """Load a weights folder (None: ``CCSR_V2_WEIGHTS`` or the download cache).
         ``release_weights``: on a CPU, only the network at work stays resident
         (:mod:`ccsr.engine.resident`). ``winograd``: in fp32 on a CPU, large 3x3
         convolutions run through NNPACK's Winograd kernels (:mod:`ccsr.engine.winograd`;
-        on by default)."""
+        on by default). ``fused_upsample``, ``onednn_linear`` (auto, on, off): the
+        other CPU kernel choices (:mod:`ccsr.engine.cpu_kernels`)."""
         from ccsr.models.ccsr_v2 import weights
         from ccsr.models.ccsr_v2.networks import V2Networks
 
@@ -120,10 +121,8 @@ class V2Upscaler:
         nets = V2Networks.from_folder(root, dev, dt, allow_pickle=allow_pickle)
         if release_weights and dev.type == "cpu":
             nets.keep_weights_paged()
-        if winograd and dev.type == "cpu" and dt == torch.float32:
-            use_winograd(nets.unet, nets.controlnet, nets.vae)
-        if dev.type == "cpu":  # fp32 only, decided per call (engine/upsample.py)
-            fuse_upsampling(nets.unet, nets.vae)
+        speed_up((nets.unet, nets.controlnet, nets.vae, nets.text_encoder), nets.vae, dev, dt, winograd_on=winograd,
+                 fused_upsample=fused_upsample, onednn_linear=onednn_linear)
         return cls(nets, **kwargs)
 
     @property
