@@ -134,3 +134,14 @@ def test_a_process_started_with_avx2_limits_sees_them():
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr[-2000:]
     assert out.stdout.split() == ["AVX2", "True", "False"]
+
+
+def test_cpu_vendor_reads_cpuinfo(tmp_path):
+    from ccsr.engine.device import cpu_vendor
+
+    info = tmp_path / "cpuinfo"
+    info.write_text("processor\t: 0\nvendor_id\t: AuthenticAMD\ncpu family\t: 25\n")
+    assert cpu_vendor(info) == "AuthenticAMD"
+    arm = tmp_path / "arm"
+    arm.write_text("processor\t: 0\nmodel name\t: some Arm core\n")
+    assert cpu_vendor(tmp_path / "missing") == "" and cpu_vendor(arm) == ""

@@ -47,15 +47,15 @@ def cpu_flags() -> frozenset[str]:
     return frozenset()
 
 
-@functools.lru_cache(maxsize=1)
-def cpu_vendor() -> str:
+@functools.lru_cache(maxsize=4)
+def cpu_vendor(cpuinfo: Path = Path("/proc/cpuinfo")) -> str:
     """This x86 CPU's vendor as /proc/cpuinfo spells it (``GenuineIntel``,
     ``AuthenticAMD``), or "" where it cannot be read (other systems, Arm).
 
     Why: which CPU kernels are fastest in fp32 depends on it (measured; see
     :mod:`ccsr.engine.cpu_kernels`)."""
     try:
-        text = Path("/proc/cpuinfo").read_text(errors="replace")
+        text = cpuinfo.read_text(errors="replace")
     except OSError:
         return ""
     for line in text.splitlines():
