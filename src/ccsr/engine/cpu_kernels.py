@@ -12,11 +12,13 @@ shapes):
   linears were alike.
 - AMD EPYC (Zen 4: AVX-512 on 256-bit datapaths, where NNPACK's AVX2
   kernels run at the full rate): Winograd wins by more, and there it also
-  beats the 2x2 phases (512 channels 64 -> 128 px: 0.16 against 0.22 s;
-  256 channels 256 -> 512 px: 0.57 against 0.78 s), while the phases still
-  win on maps under ``winograd.MIN_SIDE``, where Winograd is not used.
-  oneDNN's linear took 0.88x MKL's time over a request's shapes
-  (:mod:`ccsr.engine.linear`).
+  beats the 2x2 phases (512 channels 64 -> 128 px: 0.13 against 0.18 s;
+  256 channels 256 -> 512 px: 0.58 against 0.73 s; the UNet's 640 channels
+  32 -> 64 px: 0.070 against 0.080 s), while the phases still win on maps
+  under ``winograd.MIN_SIDE``, where Winograd is not used. oneDNN's linear
+  took 0.86x MKL's time over a request's shapes (:mod:`ccsr.engine.linear`;
+  ``benchmarks/bench_linear.py``, ``results/linear-cpu-amd.json`` and
+  ``upsample-cpu-amd.json``).
 
 So ``auto`` (the settings' default) picks by the CPU's vendor; ``on`` and
 ``off`` force a choice for a CPU not measured here. Everything is rounding:

@@ -5,8 +5,8 @@ oneDNN's, reachable as ``torch.ops.mkldnn._linear_pointwise`` (the op that
 ``torch.compile`` emits for CPU linears). On a 2-core AMD EPYC (Zen 4,
 AVX-512 on 256-bit datapaths; fp32, one request's shapes: the UNet's and
 ControlNet's projections and feed-forwards at 64 px and the text encoder's
-[77, 1024] layers) oneDNN took 0.88x MKL's time over all of them, 0.61x on
-the text encoder's. The result equals ``F.linear``'s up to rounding (a
+[77, 1024] layers) oneDNN took 0.86x MKL's time over all of them, 0.73x on
+the text encoder's (``benchmarks/bench_linear.py``). The result equals ``F.linear``'s up to rounding (a
 different summation order: about 1e-7 relative). On Intel it was not
 measured faster, so the setting's ``auto`` turns it on for AMD CPUs only
 (:mod:`ccsr.engine.cpu_kernels`).
