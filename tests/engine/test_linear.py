@@ -70,7 +70,7 @@ def test_a_refused_call_runs_f_linear_and_warns_once(monkeypatch, caplog):
         raise RuntimeError("no kernel for this shape")
 
     monkeypatch.setattr(linear, "linear", refuse)
-    monkeypatch.setattr(linear, "_fell_back", False)
+    monkeypatch.setattr(linear.fallbacks, "warned", False)
     monkeypatch.setattr(linear, "available", lambda: True)
     net = _Net().eval()
     x = torch.randn(3, 16)

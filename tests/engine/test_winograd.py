@@ -156,7 +156,7 @@ def test_a_call_nnpack_refuses_runs_as_a_direct_convolution(monkeypatch, caplog)
         raise RuntimeError("DefaultCPUAllocator: not enough memory")
 
     monkeypatch.setattr(torch, "_nnpack_spatial_convolution", refuse)
-    monkeypatch.setattr(winograd, "_fell_back", False)
+    monkeypatch.setattr(winograd.fallbacks, "warned", False)
     net = _Net().eval()
     direct = _Net().eval()
     direct.load_state_dict(net.state_dict())

@@ -26,6 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ccsr.engine.fallback import FallbackLog
 from ccsr.engine.swap import swap_classes
 
 log = logging.getLogger("ccsr.linear")
@@ -67,15 +68,11 @@ class OneDNNLinear(nn.Linear):
         return F.linear(x, w, b)
 
 
-_fell_back = False
+fallbacks = FallbackLog(log)
 
 
 def _report_fallback(shape: tuple, err: RuntimeError) -> None:
-    """Warn once per process; later refusals go to the debug log."""
-    global _fell_back
-    level = logging.DEBUG if _fell_back else logging.WARNING
-    _fell_back = True
-    log.log(level, "oneDNN refused a %s linear (%s); it ran as F.linear", "x".join(map(str, shape)), err)
+    fallbacks("oneDNN refused a %s linear (%s); it ran as F.linear", "x".join(map(str, shape)), err)
 
 
 def enable(*modules: nn.Module) -> int:

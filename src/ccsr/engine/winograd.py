@@ -45,6 +45,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ccsr.engine.fallback import FallbackLog
 from ccsr.engine.swap import swap_classes
 
 log = logging.getLogger("ccsr.winograd")
@@ -149,15 +150,11 @@ class WinogradConv2d(nn.Conv2d):
         return F.conv2d(x, weight, bias, self.stride, self.padding, self.dilation, self.groups)
 
 
-_fell_back = False
+fallbacks = FallbackLog(log)
 
 
 def _report_fallback(shape: tuple, err: RuntimeError) -> None:
-    """Warn once per process; later refusals go to the debug log."""
-    global _fell_back
-    level = logging.DEBUG if _fell_back else logging.WARNING
-    _fell_back = True
-    log.log(level, "NNPACK refused a %s convolution (%s); it ran as a direct convolution", "x".join(map(str, shape)), err)
+    fallbacks("NNPACK refused a %s convolution (%s); it ran as a direct convolution", "x".join(map(str, shape)), err)
 
 
 def enable(*modules: nn.Module) -> int:
