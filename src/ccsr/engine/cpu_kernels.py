@@ -88,7 +88,7 @@ def speed_up(networks: Iterable[nn.Module], vae: Optional[nn.Module], device: to
     fp32 = dtype == torch.float32
     use_winograd = winograd_on and fp32
     done["winograd"] = winograd.enable(*nets) if use_winograd else 0
-    # The phases decide per call (fp32 only), as before Winograd's size rule existed.
+    # Swapped in whatever the dtype: each call checks for fp32 (engine/upsample.py).
     below = fused_upsample_below(fused_upsample, use_winograd and winograd.available(), vendor)
     done["fused_upsample"] = upsample.enable(*nets, below_side=below) if below != 0 else 0
     done["onednn_linear"] = linear.enable(*nets) if fp32 and onednn_linear_on(onednn_linear, vendor) else 0

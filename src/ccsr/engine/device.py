@@ -33,36 +33,33 @@ class SlowHalfPrecisionWarning(UserWarning):
     """Half precision asked for on a CPU that only emulates it."""
 
 
-@functools.lru_cache(maxsize=1)
-def cpu_flags() -> frozenset[str]:
-    """The CPU feature flags of this machine (empty where they cannot be read)."""
-    try:
-        text = Path("/proc/cpuinfo").read_text(errors="replace")
-    except OSError:
-        return frozenset()
-    for line in text.splitlines():
-        key, _, value = line.partition(":")
-        if key.strip().lower() in ("flags", "features"):  # x86 / Arm
-            return frozenset(value.split())
-    return frozenset()
-
-
-@functools.lru_cache(maxsize=4)
-def cpu_vendor(cpuinfo: Path = Path("/proc/cpuinfo")) -> str:
-    """This x86 CPU's vendor as /proc/cpuinfo spells it (``GenuineIntel``,
-    ``AuthenticAMD``), or "" where it cannot be read (other systems, Arm).
-
-    Why: which CPU kernels are fastest in fp32 depends on it (measured; see
-    :mod:`ccsr.engine.cpu_kernels`)."""
+@functools.lru_cache(maxsize=8)
+def _cpuinfo_field(names: tuple[str, ...], cpuinfo: Path = Path("/proc/cpuinfo")) -> str:
+    """The value of the first /proc/cpuinfo line whose key is one of ``names``
+    ("" where there is none or the file cannot be read)."""
     try:
         text = cpuinfo.read_text(errors="replace")
     except OSError:
         return ""
     for line in text.splitlines():
         key, _, value = line.partition(":")
-        if key.strip().lower() == "vendor_id":
+        if key.strip().lower() in names:
             return value.strip()
     return ""
+
+
+def cpu_flags() -> frozenset[str]:
+    """The CPU feature flags of this machine (empty where they cannot be read)."""
+    return frozenset(_cpuinfo_field(("flags", "features")).split())  # x86 / Arm
+
+
+def cpu_vendor(cpuinfo: Path = Path("/proc/cpuinfo")) -> str:
+    """This x86 CPU's vendor as /proc/cpuinfo spells it (``GenuineIntel``,
+    ``AuthenticAMD``), or "" where it cannot be read (other systems, Arm).
+
+    Why: which CPU kernels are fastest in fp32 depends on it (measured; see
+    :mod:`ccsr.engine.cpu_kernels`)."""
+    return _cpuinfo_field(("vendor_id",), cpuinfo)
 
 
 #: oneDNN ISA limits (``ONEDNN_MAX_CPU_ISA``) below AVX-512: its half-precision kernels are then off.
